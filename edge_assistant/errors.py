@@ -36,3 +36,9 @@ class ModelFileError(EdgeAssistantError):
     """A model, projector or voice file is missing or invalid."""
 
     exit_code = 3
+
+
+class AudioDeviceError(EdgeAssistantError):
+    """A microphone or speaker cannot be opened or fails while in use."""
+
+    exit_code = 5

@@ -1,0 +1,211 @@
+"""One TOML file configures every stage; each setting has a default.
+
+Search order (first found wins): ``--config PATH``, ``$XDG_CONFIG_HOME`` or
+``~/.config/edge-assistant/config.toml``, ``/etc/edge-assistant/config.toml``.
+Command-line flags override the file. Unknown keys and bad values are reported
+with the key and the file, because a typo silently ignored on a headless Pi is a
+mystery later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_type_hints
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+from .errors import UsageError
+
+KV_CACHE_TYPES = ("q8_0", "q4_0", "f16")
+LONG_AUDIO_POLICIES = ("split", "keep_last")
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful voice assistant running offline on a small device. "
+    "The user speaks to you; answer what they said in one to three short, "
+    "plain sentences that sound natural when read aloud. No lists, no markdown, "
+    "no emoji."
+)
+
+
+@dataclass
+class ModelsConfig:
+    """Where the model, projector and voice live. Empty paths mean: the manifest's
+    default file inside ``dir``."""
+
+    dir: str = ""
+    model: str = ""
+    mmproj: str = ""
+    voice: str = ""
+
+
+@dataclass
+class EngineConfig:
+    """Gemma 4 E2B through llama.cpp, tuned for 4 GB of RAM (see README, "Memory")."""
+
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    # 4096 tokens hold the system prompt, several 30 s questions (750 audio tokens
+    # each) and their answers; E2B's KV is tiny (about 19 MiB at 4096 in q8_0), so
+    # a longer context costs little memory but more attention time per token.
+    n_ctx: int = 4096
+    # The compute buffer grows with n_ubatch (the worst case holds n_ubatch rows of
+    # 262,144-entry logits): 128 keeps it near 130 MiB instead of 518 MiB at 512,
+    # while CPU prompt throughput is already saturated at this size.
+    n_batch: int = 128
+    n_ubatch: int = 128
+    kv_cache_type: str = "q8_0"
+    threads: int = 0  # 0 = the number of physical cores
+    use_mmap: bool = True
+    max_tokens: int = 256
+    # Google's recommended sampling for Gemma 4.
+    temperature: float = 1.0
+    top_p: float = 0.95
+    top_k: int = 64
+    seed: int = -1  # -1 = a new random seed every run
+    keep_history: bool = True
+
+
+@dataclass
+class AudioConfig:
+    """Input preparation before the model sees the audio."""
+
+    # webrtcvad aggressiveness 0 (keeps most) .. 3 (drops most non-speech).
+    vad_aggressiveness: int = 2
+    # Kept around the detected speech so word onsets and endings are not clipped.
+    speech_padding_ms: int = 200
+    # What happens to input longer than Gemma 4's 30 s per clip: "split" sends it
+    # all as consecutive 30 s clips (what llama.cpp does); "keep_last" keeps only
+    # the last 30 s (the question usually comes last) and warns.
+    long_audio: str = "split"
+    max_seconds: float = 120.0  # longer input is refused: it would not fit the context
+
+
+@dataclass
+class TtsConfig:
+    """Piper speech output."""
+
+    speaker: int = -1  # -1 = the voice's default speaker
+    length_scale: float = 1.0  # >1 speaks slower
+    output_device: str = ""  # sounddevice name or index; empty = default output
+
+
+@dataclass
+class Config:
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    tts: TtsConfig = field(default_factory=TtsConfig)
+    source: str = ""  # the file it was read from, for messages; "" = defaults
+
+    def to_toml(self) -> str:
+        """The effective configuration, as a TOML file a user can start from."""
+        lines = [f"# effective configuration (from {self.source or 'built-in defaults'})"]
+        for section in _sections(self):
+            lines.append(f"\n[{section.name}]")
+            for item in dataclasses.fields(getattr(self, section.name)):
+                value = getattr(getattr(self, section.name), item.name)
+                lines.append(f"{item.name} = {_toml_value(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def default_search_paths() -> list[Path]:
+    config_home = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return [config_home / "edge-assistant" / "config.toml", Path("/etc/edge-assistant/config.toml")]
+
+
+def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
+    """Read the configuration: the explicit file (must exist), else the first file
+    in the search order, else defaults."""
+    if explicit is not None:
+        path = Path(explicit)
+        if not path.is_file():
+            raise UsageError(f"config file not found: {path}")
+        return parse_config_file(path)
+    for path in default_search_paths():
+        if path.is_file():
+            return parse_config_file(path)
+    return Config()
+
+
+def parse_config_file(path: Path) -> Config:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"cannot read config file {path}: {error}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise UsageError(f"{path}: invalid TOML: {error}") from None
+    config = apply_overrides(Config(), data, where=str(path))
+    config.source = str(path)
+    return config
+
+
+def apply_overrides(config: Config, data: dict[str, Any], where: str) -> Config:
+    """Copy ``{section: {key: value}}`` into ``config``, checking names and types."""
+    sections = {item.name: item for item in _sections(config)}
+    for section_name, values in data.items():
+        if section_name not in sections:
+            raise UsageError(f"{where}: unknown section [{section_name}] (known: {', '.join(sections)})")
+        if not isinstance(values, dict):
+            raise UsageError(f"{where}: [{section_name}] must be a table")
+        section = getattr(config, section_name)
+        hints = get_type_hints(type(section))
+        for key, value in values.items():
+            if key not in hints:
+                raise UsageError(f"{where}: unknown key {section_name}.{key}")
+            setattr(section, key, _coerce(value, hints[key], f"{where}: {section_name}.{key}"))
+    validate(config, where)
+    return config
+
+
+def validate(config: Config, where: str) -> None:
+    """Range checks that types alone cannot express."""
+    engine, audio, tts = config.engine, config.audio, config.tts
+    checks = [
+        (engine.kv_cache_type in KV_CACHE_TYPES, "engine.kv_cache_type", f"one of {', '.join(KV_CACHE_TYPES)}"),
+        (engine.n_ctx >= 512, "engine.n_ctx", "at least 512"),
+        (1 <= engine.n_ubatch <= engine.n_batch, "engine.n_ubatch", "between 1 and engine.n_batch"),
+        (engine.threads >= 0, "engine.threads", "0 (auto) or more"),
+        (engine.max_tokens >= 1, "engine.max_tokens", "at least 1"),
+        (engine.temperature >= 0, "engine.temperature", "0 or more"),
+        (0 < engine.top_p <= 1, "engine.top_p", "in (0, 1]"),
+        (engine.top_k >= 0, "engine.top_k", "0 or more"),
+        (0 <= audio.vad_aggressiveness <= 3, "audio.vad_aggressiveness", "0, 1, 2 or 3"),
+        (0 <= audio.speech_padding_ms <= 2000, "audio.speech_padding_ms", "between 0 and 2000"),
+        (audio.long_audio in LONG_AUDIO_POLICIES, "audio.long_audio", f"one of {', '.join(LONG_AUDIO_POLICIES)}"),
+        (audio.max_seconds >= 1, "audio.max_seconds", "at least 1"),
+        (0.1 <= tts.length_scale <= 10, "tts.length_scale", "between 0.1 and 10"),
+    ]
+    for ok, key, expected in checks:
+        if not ok:
+            value = getattr(getattr(config, key.split(".")[0]), key.split(".")[1])
+            raise UsageError(f"{where}: {key} = {value!r} is invalid: must be {expected}")
+
+
+def _sections(config: Config) -> list[dataclasses.Field[Any]]:
+    return [item for item in dataclasses.fields(config) if dataclasses.is_dataclass(item.default_factory)]
+
+
+def _coerce(value: Any, expected: type, where: str) -> Any:
+    # bool is an int in Python; TOML keeps them apart and so do we.
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if expected is str and isinstance(value, str):
+        return value
+    if isinstance(value, expected) and (expected is bool or not isinstance(value, bool)):
+        return value
+    raise UsageError(f"{where} = {value!r} is invalid: expected {expected.__name__}")
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        return f'"{escaped}"'
+    return repr(value)
