@@ -1,0 +1,213 @@
+"""The ``edge-assistant`` command.
+
+Exit codes: 0 success; 1 unexpected error; 2 bad input or usage; 3 model files
+missing or invalid; 4 no speech in the input; 5 audio device error; 130 Ctrl-C.
+Every error is one line on stderr; ``--verbose`` adds details and native logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import NoReturn, Sequence
+
+from . import __version__
+from .config import KV_CACHE_TYPES, Config, load_config, validate
+from .errors import EdgeAssistantError, UsageError
+
+log = logging.getLogger("edge_assistant")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: error: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="edge-assistant",
+        description="Offline voice assistant: Gemma 4 E2B hears the audio directly, Piper answers.",
+    )
+    parser.add_argument("--version", action="version", version=f"edge-assistant {__version__}")
+    parser.add_argument("--config", metavar="TOML", help="configuration file (default: search order in README)")
+    parser.add_argument("--verbose", "-v", action="store_true", help="debug logs, including llama.cpp's")
+    parser.add_argument("--once", metavar="AUDIO", help="answer one spoken question from an audio file and exit")
+    parser.add_argument("--model", metavar="GGUF", help="Gemma 4 E2B model file")
+    parser.add_argument("--mmproj", metavar="GGUF", help="Gemma 4 audio projector file")
+    parser.add_argument("--voice", metavar="ONNX", help="Piper voice (.onnx, with its .onnx.json beside it)")
+    parser.add_argument("--models-dir", metavar="DIR", help="directory with the manifest's model files")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--out", metavar="WAV", help="write the spoken reply to this WAV instead of playing it")
+    output.add_argument("--no-speak", action="store_true", help="print the reply only")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with reply, tokens and timings")
+    parser.add_argument("--system-prompt", help="override engine.system_prompt")
+    parser.add_argument("--max-tokens", type=int, help="override engine.max_tokens")
+    parser.add_argument("--kv-cache-type", choices=KV_CACHE_TYPES, help="override engine.kv_cache_type")
+    parser.add_argument("--n-ctx", type=int, help="override engine.n_ctx")
+    parser.add_argument("--threads", type=int, help="override engine.threads (0 = physical cores)")
+    parser.add_argument("--temperature", type=float, help="override engine.temperature (0 = greedy)")
+    parser.add_argument("--seed", type=int, help="override engine.seed (-1 = random)")
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    models = commands.add_parser("models", help="download, verify or slim the model files")
+    model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
+    for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
+        action = model_commands.add_parser(name, help=text)
+        action.add_argument("--dir", metavar="DIR", help="models directory")
+    slim = model_commands.add_parser("slim", help="write an audio-only projector from a vision+audio one")
+    slim.add_argument("source", metavar="SRC")
+    slim.add_argument("destination", metavar="DST")
+    config = commands.add_parser("config", help="show the effective configuration")
+    config.add_subparsers(dest="config_command", metavar="ACTION", required=True, parser_class=_Parser).add_parser(
+        "show", help="print the effective configuration as TOML"
+    )
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    """Plain ``LEVEL logger: message`` lines: journald adds time and unit."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def effective_config(args: argparse.Namespace) -> Config:
+    config = load_config(args.config)
+    overrides = {
+        ("engine", "system_prompt"): args.system_prompt,
+        ("engine", "max_tokens"): args.max_tokens,
+        ("engine", "kv_cache_type"): args.kv_cache_type,
+        ("engine", "n_ctx"): args.n_ctx,
+        ("engine", "threads"): args.threads,
+        ("engine", "temperature"): args.temperature,
+        ("engine", "seed"): args.seed,
+        ("models", "model"): args.model,
+        ("models", "mmproj"): args.mmproj,
+        ("models", "voice"): args.voice,
+        ("models", "dir"): args.models_dir,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(config, section), key, value)
+    validate(config, "command line")
+    return config
+
+
+def run_once(args: argparse.Namespace, config: Config) -> int:
+    from .audio_io import NullSink, SpeakerSink, WavFileSink, check_output_path, parse_device, read_audio
+    from .engine import GemmaEngine
+    from .model_files import resolve_model_files
+    from .tts import PiperSpeech, StreamingSpeaker
+    from .turn import prepare_audio, run_turn
+
+    command_started = time.perf_counter()
+    out_path = check_output_path(args.out) if args.out else None
+    # Bad audio and silence are found before the model is loaded.
+    prep_started = time.perf_counter()
+    speech = prepare_audio(read_audio(args.once), config.audio)
+    prep_ms = (time.perf_counter() - prep_started) * 1000
+    files = resolve_model_files(config.models, need_voice=not args.no_speak)
+
+    load_started = time.perf_counter()
+    engine = GemmaEngine(files.model, files.mmproj, config.engine)
+    speaker = None
+    sink = None
+    if not args.no_speak:
+        voice = PiperSpeech(files.voice, config.tts.speaker, config.tts.length_scale)
+        sink = WavFileSink(out_path, voice.sample_rate) if out_path else SpeakerSink(parse_device(config.tts.output_device))
+    load_ms = (time.perf_counter() - load_started) * 1000
+
+    with engine:
+        turn_started = time.perf_counter()
+        if sink is not None:
+            speaker = StreamingSpeaker(voice, sink)
+        result = run_turn(engine, speech, speaker, turn_started)
+    if sink is not None:
+        if not result.sentences:
+            log.warning("the reply had nothing to speak")
+        sink.close()
+
+    timings = result.timings_ms
+    report = result.as_dict()
+    report["timings_ms"] = {
+        "load": round(load_ms, 1),
+        "audio_prep": round(prep_ms, 1),
+        "encode": round(timings["encode"], 1),
+        "prefill": round(timings["prefill"], 1),
+        "first_token": round(timings["first_token"], 1),
+        "decode": round(timings["decode"], 1),
+        "tts_first_audio": round(timings["tts_first_audio"], 1) if "tts_first_audio" in timings else None,
+        "total": round((time.perf_counter() - command_started) * 1000, 1),
+    }
+    report.update(
+        model=str(files.model),
+        mmproj=str(files.mmproj),
+        voice=str(files.voice) if not args.no_speak else None,
+        kv_cache_type=config.engine.kv_cache_type,
+        threads=engine.threads,
+        out=str(out_path) if out_path else None,
+    )
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False))
+    else:
+        print(result.reply)
+    return 0
+
+
+def run_models(args: argparse.Namespace, config: Config) -> int:
+    from . import models
+
+    if args.models_command == "slim":
+        models.slim_projector(Path(args.source), Path(args.destination))
+        print(f"wrote audio-only projector {args.destination}")
+        return 0
+    directory = Path(args.dir or config.models.dir or models.default_models_dir())
+    manifest = models.load_manifest()
+    if args.models_command == "download":
+        models.download(manifest, directory)
+        print(f"all model files present and verified in {directory}")
+        return 0
+    results = models.verify(manifest, directory)
+    for result in results:
+        print(result.describe())
+    return 0 if all(result.ok for result in results) else 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        config = effective_config(args)
+        if args.command == "models":
+            return run_models(args, config)
+        if args.command == "config":
+            print(config.to_toml(), end="")
+            return 0
+        if args.once:
+            return run_once(args, config)
+        parser.error("nothing to do: give --once AUDIO or a command")
+    except EdgeAssistantError as error:
+        print(f"edge-assistant: {error}", file=sys.stderr)
+        return error.exit_code
+    except KeyboardInterrupt:
+        print("edge-assistant: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug: one line, the traceback only with --verbose
+        log.debug("unexpected error", exc_info=True)
+        print(f"edge-assistant: unexpected error: {type(error).__name__}: {error} (run with --verbose for details)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Piper speech, sentence by sentence, on a worker thread.
+
+The model writes the reply a token at a time; :class:`StreamingSpeaker` takes each
+finished sentence and synthesizes and plays it while the model keeps writing, so
+the first words are heard long before the reply is complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .audio_io import AudioSink
+from .errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+
+class PiperSpeech:
+    """A loaded Piper voice."""
+
+    def __init__(self, voice_path: Path, speaker: int = -1, length_scale: float = 1.0) -> None:
+        from piper import PiperVoice, SynthesisConfig
+
+        config_path = Path(f"{voice_path}.json")
+        if not voice_path.is_file():
+            raise ModelFileError(f"Piper voice not found: {voice_path}; fetch it with: edge-assistant models download")
+        if not config_path.is_file():
+            raise ModelFileError(f"Piper voice config not found: {config_path} (it must sit next to the .onnx file)")
+        try:
+            self.voice = PiperVoice.load(voice_path, config_path=config_path)
+        except (json.JSONDecodeError, KeyError) as error:
+            raise ModelFileError(f"invalid Piper voice config {config_path}: {error}") from None
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise ModelFileError(f"cannot load Piper voice {voice_path}: {str(error).splitlines()[0]}") from None
+        speakers = self.voice.config.num_speakers
+        if speaker >= speakers:
+            raise ModelFileError(f"voice {voice_path.name} has {speakers} speaker(s); tts.speaker = {speaker} is out of range")
+        self.sample_rate = self.voice.config.sample_rate
+        self._synthesis = SynthesisConfig(speaker_id=speaker if speaker >= 0 else None, length_scale=length_scale)
+
+    def synthesize(self, text: str) -> np.ndarray:
+        """float32 samples at :attr:`sample_rate`."""
+        chunks = [chunk.audio_float_array for chunk in self.voice.synthesize(text, syn_config=self._synthesis)]
+        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+@dataclass
+class SpeechStats:
+    sentences: int = 0
+    audio_seconds: float = 0.0
+    first_audio_at: float | None = None  # perf_counter() when the first samples reached the sink
+    synth_ms: float = 0.0
+
+
+class StreamingSpeaker:
+    """Sentences in (:meth:`say`), audio out to a sink, on one worker thread."""
+
+    _DONE = object()
+
+    def __init__(self, speech: PiperSpeech, sink: AudioSink) -> None:
+        self.speech = speech
+        self.sink = sink
+        self.stats = SpeechStats()
+        self._queue: queue.Queue[object] = queue.Queue()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="tts", daemon=True)
+        self._thread.start()
+
+    def say(self, sentence: str) -> None:
+        self._queue.put(sentence)
+
+    def finish(self) -> SpeechStats:
+        """Wait until everything queued has been spoken; re-raise a worker error."""
+        self._queue.put(self._DONE)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self.stats
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if self._error is not None:
+                continue  # drain: the error is reported by finish()
+            try:
+                self._speak(str(item))
+            except BaseException as error:  # handed to the caller's thread
+                self._error = error
+
+    def _speak(self, sentence: str) -> None:
+        started = time.perf_counter()
+        samples = self.speech.synthesize(sentence)
+        self.stats.synth_ms += (time.perf_counter() - started) * 1000
+        if not len(samples):
+            return
+        if self.stats.first_audio_at is None:
+            self.stats.first_audio_at = time.perf_counter()
+        log.debug("speaking %.2f s: %s", len(samples) / self.speech.sample_rate, sentence)
+        self.stats.sentences += 1
+        self.stats.audio_seconds += len(samples) / self.speech.sample_rate
+        self.sink.write(samples, self.speech.sample_rate)
