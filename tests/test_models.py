@@ -8,10 +8,13 @@ and timeouts without any real network.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import random
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 
@@ -549,40 +553,60 @@ def test_resolve_prefers_the_audio_only_projector(tmp_path: Path) -> None:
 
 # --- slim_projector ---------------------------------------------------------------
 
-gguf = pytest.importorskip("gguf")
-
-VISION_TENSORS = ("v.patch_embd.weight", "v.blk.0.attn_q.weight", "mm.input_projection.weight")
-AUDIO_TENSORS = (
-    "a.conv1d.0.weight", "a.blk.0.attn_q.weight", "a.blk.0.ffn_up.weight",
-    "a.blk.0.attn_q.input_max", "mm.a.input_projection.weight",
+# Tiny widths: llama.cpp's loader checks names and metadata; shapes only matter to the
+# graph, which these tests never run.
+E, PROJ = 16, 32
+_BLOCK = ("attn_q", "attn_k", "attn_v", "attn_out", "ffn_up", "ffn_down")
+_CONFORMER = ("ffn_norm", "conv_pw1", "conv_dw", "conv_pw2", "ffn_norm_1", "ffn_up_1", "ffn_down_1")
+VISION_TENSORS = tuple(f"v.blk.0.{n}.weight" for n in _BLOCK) + (
+    "v.patch_embd.weight", "v.position_embd.weight", "mm.input_projection.weight",
+)
+AUDIO_TENSORS = tuple(f"a.blk.0.{n}.weight" for n in _BLOCK + _CONFORMER) + (
+    "a.blk.0.attn_q.input_max", "a.conv1d.0.weight", "a.conv1d.1.weight",
+    "a.input_projection.weight", "mm.a.input_projection.weight",
 )
 
 
+def _encoder_keys(writer: gguf.GGUFWriter, modality: str, projector_type: str) -> None:
+    writer.add_string(f"clip.{modality}.projector_type", projector_type)
+    writer.add_uint32(f"clip.{modality}.embedding_length", E)
+    writer.add_uint32(f"clip.{modality}.feed_forward_length", 4 * E)
+    writer.add_uint32(f"clip.{modality}.block_count", 1)
+    writer.add_uint32(f"clip.{modality}.projection_dim", PROJ)
+    writer.add_uint32(f"clip.{modality}.attention.head_count", 2)
+    writer.add_float32(f"clip.{modality}.attention.layer_norm_epsilon", 1e-6)
+
+
+def _add_tensor(writer: gguf.GGUFWriter, name: str, rng: np.random.Generator) -> None:
+    if name == "a.blk.0.ffn_up.weight":  # one quantized tensor, copied as raw blocks
+        q8 = gguf.GGMLQuantizationType.Q8_0
+        data = gguf.quants.quantize(rng.standard_normal((E, 64), dtype=np.float32), q8)
+        writer.add_tensor(name, data, raw_dtype=q8)
+    elif name.endswith(".input_max"):  # a Gemma4ClippableLinear clamp scalar
+        writer.add_tensor(name, np.array([3.5], dtype=np.float32))
+    else:
+        rows = PROJ if "input_projection" in name and name.startswith("mm.") else E
+        writer.add_tensor(name, rng.standard_normal((rows, E)).astype(np.float16))
+
+
 def _write_projector(path: Path, audio: bool = True) -> None:
-    """A tiny vision+audio projector named and keyed like the published Gemma 4 ones."""
-    rng = np.random.default_rng(0)
+    """A tiny vision+audio projector keyed and named like the published Gemma 4 ones."""
     writer = gguf.GGUFWriter(path, arch="clip")
     writer.add_custom_alignment(64)
     writer.add_string("general.name", "gemma4 twin projector")
     writer.add_bool("clip.has_vision_encoder", True)
     writer.add_bool("clip.has_audio_encoder", audio)
-    writer.add_string("clip.vision.projector_type", "gemma4v")
+    _encoder_keys(writer, "vision", "gemma4v")
     writer.add_uint32("clip.vision.image_size", 224)
+    writer.add_uint32("clip.vision.patch_size", 16)
     writer.add_array("clip.vision.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array("clip.vision.image_std", [0.5, 0.5, 0.5])
     if audio:
-        writer.add_string("clip.audio.projector_type", "gemma4a")
+        _encoder_keys(writer, "audio", "gemma4a")
         writer.add_uint32("clip.audio.num_mel_bins", 128)
-        writer.add_uint32("clip.audio.block_count", 1)
-    names = VISION_TENSORS + (AUDIO_TENSORS if audio else ())
-    for name in names:
-        if name == "a.blk.0.ffn_up.weight":
-            data = gguf.quants.quantize(rng.standard_normal((4, 64), dtype=np.float32),
-                                        gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(name, data, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        elif name.endswith(".input_max"):
-            writer.add_tensor(name, np.array([3.5], dtype=np.float32))
-        else:
-            writer.add_tensor(name, rng.standard_normal((8, 16)).astype(np.float16))
+    rng = np.random.default_rng(0)
+    for name in VISION_TENSORS + (AUDIO_TENSORS if audio else ()):
+        _add_tensor(writer, name, rng)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
@@ -644,3 +668,38 @@ def test_slim_rejects_missing_or_foreign_source(tmp_path: Path, content: bytes |
     with pytest.raises(ModelFileError, match="src.gguf"):
         models.slim_projector(src, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
+
+
+# What llama.cpp's own loader makes of a projector: run in a child process, so that a
+# native abort fails this test rather than the whole suite.
+_MTMD_PROBE = """
+import sys
+import llama_cpp.mtmd_cpp as mtmd
+params = mtmd.mtmd_context_params_default()
+params.warmup = False
+params.use_gpu = False
+ctx = mtmd.mtmd_init_from_file(sys.argv[1].encode(), None, params)
+if not ctx:
+    sys.exit("llama.cpp could not load " + sys.argv[1])
+print(mtmd.mtmd_support_vision(ctx), mtmd.mtmd_support_audio(ctx))
+mtmd.mtmd_free(ctx)
+"""
+
+
+def _mtmd_caps(path: Path) -> list[str]:
+    probe = subprocess.run(
+        [sys.executable, "-c", _MTMD_PROBE, str(path)], capture_output=True, text=True, timeout=120,
+    )
+    assert probe.returncode == 0, probe.stderr[-3000:]
+    return probe.stdout.split()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None, reason="needs llama-cpp-python")
+def test_llama_cpp_loads_the_slim_projector_as_audio_only(tmp_path: Path) -> None:
+    src, dst = tmp_path / "mmproj-F16.gguf", tmp_path / "mmproj-F16.audio.gguf"
+    _write_projector(src)
+    assert _mtmd_caps(src) == ["True", "True"]
+
+    models.slim_projector(src, dst)
+
+    assert _mtmd_caps(dst) == ["False", "True"]
