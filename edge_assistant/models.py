@@ -516,7 +516,8 @@ def _reason(error: BaseException) -> str:
 
 
 def _mb(size: int) -> str:
-    return f"{size / 1e6:,.1f} MB"
+    """A human size: MB, or kB for the small config files."""
+    return f"{size / 1e6:,.1f} MB" if size >= 1_000_000 else f"{size / 1e3:,.1f} kB"
 
 
 class _Progress:

@@ -174,7 +174,7 @@ def test_progress_without_tty_prints_a_line_per_tenth(
     models.download([_entry(server, "voice.onnx", _data())], tmp_path)
 
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "voice.onnx: downloading 0.2 MB"
+    assert lines[0] == "voice.onnx: downloading 200.0 kB"
     percents = [int(m.group(1)) for m in (re.search(r": (\d+)% \(", x) for x in lines) if m]
     assert percents == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
     assert "\r" not in "".join(lines)
@@ -201,7 +201,7 @@ def test_progress_on_tty_redraws_one_bar(
     out = tty.getvalue()
     assert out.startswith("\rvoice.onnx [")
     assert out.endswith("\n") and out.count("\n") == 1
-    assert "100% 0.2 MB of 0.2 MB" in out
+    assert "100% 200.0 kB of 200.0 kB" in out
 
 
 def test_no_progress_prints_nothing(
@@ -238,7 +238,7 @@ def test_resume_reports_where_it_continues(
     models.download([_entry(server, "m.bin", data)], tmp_path)
 
     lines = capsys.readouterr().err.splitlines()
-    assert lines[0] == "m.bin: resuming at 0.1 MB of 0.2 MB"
+    assert lines[0] == "m.bin: resuming at 100.0 kB of 200.0 kB"
     assert lines[1].startswith("m.bin: 60% ")
 
 
@@ -420,7 +420,7 @@ def test_interrupted_bar_ends_its_line(
         models.download([_entry(server, "m.bin", _data())], tmp_path)
 
     last_frame = tty.getvalue().rsplit("\r", 1)[-1]
-    assert " 35% 0.1 MB of 0.2 MB" in last_frame
+    assert " 35% 70.0 kB of 200.0 kB" in last_frame
     assert last_frame.endswith("\n")
 
 
@@ -429,7 +429,7 @@ def test_not_enough_disk_space_fails_before_downloading(
 ) -> None:
     usage = models.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(models.shutil, "disk_usage", lambda _: usage._replace(free=1000))
-    with pytest.raises(ModelFileError, match=r"needs 0.2 MB but only 0.0 MB is free"):
+    with pytest.raises(ModelFileError, match=r"needs 200.0 kB but only 1.0 kB is free"):
         models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
     assert server.requests == []
 
@@ -533,7 +533,7 @@ def test_resolve_names_the_missing_file_and_the_command(tmp_path: Path) -> None:
 
     assert str(info.value) == (
         f"mmproj file {tmp_path / 'mmproj-F16.gguf'} is missing: "
-        f"run `edge-assistant models download --dir {tmp_path}` to fetch it (0.0 MB)"
+        f"run `edge-assistant models download --dir {tmp_path}` to fetch it (0.0 kB)"
     )
 
 
