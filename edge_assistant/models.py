@@ -67,6 +67,7 @@ _MANIFEST_FIELDS: tuple[tuple[str, type], ...] = (
     ("sha256", str),
     ("filename", str),
 )
+_TYPE_NAMES = {str: "a string", int: "an integer"}
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ _USABLE = (VerifyStatus.OK, VerifyStatus.OK_RECORDED, VerifyStatus.UNCHECKED)
 
 @dataclass(frozen=True)
 class VerifyResult:
-    """The state of one file; ``str()`` gives the line ``models verify`` prints."""
+    """The state of one file, as ``models verify`` reports it."""
 
     file: ModelFile
     path: Path
@@ -111,7 +112,8 @@ class VerifyResult:
         """True when the file is complete and no hash contradicts it."""
         return self.status in _USABLE
 
-    def __str__(self) -> str:
+    def describe(self) -> str:
+        """One line: file name, status and what to do about it."""
         return f"{self.file.filename}: {self.status.value}: {self.detail}"
 
 
@@ -149,7 +151,7 @@ def _parse_entry(source: Path, number: int, entry: object) -> ModelFile:
     for key, kind in _MANIFEST_FIELDS:
         value = entry.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
-            raise ModelFileError(f"{where}: '{key}' must be a {kind.__name__}")
+            raise ModelFileError(f"{where}: '{key}' must be {_TYPE_NAMES[kind]}")
     file = ModelFile(**{key: entry[key] for key, _ in _MANIFEST_FIELDS})
     problem = _entry_problem(file)
     if problem:

@@ -336,7 +336,7 @@ def test_unknown_sha256_is_recorded_and_reported(server: ServerState, tmp_path: 
     assert (tmp_path / "voice.onnx.sha256").read_text().split()[0] == _sha(data)
     [result] = models.verify([file], tmp_path)
     assert result.status is VerifyStatus.OK_RECORDED and result.ok
-    assert "recorded at download" in str(result) and "none is published" in str(result)
+    assert "recorded at download" in result.describe() and "none is published" in result.describe()
 
     (tmp_path / "voice.onnx").write_bytes(_data(seed=3))
     [result] = models.verify([file], tmp_path)
@@ -456,13 +456,13 @@ def test_verify_reports_each_state(tmp_path: Path) -> None:
         VerifyStatus.WRONG_SIZE, VerifyStatus.WRONG_SHA256, VerifyStatus.UNCHECKED,
     ]
     assert [r.ok for r in results] == [True, False, False, False, False, True]
-    assert str(results[2]) == (
+    assert results[2].describe() == (
         "partial: partial: interrupted download, 10 of 1000 bytes; "
         "run `edge-assistant models download` to resume"
     )
-    assert "999 bytes, expected 1000" in str(results[3])
-    assert _sha(data) in str(results[4])
-    assert "no published or recorded value" in str(results[5])
+    assert "999 bytes, expected 1000" in results[3].describe()
+    assert _sha(data) in results[4].describe()
+    assert "no published or recorded value" in results[5].describe()
 
 
 # --- manifest, locations, resolve -------------------------------------------------
@@ -491,7 +491,7 @@ def test_shipped_voice_is_the_tested_voice() -> None:
         ('filename = "../evil.gguf"', "plain file name"),
         ('url = "file:///etc/passwd"', "http or https"),
         ("size = 0", "size must be positive"),
-        ('size = "12"', "'size' must be a int"),
+        ('size = "12"', "'size' must be an integer"),
     ],
 )
 def test_manifest_validation(tmp_path: Path, change: str, message: str) -> None:
