@@ -30,14 +30,19 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """--config and --verbose, accepted before or after a command."""
+    parser.add_argument("--config", metavar="TOML", default=default, help="configuration file (default: search order in README)")
+    parser.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logs, including llama.cpp's")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edge-assistant",
         description="Offline voice assistant: Gemma 4 E2B hears the audio directly, Piper answers.",
     )
     parser.add_argument("--version", action="version", version=f"edge-assistant {__version__}")
-    parser.add_argument("--config", metavar="TOML", help="configuration file (default: search order in README)")
-    parser.add_argument("--verbose", "-v", action="store_true", help="debug logs, including llama.cpp's")
+    add_common_options(parser, argparse.SUPPRESS)
     parser.add_argument("--once", metavar="AUDIO", help="answer one spoken question from an audio file and exit")
     parser.add_argument("--model", metavar="GGUF", help="Gemma 4 E2B model file")
     parser.add_argument("--mmproj", metavar="GGUF", help="Gemma 4 audio projector file")
@@ -55,19 +60,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--temperature", type=float, help="override engine.temperature (0 = greedy)")
     parser.add_argument("--seed", type=int, help="override engine.seed (-1 = random)")
 
+    common = _Parser(add_help=False)
+    add_common_options(common, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
-        action = model_commands.add_parser(name, help=text)
+        action = model_commands.add_parser(name, help=text, parents=[common])
         action.add_argument("--dir", metavar="DIR", help="models directory")
-    slim = model_commands.add_parser("slim", help="write an audio-only projector from a vision+audio one")
+    slim = model_commands.add_parser("slim", help="write an audio-only projector from a vision+audio one", parents=[common])
     slim.add_argument("source", metavar="SRC")
     slim.add_argument("destination", metavar="DST")
     config = commands.add_parser("config", help="show the effective configuration")
     config.add_subparsers(dest="config_command", metavar="ACTION", required=True, parser_class=_Parser).add_parser(
-        "show", help="print the effective configuration as TOML"
+        "show", help="print the effective configuration as TOML", parents=[common]
     )
+    parser.set_defaults(config=None, verbose=False)
     return parser
 
 
@@ -102,10 +110,23 @@ def effective_config(args: argparse.Namespace) -> Config:
     return config
 
 
+def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | None]:
+    """Explicit paths from flags or config, else the manifest's files in the models
+    directory (ModelFileError naming the file and the command that fetches it)."""
+    from . import models
+
+    directory = Path(config.models.dir).expanduser() if config.models.dir else None
+
+    def pick(explicit: str, role: str) -> Path:
+        return Path(explicit).expanduser() if explicit else models.resolve(role, directory)
+
+    voice = pick(config.models.voice, "voice") if need_voice else None
+    return pick(config.models.model, "model"), pick(config.models.mmproj, "mmproj"), voice
+
+
 def run_once(args: argparse.Namespace, config: Config) -> int:
     from .audio_io import NullSink, SpeakerSink, WavFileSink, check_output_path, parse_device, read_audio
     from .engine import GemmaEngine
-    from .model_files import resolve_model_files
     from .tts import PiperSpeech, StreamingSpeaker
     from .turn import prepare_audio, run_turn
 
@@ -115,14 +136,14 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     prep_started = time.perf_counter()
     speech = prepare_audio(read_audio(args.once), config.audio)
     prep_ms = (time.perf_counter() - prep_started) * 1000
-    files = resolve_model_files(config.models, need_voice=not args.no_speak)
+    model_path, mmproj_path, voice_path = model_paths(config, need_voice=not args.no_speak)
 
     load_started = time.perf_counter()
-    engine = GemmaEngine(files.model, files.mmproj, config.engine)
+    engine = GemmaEngine(model_path, mmproj_path, config.engine)
     speaker = None
     sink = None
     if not args.no_speak:
-        voice = PiperSpeech(files.voice, config.tts.speaker, config.tts.length_scale)
+        voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale)
         sink = WavFileSink(out_path, voice.sample_rate) if out_path else SpeakerSink(parse_device(config.tts.output_device))
     load_ms = (time.perf_counter() - load_started) * 1000
 
@@ -149,9 +170,9 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
         "total": round((time.perf_counter() - command_started) * 1000, 1),
     }
     report.update(
-        model=str(files.model),
-        mmproj=str(files.mmproj),
-        voice=str(files.voice) if not args.no_speak else None,
+        model=str(model_path),
+        mmproj=str(mmproj_path),
+        voice=str(voice_path) if voice_path else None,
         kv_cache_type=config.engine.kv_cache_type,
         threads=engine.threads,
         out=str(out_path) if out_path else None,

@@ -35,6 +35,10 @@ KV_CACHE_GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
 AUDIO_TOKENS_PER_SECOND = 25  # Gemma 4's audio encoder: one token per 40 ms
 MAX_CLIP_SECONDS = 30  # Gemma 4's limit per audio clip; mtmd splits longer audio
 FETCH_HINT = "fetch it with: edge-assistant models download"
+_SILENT_TOKEN_ATTRS = (
+    llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
+)
+_NO_POST_DECODE_CALLBACK = mtmd_cpp.mtmd_helper_post_decode_callback()  # a NULL function pointer
 
 
 @dataclass
@@ -256,6 +260,14 @@ class GemmaEngine:
             size = llama_cpp.llama_token_to_piece(self._vocab, token, buffer, len(buffer), 0, True)
         return buffer.raw[:size]
 
+    def _reply_bytes(self, token: int) -> bytes:
+        """What a generated token adds to the reply text. Control and unused tokens
+        add nothing; user-defined markers such as ``<|channel>`` are kept so the
+        reply filter can remove the blocks they delimit."""
+        if llama_cpp.llama_vocab_get_attr(self._vocab, token) & _SILENT_TOKEN_ATTRS:
+            return b""
+        return self._token_bytes(token)
+
     def _token_text(self, token: int) -> str:
         return self._token_bytes(token).decode("utf-8", errors="replace")
 
@@ -369,7 +381,7 @@ class GemmaEngine:
 
     def _evaluate_chunk(self, chunk: mtmd_cpp.mtmd_input_chunk_p, is_last: bool, stats: TurnStats) -> None:
         n_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
-        new_n_past = llama_cpp.llama_pos(0)
+        new_n_past = llama_cpp.llama_pos(self._n_past)  # the helpers add to it
         if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
             stats.prompt_tokens += n_tokens
             status = mtmd_cpp.mtmd_helper_eval_chunk_single(
@@ -385,7 +397,7 @@ class GemmaEngine:
             embeddings = mtmd_cpp.mtmd_get_output_embd(self._mtmd)
             status = mtmd_cpp.mtmd_helper_decode_image_chunk(
                 self._mtmd, self._ctx, chunk, embeddings, self._n_past, 0, self.settings.n_batch,
-                ctypes.byref(new_n_past), None, None,
+                ctypes.byref(new_n_past), _NO_POST_DECODE_CALLBACK, None,
             )
         if status != 0:
             raise RuntimeError(f"evaluating a prompt chunk failed with status {status}")
@@ -405,7 +417,7 @@ class GemmaEngine:
                 stats.stopped_by = "end_of_turn"
                 break
             stats.generated_tokens += 1
-            piece = decoder.decode(self._token_bytes(token))
+            piece = decoder.decode(self._reply_bytes(token))
             if piece:
                 pieces.append(piece)
                 if on_text is not None:

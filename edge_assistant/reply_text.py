@@ -16,8 +16,9 @@ HIDDEN_BLOCKS = {
     "<|channel>": "<channel|>",
     "<|tool_call>": "<tool_call|>",
 }
-# Stray control tokens that carry no speech.
-CONTROL_TOKEN = re.compile(r"<\|[a-z_\"]+\|?>|<[a-z_\"]+\|>")
+# Stray marker tokens that carry no speech (Gemma's vocabulary types its
+# <unusedN> placeholders as normal text).
+CONTROL_TOKEN = re.compile(r"<\|[a-z_\"]+\|?>|<[a-z_\"]+\|>|<unused\d+>")
 
 
 class HiddenBlockFilter:

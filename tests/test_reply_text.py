@@ -47,6 +47,7 @@ def test_lone_less_than_sign_is_spoken() -> None:
 def test_stray_control_tokens_are_dropped() -> None:
     assert strip_hidden_blocks("Hi there<turn|>") == "Hi there"
     assert strip_hidden_blocks("<|\"|>quoted<|\"|>") == "quoted"
+    assert strip_hidden_blocks("a<unused5079>b") == "ab"
 
 
 def split_all(text: str, size: int) -> list[str]:
