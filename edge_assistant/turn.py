@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Protocol
+
+import numpy as np
 
 from .audio_io import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
-from .engine import MAX_CLIP_SECONDS, GemmaEngine
+from .engine import MAX_CLIP_SECONDS, TurnReply
 from .errors import AudioInputError
 from .reply_text import HiddenBlockFilter, SentenceSplitter
 from .tts import StreamingSpeaker
@@ -45,6 +47,12 @@ def prepare_audio(audio: Audio, settings: AudioConfig) -> Audio:
     return speech
 
 
+class Responder(Protocol):
+    """What a turn needs from the model stage (GemmaEngine, or a fake in tests)."""
+
+    def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None) -> TurnReply: ...
+
+
 @dataclass
 class TurnResult:
     reply: str
@@ -66,7 +74,7 @@ class TurnResult:
         }
 
 
-def run_turn(engine: GemmaEngine, speech: Audio, speaker: StreamingSpeaker | None, started: float) -> TurnResult:
+def run_turn(engine: Responder, speech: Audio, speaker: StreamingSpeaker | None, started: float) -> TurnResult:
     """Send prepared speech to the engine and speak the reply as it streams.
 
     ``started`` is the ``perf_counter()`` at which this turn's clock began (the

@@ -1,0 +1,116 @@
+"""The Gemma engine on the twin: prefix reuse across turns, history reset, long
+audio, and what each turn evaluates."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge_assistant.audio_io import Audio
+from edge_assistant.config import AudioConfig, EngineConfig
+from edge_assistant.engine import GemmaEngine
+from edge_assistant.errors import AudioInputError, UsageError
+from edge_assistant.turn import prepare_audio
+
+from speech import concat, silence, speak
+
+pytestmark = pytest.mark.slow
+TURN_END_TOKENS = 2  # "<turn|>" "\n", evaluated after each reply to keep the history
+
+
+@pytest.fixture(scope="module")
+def engine(twin):
+    with GemmaEngine(twin.model, twin.mmproj, EngineConfig(max_tokens=12, seed=1)) as loaded:
+        yield loaded
+
+
+def test_second_turn_evaluates_only_its_new_tokens(engine: GemmaEngine) -> None:
+    engine.reset_history()
+    system = engine.context_tokens
+    assert system == engine.system_prompt_tokens
+    first = engine.respond(speak("Is it going to rain tomorrow?").samples).stats
+    second = engine.respond(speak("And the day after?").samples).stats
+
+    for stats in (first, second):
+        assert stats.evaluated_this_turn == stats.prompt_tokens + stats.audio_tokens + stats.generated_tokens + TURN_END_TOKENS
+    # The system prompt and the first turn are reused, not evaluated again.
+    assert second.context_tokens == system + first.evaluated_this_turn + second.evaluated_this_turn
+    assert second.evaluated_this_turn < second.context_tokens - system
+    assert second.prompt_tokens == first.prompt_tokens  # the same user-turn wrapper
+
+
+def test_reset_history_returns_to_the_system_prompt(engine: GemmaEngine) -> None:
+    engine.respond(speak("Tell me a joke.").samples)
+    engine.reset_history()
+    assert engine.context_tokens == engine.system_prompt_tokens
+    stats = engine.respond(speak("Tell me a joke.").samples).stats
+    assert stats.context_tokens == engine.system_prompt_tokens + stats.evaluated_this_turn
+
+
+def test_same_seed_same_reply_after_reset(twin) -> None:
+    """Rolling the cache back to the system prompt leaves no trace of the old turn."""
+    audio = speak("What time is it?").samples
+    settings = EngineConfig(max_tokens=10, temperature=0.0)
+    with GemmaEngine(twin.model, twin.mmproj, settings) as engine:
+        fresh = engine.respond(audio).text
+        engine.respond(speak("Something else entirely.").samples)
+        engine.reset_history()
+        assert engine.respond(audio).text == fresh
+
+
+def test_without_history_every_turn_starts_after_the_system_prompt(twin) -> None:
+    settings = EngineConfig(max_tokens=8, keep_history=False)
+    with GemmaEngine(twin.model, twin.mmproj, settings) as engine:
+        audio = speak("Turn on the lights.").samples
+        for _ in range(2):
+            stats = engine.respond(audio).stats
+            assert stats.context_tokens == engine.system_prompt_tokens + stats.evaluated_this_turn
+            assert stats.evaluated_this_turn == stats.prompt_tokens + stats.audio_tokens + stats.generated_tokens
+
+
+def long_speech(seconds: float) -> Audio:
+    sentence = speak("This is a long recording that keeps going so that it passes the thirty second limit.")
+    parts = []
+    while sum(len(part) for part in parts) < seconds * 16000:
+        parts += [sentence.samples, silence(0.2)]
+    return concat(*parts)
+
+
+def test_35_seconds_split_into_30_second_clips(engine: GemmaEngine) -> None:
+    speech = prepare_audio(long_speech(35), AudioConfig())
+    assert speech.seconds > 33
+    engine.reset_history()
+    stats = engine.respond(speech.samples).stats
+    assert abs(stats.audio_tokens - 25 * speech.seconds) <= 4
+    assert stats.generated_tokens >= 1
+
+
+def test_keep_last_keeps_30_seconds(engine: GemmaEngine, caplog: pytest.LogCaptureFixture) -> None:
+    speech = prepare_audio(long_speech(35), AudioConfig(long_audio="keep_last"))
+    assert speech.seconds == pytest.approx(30.0, abs=0.01)
+    assert "keeping the last 30 s" in caplog.text
+    engine.reset_history()
+    assert abs(engine.respond(speech.samples).stats.audio_tokens - 750) <= 2
+
+
+def test_speech_over_max_seconds_is_refused() -> None:
+    with pytest.raises(AudioInputError, match="audio.max_seconds"):
+        prepare_audio(long_speech(40), AudioConfig(max_seconds=32))
+
+
+def test_audio_that_cannot_fit_the_context_is_a_clear_error(twin) -> None:
+    with GemmaEngine(twin.model, twin.mmproj, EngineConfig(n_ctx=512, max_tokens=8)) as engine:
+        with pytest.raises(UsageError, match="does not fit the context"):
+            engine.respond(np.zeros(16000 * 20, dtype=np.float32))
+        # A question that fits still works afterwards.
+        assert engine.respond(speak("Hello?").samples).stats.generated_tokens >= 0
+
+
+@pytest.mark.parametrize("kv_cache_type", ["q8_0", "q4_0", "f16"])
+def test_every_kv_cache_type_answers(twin, kv_cache_type: str) -> None:
+    settings = dataclasses.replace(EngineConfig(), kv_cache_type=kv_cache_type, max_tokens=4)
+    with GemmaEngine(twin.model, twin.mmproj, settings) as engine:
+        stats = engine.respond(speak("Hello?").samples).stats
+        assert stats.audio_tokens > 0 and stats.generated_tokens + (stats.stopped_by == "end_of_turn") >= 1
