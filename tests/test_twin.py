@@ -18,9 +18,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, load_make_twin
-
+REPO_ROOT = Path(__file__).resolve().parents[1]
 MAKE_TWIN = REPO_ROOT / "scripts" / "make_twin.py"
+
+
+def load_make_twin():
+    """scripts/make_twin.py as a module (same sys.modules entry as conftest's;
+    not imported from conftest so the test works under any pytest import mode)."""
+    import importlib.util
+
+    name = "edge_assistant_make_twin"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, MAKE_TWIN)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
 SPECIAL = ["<|turn>", "<turn|>", "<|audio>", "<audio|>", "<|channel>", "<channel|>"]
 SAMPLE_RATE = 16000
 # Set thread counts explicitly on both sides.  mtmd's default is 4 threads and
