@@ -96,11 +96,66 @@ class TtsConfig:
 
 
 @dataclass
+class InputConfig:
+    """The microphone of ``edge-assistant run``."""
+
+    device: str = ""  # sounddevice name (substring) or index; empty = default input
+    frame_ms: int = 30  # 10, 20 or 30: what webrtcvad accepts
+
+
+@dataclass
+class WakeConfig:
+    """openWakeWord-compatible wake models. ``model = "none"``: any speech starts a
+    turn (VAD only). Several models: comma-separated. A bare name is looked up as
+    NAME.onnx in the models directory."""
+
+    model: str = "none"
+    threshold: float = 0.5
+    refractory_seconds: float = 2.0
+
+
+@dataclass
+class EndpointConfig:
+    """When an utterance starts and ends (webrtcvad, audio.vad_aggressiveness)."""
+
+    pre_roll_ms: int = 300  # kept from before the speech start, so the first word is whole
+    start_ms: int = 120  # voiced audio needed to call it speech
+    end_silence_ms: int = 800  # silence that ends the utterance
+    min_speech_ms: int = 300  # shorter is a cough or a click: ignored
+    max_speech_seconds: float = 30.0  # Gemma 4's limit per clip
+    no_speech_timeout_seconds: float = 5.0  # after the wake word, give up waiting
+
+
+@dataclass
+class ConversationConfig:
+    follow_up_seconds: float = 6.0  # after a reply, speech without the wake word continues
+    idle_reset_seconds: float = 300.0  # a turn after this much quiet starts a fresh history
+    barge_in: bool = True  # the wake word during a reply stops it and starts a new turn
+    # After the speaker stops, ignore speech this long: the room still rings with it.
+    echo_tail_ms: int = 300
+
+
+@dataclass
+class EarconConfig:
+    """Short tones generated in code."""
+
+    listening: bool = True
+    done: bool = False
+    error: bool = True
+    volume: float = 0.3
+
+
+@dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     audio: AudioConfig = field(default_factory=AudioConfig)
     tts: TtsConfig = field(default_factory=TtsConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    wake: WakeConfig = field(default_factory=WakeConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    conversation: ConversationConfig = field(default_factory=ConversationConfig)
+    earcons: EarconConfig = field(default_factory=EarconConfig)
     source: str = ""  # the file it was read from, for messages; "" = defaults
 
     def to_toml(self) -> str:
@@ -166,6 +221,7 @@ def apply_overrides(config: Config, data: dict[str, Any], where: str) -> Config:
 def validate(config: Config, where: str) -> None:
     """Range checks that types alone cannot express."""
     engine, audio, tts = config.engine, config.audio, config.tts
+    wake, endpoint, conversation = config.wake, config.endpoint, config.conversation
     checks = [
         (engine.kv_cache_type in KV_CACHE_TYPES, "engine.kv_cache_type", f"one of {', '.join(KV_CACHE_TYPES)}"),
         (engine.n_ctx >= 512, "engine.n_ctx", "at least 512"),
@@ -180,6 +236,19 @@ def validate(config: Config, where: str) -> None:
         (audio.long_audio in LONG_AUDIO_POLICIES, "audio.long_audio", f"one of {', '.join(LONG_AUDIO_POLICIES)}"),
         (audio.max_seconds >= 1, "audio.max_seconds", "at least 1"),
         (0.1 <= tts.length_scale <= 10, "tts.length_scale", "between 0.1 and 10"),
+        (config.input.frame_ms in (10, 20, 30), "input.frame_ms", "10, 20 or 30"),
+        (0 < wake.threshold < 1, "wake.threshold", "between 0 and 1"),
+        (wake.refractory_seconds >= 0, "wake.refractory_seconds", "0 or more"),
+        (0 <= endpoint.pre_roll_ms <= 2000, "endpoint.pre_roll_ms", "between 0 and 2000"),
+        (30 <= endpoint.start_ms <= 2000, "endpoint.start_ms", "between 30 and 2000"),
+        (90 <= endpoint.end_silence_ms <= 10000, "endpoint.end_silence_ms", "between 90 and 10000"),
+        (endpoint.min_speech_ms >= 0, "endpoint.min_speech_ms", "0 or more"),
+        (1 <= endpoint.max_speech_seconds <= 30, "endpoint.max_speech_seconds", "between 1 and 30"),
+        (endpoint.no_speech_timeout_seconds > 0, "endpoint.no_speech_timeout_seconds", "more than 0"),
+        (conversation.follow_up_seconds >= 0, "conversation.follow_up_seconds", "0 or more"),
+        (conversation.idle_reset_seconds > 0, "conversation.idle_reset_seconds", "more than 0"),
+        (0 <= conversation.echo_tail_ms <= 5000, "conversation.echo_tail_ms", "between 0 and 5000"),
+        (0 <= config.earcons.volume <= 1, "earcons.volume", "between 0 and 1"),
     ]
     for ok, key, expected in checks:
         if not ok:
