@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import struct
 import tempfile
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Callable, Iterator, Protocol
 
 import numpy as np
 import soundfile
@@ -163,9 +167,7 @@ class SpeakerSink:
     next sentence is synthesized while this one plays."""
 
     def __init__(self, device: str | int | None = None) -> None:
-        import sounddevice  # PortAudio is loaded only when something is played
-
-        self._sounddevice = sounddevice
+        self._sounddevice = import_sounddevice()  # PortAudio is loaded only when something is played
         self._device = device
 
     def write(self, samples: np.ndarray, sample_rate: int) -> None:
@@ -193,3 +195,298 @@ def parse_device(name: str) -> str | int | None:
     if not name:
         return None
     return int(name) if name.isdigit() else name
+
+
+# -- live streams for the daemon ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Frame:
+    """``frame_ms`` of 16 kHz mono float32; ``end_sample`` is the input time (in
+    samples since the stream began) just after its last sample."""
+
+    samples: np.ndarray
+    end_sample: int
+
+    @property
+    def seconds(self) -> float:
+        return self.end_sample / MODEL_SAMPLE_RATE
+
+
+class AudioSource(Protocol):
+    """Frames from a microphone or a file, until the input ends or ``stop()``."""
+
+    def frames(self) -> Iterator[Frame]: ...
+
+    def stop(self) -> None: ...
+
+
+def _framed(chunks: Iterator[np.ndarray], frame_samples: int) -> Iterator[Frame]:
+    """Re-cut arbitrary chunks into exact frames, counting input time."""
+    pending = np.zeros(0, dtype=np.float32)
+    produced = 0
+    for chunk in chunks:
+        pending = np.concatenate([pending, chunk]) if len(pending) else chunk
+        while len(pending) >= frame_samples:
+            produced += frame_samples
+            yield Frame(pending[:frame_samples], produced)
+            pending = pending[frame_samples:]
+
+
+class FileSource:
+    """A recording played as if it were the microphone: as fast as the pipeline
+    takes it, or paced in real time with ``realtime``."""
+
+    def __init__(self, path: str | os.PathLike[str], frame_ms: int, realtime: bool = False) -> None:
+        self.audio = read_audio(path)
+        self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
+        self.realtime = realtime
+        self._stopped = threading.Event()
+
+    def frames(self) -> Iterator[Frame]:
+        started = time.monotonic()
+        for frame in _framed(iter([self.audio.samples]), self.frame_samples):
+            if self._stopped.is_set():
+                return
+            if self.realtime:
+                self._stopped.wait(max(0.0, started + frame.seconds - time.monotonic()))
+            yield frame
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+
+class MicrophoneSource:
+    """Capture from an input device through PortAudio, at 16 kHz or, if the device
+    cannot, at its native rate resampled with soxr. A device that errors or goes
+    silent (no callbacks) is reopened with exponential backoff, without a restart.
+    """
+
+    QUEUE_SECONDS = 10  # bounded: a stalled consumer drops the oldest audio, never grows memory
+    STALL_SECONDS = 2.0
+    MAX_BACKOFF_SECONDS = 30.0
+
+    def __init__(self, device: str | int | None, frame_ms: int, on_idle: Callable[[], None] | None = None) -> None:
+        self.sounddevice = import_sounddevice()
+        self.device = device
+        self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
+        self.on_idle = on_idle  # called while waiting (e.g. the systemd watchdog)
+        self._stopped = threading.Event()
+        self.dropped_chunks = 0
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def frames(self) -> Iterator[Frame]:
+        return _framed(self._chunks(), self.frame_samples)
+
+    def _chunks(self) -> Iterator[np.ndarray]:
+        backoff = 0.5
+        while not self._stopped.is_set():
+            try:
+                for chunk in self._stream_once():
+                    backoff = 0.5
+                    yield chunk
+                if self._stopped.is_set():
+                    return
+                log.warning("input device %s stopped delivering audio; reopening", self.device or "(default)")
+            except (self.sounddevice.PortAudioError, ValueError) as error:
+                log.warning("input device %s failed: %s; retrying in %.1f s", self.device or "(default)", error, backoff)
+            self._wait(backoff)
+            backoff = min(backoff * 2, self.MAX_BACKOFF_SECONDS)
+
+    def _wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopped.is_set() and time.monotonic() < deadline:
+            if self.on_idle:
+                self.on_idle()
+            self._stopped.wait(min(0.5, deadline - time.monotonic()))
+
+    def _stream_once(self) -> Iterator[np.ndarray]:
+        rate = self._capture_rate()
+        blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=int(self.QUEUE_SECONDS * rate / 1024) + 1)
+
+        def callback(indata: np.ndarray, frames: int, _time: object, status: object) -> None:
+            if status:
+                log.debug("input status: %s", status)
+            try:
+                blocks.put_nowait(indata[:, 0].copy())
+            except queue.Full:
+                self.dropped_chunks += 1
+
+        resampler = soxr.ResampleStream(rate, MODEL_SAMPLE_RATE, 1, dtype="float32") if rate != MODEL_SAMPLE_RATE else None
+        with self.sounddevice.InputStream(
+            device=self.device, channels=1, samplerate=rate, dtype="float32", blocksize=1024, callback=callback
+        ):
+            log.info("listening on %s at %d Hz", self.device or "the default input device", rate)
+            while not self._stopped.is_set():
+                try:
+                    block = blocks.get(timeout=self.STALL_SECONDS)
+                except queue.Empty:
+                    return  # the device went quiet: the caller reopens it
+                yield resampler.resample_chunk(block) if resampler else block
+
+    def _capture_rate(self) -> int:
+        try:
+            self.sounddevice.check_input_settings(device=self.device, channels=1, samplerate=MODEL_SAMPLE_RATE)
+            return MODEL_SAMPLE_RATE
+        except (self.sounddevice.PortAudioError, ValueError):
+            info = self.sounddevice.query_devices(self.device, "input")
+            return int(info["default_samplerate"])
+
+
+def import_sounddevice():  # noqa: ANN201 - the module
+    """sounddevice needs the PortAudio library; say how to get it."""
+    try:
+        import sounddevice
+    except OSError as error:
+        raise AudioDeviceError(f"PortAudio is missing ({error}); install it: sudo apt install libportaudio2") from None
+    return sounddevice
+
+
+def list_devices() -> str:
+    sounddevice = import_sounddevice()
+    try:
+        return str(sounddevice.query_devices())
+    except sounddevice.PortAudioError as error:
+        raise AudioDeviceError(f"cannot list audio devices: {error}") from None
+
+
+class Playback(Protocol):
+    """Where the daemon's speech and earcons go; unlike an :class:`AudioSink` it
+    returns at once, can be stopped (barge-in) and says whether it is busy."""
+
+    sample_rate: int
+
+    def write(self, samples: np.ndarray, sample_rate: int) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def busy(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class _Queue:
+    """Audio waiting to be played, consumed in pieces of any size."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._parts: deque[np.ndarray] = deque()
+
+    def push(self, samples: np.ndarray) -> None:
+        with self._lock:
+            self._parts.append(np.asarray(samples, dtype=np.float32))
+
+    def take(self, count: int) -> np.ndarray:
+        """``count`` samples, zero-padded once the queue runs dry."""
+        out = np.zeros(count, dtype=np.float32)
+        filled = 0
+        with self._lock:
+            while filled < count and self._parts:
+                part = self._parts[0]
+                used = min(count - filled, len(part))
+                out[filled : filled + used] = part[:used]
+                filled += used
+                if used == len(part):
+                    self._parts.popleft()
+                else:
+                    self._parts[0] = part[used:]
+        return out
+
+    def clear(self) -> None:
+        with self._lock:
+            self._parts.clear()
+
+    def __bool__(self) -> bool:
+        with self._lock:
+            return bool(self._parts)
+
+
+class DevicePlayback:
+    """Plays on an output device from a callback, so it can be stopped mid-word."""
+
+    def __init__(self, device: str | int | None, sample_rate: int) -> None:
+        sounddevice = import_sounddevice()
+        self.sample_rate = sample_rate
+        self._queue = _Queue()
+        self._playing = False
+
+        def callback(outdata: np.ndarray, frames: int, _time: object, status: object) -> None:
+            self._playing = bool(self._queue)
+            outdata[:, 0] = self._queue.take(frames)
+
+        try:
+            self._stream = sounddevice.OutputStream(
+                device=device, channels=1, samplerate=sample_rate, dtype="float32", callback=callback
+            )
+            self._stream.start()
+        except (sounddevice.PortAudioError, ValueError) as error:
+            raise AudioDeviceError(f"cannot open output device {device or '(default)'}: {error}") from None
+
+    def write(self, samples: np.ndarray, sample_rate: int) -> None:
+        if sample_rate != self.sample_rate:
+            samples = soxr.resample(samples, sample_rate, self.sample_rate)
+        self._queue.push(samples)
+
+    def stop(self) -> None:
+        self._queue.clear()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue) or self._playing
+
+    def close(self) -> None:
+        self._stream.close()
+
+
+class VirtualPlayback:
+    """A speaker clocked by the input stream, for ``--output-file`` and tests:
+    every input frame plays the same duration of queued audio (or silence) into a
+    recording, so the recording lines up with the input, pauses included. What it
+    plays can be fed back into the input (``echo``), as a speaker next to a
+    microphone would."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._queue = _Queue()
+        self._recorded: list[np.ndarray] = []
+        self._input_samples = 0
+        self._output_samples = 0
+
+    def write(self, samples: np.ndarray, sample_rate: int) -> None:
+        if sample_rate != self.sample_rate:
+            samples = soxr.resample(samples, sample_rate, self.sample_rate)
+        self._queue.push(samples)
+
+    def stop(self) -> None:
+        self._queue.clear()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    def advance(self, input_samples: int) -> np.ndarray:
+        """Play for ``input_samples`` of input time; return what was played,
+        resampled to the input rate (for echo)."""
+        self._input_samples += input_samples
+        target = self._input_samples * self.sample_rate // MODEL_SAMPLE_RATE
+        played = self._queue.take(target - self._output_samples)
+        self._output_samples = target
+        self._recorded.append(played)
+        if not played.any():
+            return np.zeros(input_samples, dtype=np.float32)
+        echo = soxr.resample(played, self.sample_rate, MODEL_SAMPLE_RATE)
+        return np.resize(echo, input_samples).astype(np.float32)
+
+    def drain(self, step_samples: int) -> None:
+        """After the input ends: play out whatever is still queued."""
+        while self.busy:
+            self.advance(step_samples)
+
+    def recording(self) -> np.ndarray:
+        return np.concatenate(self._recorded) if self._recorded else np.zeros(0, dtype=np.float32)
+
+    def close(self) -> None:
+        pass

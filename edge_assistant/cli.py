@@ -36,6 +36,21 @@ def add_common_options(parser: argparse.ArgumentParser, default: object) -> None
     parser.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logs, including llama.cpp's")
 
 
+def add_engine_options(parser: argparse.ArgumentParser, default: object) -> None:
+    """Model files and engine overrides, shared by --once and run."""
+    parser.add_argument("--model", metavar="GGUF", default=default, help="Gemma 4 E2B model file")
+    parser.add_argument("--mmproj", metavar="GGUF", default=default, help="Gemma 4 audio projector file")
+    parser.add_argument("--voice", metavar="ONNX", default=default, help="Piper voice (.onnx, with its .onnx.json beside it)")
+    parser.add_argument("--models-dir", metavar="DIR", default=default, help="directory with the manifest's model files")
+    parser.add_argument("--system-prompt", default=default, help="override engine.system_prompt")
+    parser.add_argument("--max-tokens", type=int, default=default, help="override engine.max_tokens")
+    parser.add_argument("--kv-cache-type", choices=KV_CACHE_TYPES, default=default, help="override engine.kv_cache_type")
+    parser.add_argument("--n-ctx", type=int, default=default, help="override engine.n_ctx")
+    parser.add_argument("--threads", type=int, default=default, help="override engine.threads (0 = physical cores)")
+    parser.add_argument("--temperature", type=float, default=default, help="override engine.temperature (0 = greedy)")
+    parser.add_argument("--seed", type=int, default=default, help="override engine.seed (-1 = random)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="edge-assistant",
@@ -44,25 +59,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-assistant {__version__}")
     add_common_options(parser, argparse.SUPPRESS)
     parser.add_argument("--once", metavar="AUDIO", help="answer one spoken question from an audio file and exit")
-    parser.add_argument("--model", metavar="GGUF", help="Gemma 4 E2B model file")
-    parser.add_argument("--mmproj", metavar="GGUF", help="Gemma 4 audio projector file")
-    parser.add_argument("--voice", metavar="ONNX", help="Piper voice (.onnx, with its .onnx.json beside it)")
-    parser.add_argument("--models-dir", metavar="DIR", help="directory with the manifest's model files")
+    add_engine_options(parser, None)
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--out", metavar="WAV", help="write the spoken reply to this WAV instead of playing it")
     output.add_argument("--no-speak", action="store_true", help="print the reply only")
     parser.add_argument("--json", action="store_true", help="print one JSON object with reply, tokens and timings")
-    parser.add_argument("--system-prompt", help="override engine.system_prompt")
-    parser.add_argument("--max-tokens", type=int, help="override engine.max_tokens")
-    parser.add_argument("--kv-cache-type", choices=KV_CACHE_TYPES, help="override engine.kv_cache_type")
-    parser.add_argument("--n-ctx", type=int, help="override engine.n_ctx")
-    parser.add_argument("--threads", type=int, help="override engine.threads (0 = physical cores)")
-    parser.add_argument("--temperature", type=float, help="override engine.temperature (0 = greedy)")
-    parser.add_argument("--seed", type=int, help="override engine.seed (-1 = random)")
 
     common = _Parser(add_help=False)
     add_common_options(common, argparse.SUPPRESS)
+    engine_options = _Parser(add_help=False)
+    add_engine_options(engine_options, argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    run = commands.add_parser("run", help="the always-listening assistant (what the systemd service runs)", parents=[common, engine_options])
+    run.add_argument("--input-file", metavar="WAV", help="feed this recording instead of the microphone")
+    run.add_argument("--output-file", metavar="WAV", help="write what the speaker would play, silences included")
+    run.add_argument("--realtime", action="store_true", help="pace --input-file in real time")
+    run.add_argument("--events", action="store_true", help="print one JSON object per event on stdout")
+    run.add_argument(
+        "--echo-gain", type=float, default=0.0, metavar="G",
+        help="with --output-file: mix what the speaker plays back into the input at gain G, like a speaker next to the microphone",
+    )
+    commands.add_parser("devices", help="list audio input and output devices", parents=[common])
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
@@ -214,6 +231,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             print(config.to_toml(), end="")
             return 0
+        if args.command == "devices":
+            from .audio_io import list_devices
+
+            print(list_devices())
+            return 0
+        if args.command == "run":
+            from .daemon import serve
+
+            model_path, mmproj_path, voice_path = model_paths(config, need_voice=True)
+            return serve(
+                config, model_path, mmproj_path, voice_path, args.input_file, args.output_file,
+                args.realtime, args.events, args.echo_gain,
+            )
         if args.once:
             return run_once(args, config)
         parser.error("nothing to do: give --once AUDIO or a command")

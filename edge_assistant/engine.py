@@ -14,6 +14,7 @@ import codecs
 import ctypes
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,7 +57,7 @@ class TurnStats:
     prefill_ms: float = 0.0
     first_token_ms: float = 0.0
     decode_ms: float = 0.0
-    stopped_by: str = ""  # "end_of_turn", "max_tokens" or "context_full"
+    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full" or "cancelled"
 
 
 @dataclass
@@ -128,6 +129,7 @@ class GemmaEngine:
         self.mmproj_path = mmproj_path
         self.settings = settings
         self.threads = settings.threads or physical_cores()
+        self._cancel = threading.Event()
         self._model = None
         self._ctx = None
         self._mtmd = None
@@ -290,8 +292,16 @@ class GemmaEngine:
 
     def reset_history(self) -> None:
         """Forget the conversation, keep the evaluated system prompt."""
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, self._n_system, -1)
-        self._n_past = self._n_system
+        self._truncate(self._n_system)
+
+    def _truncate(self, n_past: int) -> None:
+        llama_cpp.llama_memory_seq_rm(self._memory, 0, n_past, -1)
+        self._n_past = n_past
+
+    def cancel(self) -> None:
+        """Stop the turn in progress (from another thread) at the next chunk or
+        token; the cancelled turn leaves no trace in the conversation."""
+        self._cancel.set()
 
     def _decode_tokens(self, tokens: list[int], want_logits: bool) -> None:
         """Evaluate text tokens in n_batch pieces; logits only for the last one."""
@@ -342,9 +352,14 @@ class GemmaEngine:
                 f"(engine.n_ctx = {self.settings.n_ctx}); shorten it or raise engine.n_ctx"
             )
         n_past_before = self._n_past
+        self._cancel.clear()
         self._evaluate_prompt(user_turn, samples, stats)
         stats.prefill_ms -= stats.encode_ms  # encode time was measured inside the prefill span
         text = self._generate(stats, started, on_text)
+        if stats.stopped_by == "cancelled":
+            self._truncate(n_past_before)
+            stats.context_tokens = self._n_past
+            return TurnReply(text, stats)
         if self.settings.keep_history:
             # Close the model's turn in the cache so the next turn continues from it.
             self._decode_tokens(self.tokenize(self.chat_format.turn_end), want_logits=False)
@@ -371,6 +386,8 @@ class GemmaEngine:
                 raise RuntimeError(f"mtmd_tokenize failed with status {status}")
             count = mtmd_cpp.mtmd_input_chunks_size(chunks)
             for index in range(count):
+                if self._cancel.is_set():
+                    break
                 chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, index)
                 is_last = index == count - 1
                 self._evaluate_chunk(chunk, is_last, stats)
@@ -409,6 +426,9 @@ class GemmaEngine:
         generation_started = time.perf_counter()
         stats.stopped_by = "max_tokens"
         for _ in range(self.settings.max_tokens):
+            if self._cancel.is_set():
+                stats.stopped_by = "cancelled"
+                break
             token = llama_cpp.llama_sampler_sample(self._sampler, self._ctx, -1)
             if stats.generated_tokens == 0:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000

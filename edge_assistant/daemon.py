@@ -1,0 +1,437 @@
+"""``edge-assistant run``: the always-listening assistant.
+
+One audio loop (this module's :meth:`Assistant.run`) takes every input frame,
+in order: echo simulation (files only) → wake word → endpointing → state
+machine. A finished utterance goes to a single turn worker thread that runs the
+same :func:`turn.run_turn` as ``--once``; its reply streams sentence by sentence
+into the playback. The loop never blocks on the model, so the wake word can
+interrupt a reply (barge-in) and the systemd watchdog is fed from here.
+
+States::
+
+    idle ──wake──▶ capturing ──utterance──▶ thinking ──audio──▶ speaking
+      ▲  (wake = "none": speech starts capturing)                  │
+      └──────── timeout ◀── follow-up window ◀── reply done ───────┘
+
+While the assistant speaks only the wake word is listened for: without echo
+cancellation the microphone hears the reply, and voice activity alone must not
+start a turn from it.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+import numpy as np
+
+from .audio_io import MODEL_SAMPLE_RATE, Audio, AudioSource, Frame, Playback, VirtualPlayback
+from .config import Config
+from .earcons import earcon
+from .engine import GemmaEngine
+from .errors import UsageError
+from .systemd import Notifier
+from .tts import PiperSpeech, StreamingSpeaker
+from .turn import run_turn
+from .vad import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.Enum):
+    IDLE = "idle"
+    CAPTURING = "capturing"
+    THINKING = "thinking"
+    SPEAKING = "speaking"
+    FOLLOW_UP = "follow-up"
+
+
+class EventLog:
+    """One JSON object per line for each event, stamped in the input's time base
+    (seconds since the stream began), plus a log line for journald."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self.stream = stream
+        self._lock = threading.Lock()
+
+    def emit(self, kind: str, at_sample: int, **fields: Any) -> None:
+        record = {"event": kind, "t": round(at_sample / MODEL_SAMPLE_RATE, 3), **fields}
+        log.info("%s %s", kind, json.dumps(fields, ensure_ascii=False) if fields else "")
+        if self.stream is not None:
+            with self._lock:
+                self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+                self.stream.flush()
+
+
+@dataclass
+class _Turn:
+    """The turn the worker is running, as the audio loop sees it."""
+
+    thread: threading.Thread
+    done: threading.Event
+    wake_sample: int | None
+    speech_end_sample: int
+    started_wall: float
+
+
+class Assistant:
+    """The daemon's state machine. Sources, playback and detectors are passed in,
+    so files and fakes drive exactly the code that runs with devices."""
+
+    def __init__(
+        self,
+        config: Config,
+        engine: GemmaEngine,
+        voice: PiperSpeech,
+        source: AudioSource,
+        playback: Playback,
+        wake_detector: Any | None,
+        events: EventLog,
+        notifier: Notifier | None = None,
+        wait_for_replies: bool = False,
+        echo_gain: float = 0.0,
+        respond: Callable[..., Any] = run_turn,
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.voice = voice
+        self.source = source
+        self.playback = playback
+        self.wake = wake_detector
+        self.events = events
+        self.notifier = notifier or Notifier({})
+        # With file input the model's thinking time is not input time: the stream
+        # waits for each reply, which makes runs reproducible.
+        self.wait_for_replies = wait_for_replies
+        self.echo_gain = echo_gain
+        self._respond = respond
+        frame_ms = config.input.frame_ms
+        self.endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, frame_ms)
+        self.state = State.IDLE
+        self._now = 0  # input time, in samples
+        self._deadline: int | None = None  # end of the capture or follow-up window
+        self._wake_sample: int | None = None
+        self._turn: _Turn | None = None
+        self._speaking_since: int | None = None
+        self._echo_guard_until = 0
+        self._last_activity = 0
+        self._stop = threading.Event()
+        self._push_to_talk = threading.Event()
+        self._reset_requested = threading.Event()
+        self._last_watchdog = 0.0
+        self.turns = 0
+
+    # -- control from signals --------------------------------------------------
+
+    @property
+    def stopped_by_signal(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.source.stop()
+        self.engine.cancel()
+
+    def push_to_talk(self) -> None:
+        self._push_to_talk.set()
+
+    def request_reset(self) -> None:
+        self._reset_requested.set()
+
+    # -- the audio loop --------------------------------------------------------
+
+    def run(self) -> None:
+        self.notifier.ready("listening")
+        self._set_state(State.IDLE)
+        for frame in self.source.frames():
+            self._feed_watchdog()
+            if self._stop.is_set():
+                break
+            self._process(frame)
+        self._finish()
+
+    def _process(self, frame: Frame) -> None:
+        samples = frame.samples
+        if isinstance(self.playback, VirtualPlayback):
+            echo = self.playback.advance(len(samples))
+            if self.echo_gain:
+                samples = samples + echo * self.echo_gain
+        self._now = frame.end_sample
+        self._update_turn()
+        woke = self._detect_wake(samples)
+        if woke and self._on_wake():
+            return
+        if self.state in (State.CAPTURING, State.FOLLOW_UP) or (self.state is State.IDLE and self.wake is None):
+            self._listen(samples)
+        elif self.state in (State.THINKING, State.SPEAKING):
+            self.endpointer.reset()  # the reply is not the user speaking
+        if self._deadline is not None and self._now >= self._deadline and not self.endpointer.in_speech:
+            if self.state is State.CAPTURING:
+                log.info("no speech after the wake word: back to idle")
+            self._deadline = None
+            self._set_state(State.IDLE)
+
+    def _detect_wake(self, samples: np.ndarray) -> bool:
+        if self._push_to_talk.is_set():
+            self._push_to_talk.clear()
+            self.events.emit("wake", self._now, name="push-to-talk", score=1.0)
+            return True
+        if self.wake is None:
+            return False
+        detections = self.wake.process(samples)
+        for detection in detections:
+            self.events.emit("wake", self._now, name=detection.name, score=round(float(detection.score), 3))
+        return bool(detections)
+
+    def _on_wake(self) -> bool:
+        """Start capturing; during a reply that is a barge-in. Returns True if the
+        frame was consumed."""
+        if self.state in (State.THINKING, State.SPEAKING):
+            if not self.config.conversation.barge_in:
+                return True
+            self.events.emit("barge_in", self._now, state=self.state.value)
+            self.engine.cancel()
+            self.playback.stop()
+            if self.state is State.SPEAKING:
+                self.events.emit("speak_end", self._now, interrupted=True)
+            self._speaking_since = None
+            if self._turn is not None:
+                self._turn.done.wait()  # the cancelled turn returns at its next token
+                self._turn = None
+        self._wake_sample = self._now
+        self._begin_capture()
+        return True
+
+    def _begin_capture(self) -> None:
+        self.endpointer.reset()
+        self._chime("listening")
+        self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
+        self._set_state(State.CAPTURING)
+
+    def _listen(self, samples: np.ndarray) -> None:
+        if self._now < self._echo_guard_until:
+            return
+        event = self.endpointer.push(samples, self._now)
+        if isinstance(event, SpeechStarted):
+            self.events.emit("speech_start", event.at_sample)
+            self._deadline = None
+            if self.state is not State.CAPTURING:
+                self._set_state(State.CAPTURING)
+        elif isinstance(event, UtteranceDiscarded):
+            log.info("ignored %d ms of voice: shorter than endpoint.min_speech_ms", event.voiced_ms)
+            self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
+        elif isinstance(event, UtteranceEnded):
+            self.events.emit("speech_end", event.speech_end_sample, seconds=round(len(event.samples) / MODEL_SAMPLE_RATE, 3))
+            self._start_turn(event)
+
+    # -- turns -----------------------------------------------------------------
+
+    def _start_turn(self, utterance: UtteranceEnded) -> None:
+        conversation = self.config.conversation
+        idle_seconds = (self._now - self._last_activity) / MODEL_SAMPLE_RATE
+        if self._reset_requested.is_set() or (self.turns and idle_seconds > conversation.idle_reset_seconds):
+            self._reset_requested.clear()
+            self.engine.reset_history()
+            log.info("conversation history reset")
+        done = threading.Event()
+        speech = Audio(utterance.samples, MODEL_SAMPLE_RATE)
+        turn = _Turn(
+            thread=threading.Thread(target=self._run_turn, args=(speech, done), name="turn", daemon=True),
+            done=done,
+            wake_sample=self._wake_sample,
+            speech_end_sample=utterance.speech_end_sample,
+            started_wall=time.perf_counter(),
+        )
+        self._turn = turn
+        self._wake_sample = None
+        self._deadline = None
+        self._set_state(State.THINKING)
+        turn.thread.start()
+        if self.wait_for_replies:
+            while not done.wait(0.5):
+                self._feed_watchdog()
+            self._update_turn()
+
+    def _run_turn(self, speech: Audio, done: threading.Event) -> None:
+        turn = self._turn
+        assert turn is not None
+        try:
+            speaker = StreamingSpeaker(self.voice, self.playback)
+            result = self._respond(self.engine, speech, speaker, time.perf_counter())
+            if result.stopped_by == "cancelled":
+                return
+            self.turns += 1
+            fields = result.as_dict()
+            # User-perceived latency: wake word → end of speech (input time), the
+            # silence the endpointer waited for, then the engine's stages.
+            timings = {"endpoint_silence": float(self.config.endpoint.end_silence_ms), **fields["timings_ms"]}
+            if turn.wake_sample is not None:
+                timings["wake_to_speech_end"] = round((turn.speech_end_sample - turn.wake_sample) * 1000 / MODEL_SAMPLE_RATE, 1)
+            self.events.emit(
+                "turn", turn.speech_end_sample, reply=fields["reply"], tokens=fields["tokens"],
+                timings_ms=timings, stopped_by=fields["stopped_by"],
+            )
+        except Exception as error:  # one failed turn must not stop the assistant
+            log.exception("turn failed")
+            self.events.emit("error", turn.speech_end_sample, message=f"{type(error).__name__}: {error}")
+            self._chime("error")
+        finally:
+            done.set()
+
+    def _update_turn(self) -> None:
+        """Follow the worker and the playback from the audio loop."""
+        busy = self.playback.busy
+        if self._speaking_since is None and busy and self.state is State.THINKING:
+            self._speaking_since = self._now
+            self.events.emit("speak_start", self._now)
+            self._set_state(State.SPEAKING)
+        turn = self._turn
+        if turn is None or not turn.done.is_set() or busy:
+            return
+        self._turn = None
+        if self._speaking_since is not None:
+            self.events.emit("speak_end", self._now)
+            self._speaking_since = None
+            self._chime("done")
+        self._last_activity = self._now
+        self._echo_guard_until = self._now + self.config.conversation.echo_tail_ms * MODEL_SAMPLE_RATE // 1000
+        self.endpointer.reset()
+        follow_up = self.config.conversation.follow_up_seconds
+        if follow_up > 0 and self.wake is not None:
+            self._deadline = self._now + int(follow_up * MODEL_SAMPLE_RATE)
+            self._set_state(State.FOLLOW_UP)
+        else:
+            self._set_state(State.IDLE)
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _chime(self, kind: str) -> None:
+        earcons = self.config.earcons
+        if getattr(earcons, kind):
+            self.playback.write(earcon(kind, self.playback.sample_rate, earcons.volume), self.playback.sample_rate)
+
+    def _set_state(self, state: State) -> None:
+        if state is not self.state:
+            log.debug("state %s -> %s", self.state.value, state.value)
+        self.state = state
+        self.notifier.status(state.value)
+
+    def _feed_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        now = time.monotonic()
+        if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
+            self.notifier.watchdog()
+            self._last_watchdog = now
+
+    def _finish(self) -> None:
+        """Input ended or stop requested: let the last reply be spoken (files),
+        or stop promptly (SIGTERM)."""
+        self.notifier.stopping()
+        turn = self._turn
+        if turn is not None:
+            if self._stop.is_set():
+                turn.done.wait(1.5)
+            else:
+                while not turn.done.wait(0.5):
+                    self._feed_watchdog()
+        if isinstance(self.playback, VirtualPlayback) and not self._stop.is_set():
+            step = self.endpointer.frame_samples
+            while self.playback.busy or (self._turn is not None and not self._turn.done.is_set()):
+                self._now += step
+                self.playback.advance(step)
+                self._update_turn()
+            self._update_turn()
+        elif not self._stop.is_set():
+            while self.playback.busy:
+                time.sleep(0.05)
+
+
+def install_signal_handlers(assistant: Assistant) -> None:
+    """SIGTERM/SIGINT stop, SIGUSR1 is push-to-talk, SIGUSR2 resets the conversation."""
+    signal.signal(signal.SIGTERM, lambda *_: assistant.stop())
+    signal.signal(signal.SIGINT, lambda *_: assistant.stop())
+    signal.signal(signal.SIGUSR1, lambda *_: assistant.push_to_talk())
+    signal.signal(signal.SIGUSR2, lambda *_: assistant.request_reset())
+
+
+def wake_model_paths(config: Config, models_dir: Path | None) -> list[Path]:
+    """``wake.model``: "none", or comma-separated paths or names (NAME.onnx in the
+    models directory)."""
+    from . import models
+
+    spec = config.wake.model.strip()
+    if spec.lower() in ("", "none"):
+        return []
+    directory = models_dir or models.default_models_dir()
+    paths = []
+    for item in (part.strip() for part in spec.split(",") if part.strip()):
+        path = Path(item).expanduser()
+        if path.suffix != ".onnx" and len(path.parts) == 1:
+            path = directory / f"{item}.onnx"
+        paths.append(path)
+    return paths
+
+
+def serve(
+    config: Config,
+    model_path: Path,
+    mmproj_path: Path,
+    voice_path: Path,
+    input_file: str | None = None,
+    output_file: str | None = None,
+    realtime: bool = False,
+    events: bool = False,
+    echo_gain: float = 0.0,
+) -> int:
+    """Load everything, run until the input ends or a signal stops it."""
+    from .audio_io import DevicePlayback, FileSource, MicrophoneSource, check_output_path, parse_device, write_wav_atomic
+
+    notifier = Notifier()
+    output_path = check_output_path(output_file) if output_file else None
+    if echo_gain and output_path is None:
+        raise UsageError("--echo-gain needs --output-file (it simulates the speaker that file stands for)")
+    models_dir = Path(config.models.dir).expanduser() if config.models.dir else None
+    wake_paths = wake_model_paths(config, models_dir)
+    frame_ms = config.input.frame_ms
+    source: AudioSource = (
+        FileSource(input_file, frame_ms, realtime)
+        if input_file
+        else MicrophoneSource(parse_device(config.input.device), frame_ms, on_idle=notifier.watchdog)
+    )
+    notifier.status("loading models")
+    wake = None
+    if wake_paths:
+        from .wakeword import WakeWordDetector
+
+        wake = WakeWordDetector(wake_paths, config.wake.threshold, config.wake.refractory_seconds)
+    voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale)
+    engine = GemmaEngine(model_path, mmproj_path, config.engine)
+    playback: Playback = (
+        VirtualPlayback(voice.sample_rate)
+        if output_path
+        else DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
+    )
+    assistant = Assistant(
+        config, engine, voice, source, playback, wake, EventLog(sys.stdout if events else None), notifier,
+        wait_for_replies=bool(input_file) and not realtime, echo_gain=echo_gain,
+    )
+    install_signal_handlers(assistant)
+    log.info("ready: wake %s, models loaded", ", ".join(path.name for path in wake_paths) or "off (voice activity)")
+    try:
+        assistant.run()
+    finally:
+        playback.close()
+        if not assistant.stopped_by_signal:
+            engine.close()
+        notifier.close()
+    if isinstance(playback, VirtualPlayback) and output_path is not None:
+        write_wav_atomic(output_path, playback.recording(), playback.sample_rate)
+    return 0

@@ -1,0 +1,26 @@
+"""Short tones that tell the user what the assistant is doing, generated in code
+(no audio assets to download)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# kind -> (frequency in Hz, seconds) per note
+TONES = {
+    "listening": ((660.0, 0.07), (990.0, 0.09)),  # rising: I am listening
+    "done": ((880.0, 0.07), (660.0, 0.09)),  # falling: finished
+    "error": ((220.0, 0.12), (196.0, 0.18)),  # low: something went wrong
+}
+
+
+def earcon(kind: str, sample_rate: int, volume: float) -> np.ndarray:
+    """A soft-edged two-note tone at ``sample_rate``."""
+    notes = []
+    for frequency, seconds in TONES[kind]:
+        t = np.arange(int(seconds * sample_rate)) / sample_rate
+        ramp = min(len(t) // 4, int(0.01 * sample_rate))
+        envelope = np.ones(len(t))
+        envelope[:ramp] = np.linspace(0, 1, ramp)
+        envelope[-ramp:] = np.linspace(1, 0, ramp)
+        notes.append(np.sin(2 * np.pi * frequency * t) * envelope)
+    return (np.concatenate(notes) * volume).astype(np.float32)
