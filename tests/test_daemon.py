@@ -1,0 +1,225 @@
+"""``edge-assistant run`` driven from files: the same daemon code as with a
+microphone and a speaker, on the Gemma 4 twin and the real Piper voice."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
+from edge_assistant.config import Config
+from edge_assistant.daemon import Assistant, EventLog
+from edge_assistant.engine import GemmaEngine
+from edge_assistant.tts import PiperSpeech
+from edge_assistant.turn import run_turn
+
+from speech import VOICE_PATH, concat, noise, silence, speak, tones
+
+pytestmark = pytest.mark.slow
+
+
+def write_stream(path: Path, *parts: np.ndarray) -> Path:
+    write_wav_atomic(path, concat(*parts).samples, MODEL_SAMPLE_RATE)
+    return path
+
+
+def run_daemon(twin, stream: Path, *extra: str, max_tokens: int = 3) -> tuple[list[dict], subprocess.CompletedProcess[str]]:
+    env = {**os.environ, "XDG_CONFIG_HOME": "/nonexistent"}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "edge_assistant", "run", "--input-file", str(stream), "--events",
+            "--model", str(twin.model), "--mmproj", str(twin.mmproj), "--voice", str(VOICE_PATH),
+            "--max-tokens", str(max_tokens), "--seed", "1", *extra,
+        ],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()], result
+
+
+def kinds(events: list[dict]) -> list[str]:
+    return [event["event"] for event in events]
+
+
+def test_one_question_one_turn_and_a_spoken_reply(twin, tmp_path: Path) -> None:
+    question = speak("What is the tallest mountain in Europe?")
+    stream = write_stream(tmp_path / "in.wav", silence(1.0), question, silence(3.0))
+    out = tmp_path / "out.wav"
+    events, _ = run_daemon(twin, stream, "--output-file", str(out))
+    assert kinds(events) == ["speech_start", "speech_end", "turn", "speak_start", "speak_end"]
+    start, end, turn, speak_start, speak_end = events
+    assert 0.9 < start["t"] < 1.3
+    assert abs(end["t"] - (1.0 + question.seconds)) < 0.4
+    assert turn["reply"] and turn["tokens"]["audio"] > 0
+    assert speak_start["t"] >= end["t"] + 0.7  # after the end-of-speech silence
+    recording, rate = soundfile.read(out)
+    assert rate == 22050
+    assert len(recording) / rate >= (1.0 + question.seconds + 3.0) - 0.05  # lines up with the input
+    spoken = recording[int(speak_start["t"] * rate) : int(speak_end["t"] * rate)]
+    assert np.abs(spoken).max() > 0.05
+    assert np.abs(recording[: int(end["t"] * rate)]).max() == 0  # nothing played while the user spoke
+
+
+def test_noise_produces_no_turn(twin, tmp_path: Path) -> None:
+    stream = write_stream(tmp_path / "in.wav", noise(4.0, 0.003), silence(1.0), noise(4.0, 0.01, seed=3))
+    events, _ = run_daemon(twin, stream, "--output-file", str(tmp_path / "out.wav"))
+    assert "turn" not in kinds(events)
+
+
+def test_two_questions_two_turns_second_evaluates_only_new_tokens(twin, tmp_path: Path) -> None:
+    first, second = speak("What is the capital of France?"), speak("And of Spain?")
+    stream = write_stream(tmp_path / "in.wav", silence(0.5), first, silence(6.0), second, silence(6.0))
+    events, _ = run_daemon(twin, stream, "--output-file", str(tmp_path / "out.wav"), max_tokens=2)
+    turns = [event for event in events if event["event"] == "turn"]
+    assert len(turns) == 2
+    one, two = (turn["tokens"] for turn in turns)
+    assert two["evaluated_this_turn"] == two["prompt"] + two["audio"] + two["generated"] + 2
+    assert two["context"] == one["context"] + two["evaluated_this_turn"]
+
+
+def test_own_reply_heard_through_the_microphone_starts_no_turn(twin, tmp_path: Path) -> None:
+    stream = write_stream(tmp_path / "in.wav", silence(0.5), speak("Tell me a long story please."), silence(15.0))
+    out = tmp_path / "out.wav"
+    events, _ = run_daemon(twin, stream, "--output-file", str(out), "--echo-gain", "1.0", max_tokens=10)
+    assert kinds(events).count("turn") == 1
+    assert "speech_start" not in kinds(events)[2:]
+    speak_start, speak_end = (event["t"] for event in events if event["event"] in ("speak_start", "speak_end"))
+    assert speak_end - speak_start > 1.0  # the reply really played into the input
+
+
+@dataclass
+class ScriptedWake:
+    """Fires at given input times, as a wake model would on a spoken phrase."""
+
+    at_seconds: list[float]
+    seen: int = 0
+
+    def process(self, samples: np.ndarray):
+        from edge_assistant.wakeword import WakeDetection
+
+        before = self.seen / MODEL_SAMPLE_RATE
+        self.seen += len(samples)
+        now = self.seen / MODEL_SAMPLE_RATE
+        return [WakeDetection("scripted", 0.99, self.seen) for at in self.at_seconds if before < at <= now]
+
+
+@pytest.fixture(scope="module")
+def engine(twin):
+    config = Config()
+    config.engine.max_tokens = 10
+    config.engine.seed = 1
+    with GemmaEngine(twin.model, twin.mmproj, config.engine) as loaded:
+        yield loaded
+
+
+@pytest.fixture(scope="module")
+def voice() -> PiperSpeech:
+    return PiperSpeech(VOICE_PATH)
+
+
+def assistant_for(stream: Path, engine, voice, wake=None, respond=run_turn, events_path: Path | None = None):
+    config = Config()
+    config.earcons.listening = False
+    events_file = (events_path or stream.with_suffix(".jsonl")).open("w")
+    playback = VirtualPlayback(voice.sample_rate)
+    assistant = Assistant(
+        config, engine, voice, FileSource(stream, config.input.frame_ms), playback, wake, EventLog(events_file),
+        wait_for_replies=True, respond=respond,
+    )
+    return assistant, playback, events_file
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(engine, voice, tmp_path: Path) -> None:
+    first = speak("Tell me about the weather.")
+    # The reply starts about 0.8 s after the question ends; the wake word comes 1 s into it.
+    wake_at = 0.5 + first.seconds + 0.8 + 1.0
+    second = speak("Stop. What time is it?")
+    stream = write_stream(tmp_path / "in.wav", silence(0.5), first, silence(2.0), second, silence(20.0))
+    assistant, playback, events_file = assistant_for(stream, engine, voice, wake=ScriptedWake([0.3, wake_at]))
+    assistant.run()
+    events_file.close()
+    events = read_events(stream.with_suffix(".jsonl"))
+    names = kinds(events)
+    assert names.count("barge_in") == 1
+    barge = next(event for event in events if event["event"] == "barge_in")
+    interrupted = next(event for event in events if event["event"] == "speak_end")
+    assert interrupted.get("interrupted") is True and interrupted["t"] == barge["t"]
+    assert names.count("turn") == 2  # the question after the wake word is answered
+    recording = playback.recording()
+    rate = playback.sample_rate
+    # Audio stops at the barge-in and stays off until the next reply.
+    next_speak = [event["t"] for event in events if event["event"] == "speak_start"][1]
+    gap = recording[int((barge["t"] + 0.05) * rate) : int(next_speak * rate)]
+    assert len(gap) > 0 and np.abs(gap).max() == 0
+
+
+def test_a_failing_turn_is_logged_and_the_assistant_keeps_listening(engine, voice, tmp_path: Path) -> None:
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("injected failure")
+        return run_turn(*args, **kwargs)
+
+    stream = write_stream(
+        tmp_path / "in.wav", silence(0.5), speak("First question?"), silence(2.5), speak("Second question?"), silence(15.0)
+    )
+    assistant, _, events_file = assistant_for(stream, engine, voice, respond=flaky)
+    assistant.run()
+    events_file.close()
+    names = kinds(read_events(stream.with_suffix(".jsonl")))
+    assert names.count("error") == 1 and names.count("turn") == 1
+    assert names.index("error") < names.index("turn")
+
+
+def test_sigterm_stops_within_two_seconds_and_systemd_hears_ready(twin, tmp_path: Path) -> None:
+    stream = write_stream(tmp_path / "long.wav", silence(2.0), speak("Hello there."), silence(60.0))
+    notify_path = tmp_path / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(120)
+    env = {**os.environ, "XDG_CONFIG_HOME": "/nonexistent", "NOTIFY_SOCKET": str(notify_path), "WATCHDOG_USEC": "2000000"}
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "edge_assistant", "run", "--input-file", str(stream), "--realtime",
+            "--model", str(twin.model), "--mmproj", str(twin.mmproj), "--voice", str(VOICE_PATH),
+            "--output-file", str(tmp_path / "out.wav"), "--max-tokens", "3",
+        ],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    messages = []
+    try:
+        while not any("READY=1" in message for message in messages):
+            messages.append(notify.recv(4096).decode())
+        watchdog_deadline = time.monotonic() + 5
+        while not any("WATCHDOG=1" in message for message in messages) and time.monotonic() < watchdog_deadline:
+            messages.append(notify.recv(4096).decode())
+        time.sleep(3.0)  # into the question
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        process.wait(timeout=10)
+        elapsed = time.monotonic() - started
+    finally:
+        if process.poll() is None:
+            process.kill()
+        notify.close()
+    assert process.returncode == 0, process.stderr.read()
+    assert elapsed < 2.0
+    assert any("WATCHDOG=1" in message for message in messages)
+    assert any("STATUS=" in message for message in messages)
