@@ -110,7 +110,7 @@ class WakeConfig:
     NAME.onnx in the models directory."""
 
     model: str = "none"
-    threshold: float = 0.5
+    threshold: float = 0.0  # 0 = the threshold chosen when the model was trained (else 0.5)
     refractory_seconds: float = 2.0
 
 
@@ -237,7 +237,7 @@ def validate(config: Config, where: str) -> None:
         (audio.max_seconds >= 1, "audio.max_seconds", "at least 1"),
         (0.1 <= tts.length_scale <= 10, "tts.length_scale", "between 0.1 and 10"),
         (config.input.frame_ms in (10, 20, 30), "input.frame_ms", "10, 20 or 30"),
-        (0 < wake.threshold < 1, "wake.threshold", "between 0 and 1"),
+        (0 <= wake.threshold < 1, "wake.threshold", "0 (the model's own) or between 0 and 1"),
         (wake.refractory_seconds >= 0, "wake.refractory_seconds", "0 or more"),
         (0 <= endpoint.pre_roll_ms <= 2000, "endpoint.pre_roll_ms", "between 0 and 2000"),
         (30 <= endpoint.start_ms <= 2000, "endpoint.start_ms", "between 30 and 2000"),

@@ -411,7 +411,7 @@ def serve(
     if wake_paths:
         from .wakeword import WakeWordDetector
 
-        wake = WakeWordDetector(wake_paths, config.wake.threshold, config.wake.refractory_seconds)
+        wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
     voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale)
     engine = GemmaEngine(model_path, mmproj_path, config.engine)
     playback: Playback = (
