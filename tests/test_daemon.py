@@ -223,3 +223,47 @@ def test_sigterm_stops_within_two_seconds_and_systemd_hears_ready(twin, tmp_path
     assert elapsed < 2.0
     assert any("WATCHDOG=1" in message for message in messages)
     assert any("STATUS=" in message for message in messages)
+
+
+@pytest.fixture
+def short_replies(engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two-token replies, so the next question does not fall into the reply."""
+    monkeypatch.setattr(engine.settings, "max_tokens", 2)
+
+
+def assistant_turns(engine, voice, stream: Path, configure) -> list[dict]:
+    assistant, _, events_file = assistant_for(stream, engine, voice)
+    configure(assistant)
+    assistant.run()
+    events_file.close()
+    return [event for event in read_events(stream.with_suffix(".jsonl")) if event["event"] == "turn"]
+
+
+def test_history_resets_after_idle_time(engine, voice, tmp_path: Path, short_replies: None) -> None:
+    stream = write_stream(
+        tmp_path / "in.wav", silence(0.5), speak("First question?"), silence(8.0), speak("Second question?"), silence(12.0)
+    )
+
+    def short_idle(assistant: Assistant) -> None:
+        assistant.config.conversation.idle_reset_seconds = 1.0
+
+    engine.reset_history()
+    first, second = assistant_turns(engine, voice, stream, short_idle)
+    system = engine.system_prompt_tokens
+    assert second["tokens"]["context"] == system + second["tokens"]["evaluated_this_turn"]
+    assert first["tokens"]["context"] == system + first["tokens"]["evaluated_this_turn"]
+
+
+def test_history_kept_within_idle_time_and_reset_on_request(engine, voice, tmp_path: Path, short_replies: None) -> None:
+    stream = write_stream(
+        tmp_path / "in.wav", silence(0.5), speak("First question?"), silence(8.0), speak("Second question?"), silence(12.0)
+    )
+    engine.reset_history()
+    first, second = assistant_turns(engine, voice, stream, lambda assistant: None)
+    assert second["tokens"]["context"] == first["tokens"]["context"] + second["tokens"]["evaluated_this_turn"]
+
+    engine.reset_history()
+    first, second = assistant_turns(engine, voice, tmp_path / "in.wav", lambda assistant: assistant.request_reset())
+    system = engine.system_prompt_tokens
+    assert first["tokens"]["context"] == system + first["tokens"]["evaluated_this_turn"]  # reset before turn one
+    assert second["tokens"]["context"] == first["tokens"]["context"] + second["tokens"]["evaluated_this_turn"]
