@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Benchmark the always-listening daemon: the CPU cost of idle listening (wake
+word + voice activity) as a real-time factor, and the latency from the end of
+speech to the first reply audio, per turn, split by stage.
+
+    python scripts/bench_daemon.py [--wake MODEL.onnx] [--minutes 5]
+    python scripts/bench_daemon.py --model M.gguf --mmproj P.gguf --voice V.onnx
+
+Without --model it runs on the Gemma 4 twin; without --wake the wake-word cost is
+not measured. Speech is synthesized with Piper; numbers, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, FileSource, VirtualPlayback, to_model_rate, write_wav_atomic
+from edge_assistant.config import Config
+from edge_assistant.daemon import Assistant, EventLog
+from edge_assistant.engine import GemmaEngine
+from edge_assistant.tts import PiperSpeech
+from edge_assistant.vad import Endpointer
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_once import default_voice, twin_paths  # noqa: E402  (one twin/voice lookup for both benchmarks)
+
+SENTENCES = (
+    "The kitchen timer is still running.",
+    "Could you pass me the salt, please?",
+    "We will leave for the station at eight.",
+    "That film was much longer than I expected.",
+)
+QUESTIONS = ("What is the tallest mountain in Europe?", "How far away is the moon?", "Set a timer for five minutes.")
+
+
+def spoken(voice: PiperSpeech, text: str) -> np.ndarray:
+    return to_model_rate(Audio(voice.synthesize(text), voice.sample_rate)).samples
+
+
+def household_stream(voice: PiperSpeech, minutes: float) -> np.ndarray:
+    """Mostly quiet room with conversation, noise and music: what a day sounds like."""
+    rng = np.random.default_rng(0)
+    speech = [spoken(voice, text) for text in SENTENCES]
+    parts, total = [], 0
+    while total < minutes * 60 * MODEL_SAMPLE_RATE:
+        kind = rng.choice(["quiet", "speech", "noise", "music"], p=[0.5, 0.3, 0.1, 0.1])
+        if kind == "speech":
+            part = speech[rng.integers(len(speech))]
+        else:
+            length = int(rng.uniform(1, 5) * MODEL_SAMPLE_RATE)
+            t = np.arange(length) / MODEL_SAMPLE_RATE
+            level = {"quiet": 0.002, "noise": 0.03, "music": 0.0}[kind]
+            part = rng.standard_normal(length) * level
+            if kind == "music":
+                part = 0.2 * np.sin(2 * np.pi * 220 * 2 ** (rng.integers(12) / 12) * t) * np.hanning(length)
+        parts.append(part.astype(np.float32))
+        total += len(part)
+    return np.concatenate(parts)
+
+
+def cpu_real_time_factor(process, samples: np.ndarray, frame_samples: int) -> float:
+    started = time.process_time()
+    for start in range(0, len(samples) - frame_samples + 1, frame_samples):
+        process(samples[start : start + frame_samples], start + frame_samples)
+    return (time.process_time() - started) / (len(samples) / MODEL_SAMPLE_RATE)
+
+
+def idle_costs(config: Config, stream: np.ndarray, wake_models: list[Path]) -> dict[str, float]:
+    frame_samples = MODEL_SAMPLE_RATE * config.input.frame_ms // 1000
+    endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms)
+    costs = {"voice activity (webrtcvad endpointer)": cpu_real_time_factor(endpointer.push, stream, frame_samples)}
+    if wake_models:
+        from edge_assistant.wakeword import WakeWordDetector
+
+        detector = WakeWordDetector(wake_models)
+        costs[f"wake word ({', '.join(path.stem for path in wake_models)})"] = cpu_real_time_factor(
+            lambda frame, _end: detector.process(frame), stream, frame_samples
+        )
+    return costs
+
+
+def turn_latencies(config: Config, engine: GemmaEngine, voice: PiperSpeech, workdir: Path) -> list[dict]:
+    questions = [spoken(voice, text) for text in QUESTIONS]
+    gap = np.zeros(MODEL_SAMPLE_RATE * 40, dtype=np.float32)  # room for each reply
+    stream = np.concatenate([part for question in questions for part in (gap[: MODEL_SAMPLE_RATE], question, gap)])
+    path = workdir / "questions.wav"
+    write_wav_atomic(path, stream, MODEL_SAMPLE_RATE)
+    events_path = workdir / "events.jsonl"
+    with events_path.open("w") as events:
+        assistant = Assistant(
+            config, engine, voice, FileSource(path, config.input.frame_ms), VirtualPlayback(voice.sample_rate),
+            None, EventLog(events), wait_for_replies=True,
+        )
+        assistant.run()
+    return [event for event in map(json.loads, events_path.read_text().splitlines()) if event["event"] == "turn"]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wake", type=Path, action="append", default=[], help="wake model(s) to measure")
+    parser.add_argument("--minutes", type=float, default=5.0, help="length of the idle stream")
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--mmproj", type=Path)
+    parser.add_argument("--voice", type=Path)
+    parser.add_argument("--max-tokens", type=int, default=24)
+    args = parser.parse_args()
+    config = Config()
+    config.engine.max_tokens = args.max_tokens
+    config.engine.seed = 1
+    config.earcons.listening = False
+    voice = PiperSpeech(args.voice or default_voice())
+
+    stream = household_stream(voice, args.minutes)
+    print(f"idle listening, {len(stream) / MODEL_SAMPLE_RATE / 60:.1f} min of household audio, "
+          f"{config.input.frame_ms} ms frames, CPU seconds per second of audio (one core = 1.0):")
+    for name, factor in idle_costs(config, stream, args.wake).items():
+        print(f"  {name:50s} {factor:.4f}  ({factor * 100:.2f}% of a core)")
+
+    model, mmproj = (args.model, args.mmproj) if args.model else twin_paths()
+    with GemmaEngine(model, mmproj, config.engine) as engine, tempfile.TemporaryDirectory() as workdir:
+        turns = turn_latencies(config, engine, voice, Path(workdir))
+    print(f"\nlatency from the end of speech to the first reply audio ({model.name}), ms:")
+    stages = ("endpoint_silence", "audio_prep", "encode", "prefill", "first_token", "tts_first_audio")
+    print("  turn  " + "  ".join(f"{stage:>16s}" for stage in stages) + "  end-of-speech→audio")
+    for number, turn in enumerate(turns, start=1):
+        timings = turn["timings_ms"]
+        total = timings["endpoint_silence"] + timings.get("tts_first_audio", float("nan"))
+        print(f"  {number:4d}  " + "  ".join(f"{timings.get(stage, float('nan')):16.1f}" for stage in stages) + f"  {total:12.1f}")
+    if turns:
+        median = statistics.median(turn["timings_ms"]["endpoint_silence"] + turn["timings_ms"].get("tts_first_audio", 0) for turn in turns)
+        print(f"  median end-of-speech→first audio: {median:.0f} ms "
+              "(first_token and tts_first_audio count from the moment the utterance was handed over)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
