@@ -404,13 +404,35 @@ class _Queue:
             return bool(self._parts)
 
 
-class DevicePlayback:
+class _QueuedPlayback:
+    """What both playbacks share: audio is queued at once and played later."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        self._queue = _Queue()
+
+    def write(self, samples: np.ndarray, sample_rate: int) -> None:
+        if sample_rate != self.sample_rate:
+            samples = soxr.resample(samples, sample_rate, self.sample_rate)
+        self._queue.push(samples)
+
+    def stop(self) -> None:
+        self._queue.clear()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._queue)
+
+    def close(self) -> None:
+        pass
+
+
+class DevicePlayback(_QueuedPlayback):
     """Plays on an output device from a callback, so it can be stopped mid-word."""
 
     def __init__(self, device: str | int | None, sample_rate: int) -> None:
+        super().__init__(sample_rate)
         sounddevice = import_sounddevice()
-        self.sample_rate = sample_rate
-        self._queue = _Queue()
         self._playing = False
 
         def callback(outdata: np.ndarray, frames: int, _time: object, status: object) -> None:
@@ -425,14 +447,6 @@ class DevicePlayback:
         except (sounddevice.PortAudioError, ValueError) as error:
             raise AudioDeviceError(f"cannot open output device {device or '(default)'}: {error}") from None
 
-    def write(self, samples: np.ndarray, sample_rate: int) -> None:
-        if sample_rate != self.sample_rate:
-            samples = soxr.resample(samples, sample_rate, self.sample_rate)
-        self._queue.push(samples)
-
-    def stop(self) -> None:
-        self._queue.clear()
-
     @property
     def busy(self) -> bool:
         return bool(self._queue) or self._playing
@@ -441,7 +455,7 @@ class DevicePlayback:
         self._stream.close()
 
 
-class VirtualPlayback:
+class VirtualPlayback(_QueuedPlayback):
     """A speaker clocked by the input stream, for ``--output-file`` and tests:
     every input frame plays the same duration of queued audio (or silence) into a
     recording, so the recording lines up with the input, pauses included. What it
@@ -449,23 +463,10 @@ class VirtualPlayback:
     microphone would."""
 
     def __init__(self, sample_rate: int) -> None:
-        self.sample_rate = sample_rate
-        self._queue = _Queue()
+        super().__init__(sample_rate)
         self._recorded: list[np.ndarray] = []
         self._input_samples = 0
         self._output_samples = 0
-
-    def write(self, samples: np.ndarray, sample_rate: int) -> None:
-        if sample_rate != self.sample_rate:
-            samples = soxr.resample(samples, sample_rate, self.sample_rate)
-        self._queue.push(samples)
-
-    def stop(self) -> None:
-        self._queue.clear()
-
-    @property
-    def busy(self) -> bool:
-        return bool(self._queue)
 
     def advance(self, input_samples: int) -> np.ndarray:
         """Play for ``input_samples`` of input time; return what was played,
@@ -480,13 +481,5 @@ class VirtualPlayback:
         echo = soxr.resample(played, self.sample_rate, MODEL_SAMPLE_RATE)
         return np.resize(echo, input_samples).astype(np.float32)
 
-    def drain(self, step_samples: int) -> None:
-        """After the input ends: play out whatever is still queued."""
-        while self.busy:
-            self.advance(step_samples)
-
     def recording(self) -> np.ndarray:
         return np.concatenate(self._recorded) if self._recorded else np.zeros(0, dtype=np.float32)
-
-    def close(self) -> None:
-        pass
