@@ -345,11 +345,15 @@ def import_sounddevice():  # noqa: ANN201 - the module
 
 
 def list_devices() -> str:
+    """PortAudio's device table (``>`` marks the default input, ``<`` the output)."""
     sounddevice = import_sounddevice()
     try:
-        return str(sounddevice.query_devices())
+        devices = sounddevice.query_devices()
     except sounddevice.PortAudioError as error:
         raise AudioDeviceError(f"cannot list audio devices: {error}") from None
+    if not len(devices):
+        raise AudioDeviceError("no audio devices found (is a sound card or USB microphone connected? `arecord -l` lists ALSA's)")
+    return str(devices)
 
 
 class Playback(Protocol):

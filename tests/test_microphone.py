@@ -104,3 +104,24 @@ def test_queue_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     source.stop()
     assert first.end_sample == 480
     assert source.dropped_chunks > 0
+
+
+def test_devices_listed_or_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from edge_assistant.cli import main
+
+    listing = "> 0 USB Microphone, ALSA (1 in, 0 out)\n< 1 Headphones, ALSA (0 in, 2 out)"
+
+    class Devices(list):
+        def __str__(self) -> str:
+            return listing
+
+    fake = fake_sounddevice([])
+    fake.query_devices = lambda: Devices([1, 2])
+    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    assert main(["devices"]) == 0
+    assert capsys.readouterr().out.strip() == listing
+
+    fake.query_devices = lambda: Devices([])
+    assert main(["devices"]) == 5
+    err = capsys.readouterr().err
+    assert "no audio devices found" in err and len(err.strip().splitlines()) == 1
