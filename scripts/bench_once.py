@@ -34,14 +34,16 @@ PI5_MS_PER_PROMPT_TOKEN = 1000 / 30  # published llama.cpp E2B figure (REFERENCE
 
 
 def twin_paths() -> tuple[Path, Path]:
+    """The Gemma 4 twin from the shared cache (built on first use), the same
+    files the tests use: see make_twin.ensure_twin."""
     spec = importlib.util.spec_from_file_location("make_twin", ROOT / "scripts" / "make_twin.py")
     make_twin = importlib.util.module_from_spec(spec)
     sys.modules["make_twin"] = make_twin
     spec.loader.exec_module(make_twin)
-    out = Path(tempfile.gettempdir()) / f"edge-assistant-bench-twin-{make_twin.twin_fingerprint(0)}"
-    if not (out / make_twin.MODEL_NAME).is_file() or not (out / make_twin.MMPROJ_NAME).is_file():
-        make_twin.build_twin(out, 0)
-    return out / make_twin.MODEL_NAME, out / make_twin.MMPROJ_NAME
+    try:
+        return make_twin.ensure_twin(0)
+    except make_twin.TwinError as e:
+        raise SystemExit(f"bench_once: error: {e}") from None
 
 
 def default_voice() -> Path:

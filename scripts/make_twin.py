@@ -5,7 +5,9 @@ llama-cpp-python 0.3.36) loads and runs, so tests exercise the real audio path.
 
     python scripts/make_twin.py --out DIR [--seed N]
 
-writes ``DIR/twin-e2b.gguf`` and ``DIR/twin-e2b-mmproj.gguf``.  Same seed (and
+writes ``DIR/twin-e2b.gguf`` and ``DIR/twin-e2b-mmproj.gguf``.  ``ensure_twin()``
+keeps a fingerprint-keyed cache of the twin for the tests and
+scripts/bench_once.py.  Same seed (and
 same generator source, data, gguf and numpy) -> byte-identical files.  The
 weights are noise: the twin produces gibberish, but with the real Gemma 4
 tokenizer, chat template, layer layout (sliding/global pattern, shared KV,
@@ -21,7 +23,9 @@ import io
 import json
 import lzma
 import os
+import shutil
 import sys
+import tempfile
 import zlib
 from dataclasses import dataclass
 from importlib import metadata
@@ -420,6 +424,60 @@ def build_twin(out_dir: Path, seed: int = 0) -> tuple[Path, Path]:
     except OSError as e:
         raise TwinError(f"cannot write twin into {out_dir}: {e.strerror or e}") from e
     return model, mmproj
+
+
+# --------------------------------------------------------------------------
+# Cache (used by the tests' ``twin`` fixture and scripts/bench_once.py)
+# --------------------------------------------------------------------------
+CACHE_ENV = "EDGE_ASSISTANT_TWIN_CACHE"
+
+
+def twin_cache_root() -> Path:
+    """$EDGE_ASSISTANT_TWIN_CACHE, else ~/.cache/edge-assistant/twin."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "twin"
+
+
+def ensure_twin(seed: int = 0, cache_root: Path | None = None) -> tuple[Path, Path]:
+    """Return the cached twin for ``seed``, building it first if needed:
+    (model, audio projector).
+
+    The cache entry is ``CACHE_ROOT/<twin_fingerprint(seed)>/`` (CACHE_ROOT:
+    ``cache_root``, else $EDGE_ASSISTANT_TWIN_CACHE, else
+    ~/.cache/edge-assistant/twin), so a changed generator, data file, gguf
+    or numpy gets a fresh entry.  Model and audio projector are built into
+    a fresh temporary directory next to it and renamed into place only
+    when both are complete, so an aborted or concurrent run never leaves a
+    half-built entry."""
+    seed = _check_seed(seed)
+    fp = twin_fingerprint(seed)
+    root = Path(cache_root).expanduser() if cache_root is not None else twin_cache_root()
+    final = root / fp
+    model, mmproj = final / MODEL_NAME, final / MMPROJ_NAME
+
+    def complete() -> bool:
+        return model.is_file() and mmproj.is_file()
+
+    try:
+        if not complete():
+            root.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{fp}.tmp-", dir=root))
+            try:
+                build_twin(tmp, seed)
+                if final.exists() and not complete():
+                    shutil.rmtree(final, ignore_errors=True)  # damaged by hand: replace it
+                try:
+                    os.rename(tmp, final)
+                except OSError:
+                    if not complete():  # lost a race only if the winner is complete
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not complete():
+                raise TwinError(f"twin cache {final} incomplete after build")
+        return model, mmproj
+    except OSError as e:
+        raise TwinError(f"cannot build the twin cache in {root}: {e.strerror or e}") from e
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
@@ -25,8 +26,6 @@ MAKE_TWIN = REPO_ROOT / "scripts" / "make_twin.py"
 def load_make_twin():
     """scripts/make_twin.py as a module (same sys.modules entry as conftest's;
     not imported from conftest so the test works under any pytest import mode)."""
-    import importlib.util
-
     name = "edge_assistant_make_twin"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(name, MAKE_TWIN)
@@ -133,6 +132,88 @@ def test_failed_write_leaves_no_file(tmp_path):
     with pytest.raises(OSError):
         mt._write(Boom(), final)
     assert list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------
+# The cache (make_twin.ensure_twin), with a fake builder: fast
+# --------------------------------------------------------------------------
+@pytest.fixture
+def fake_builds(monkeypatch):
+    """Replace the expensive builder by one that writes small marker files
+    and counts calls (ensure_twin looks it up in the module at call time)."""
+    mt = load_make_twin()
+    calls = {"twin": 0}
+
+    def build_twin(out_dir, seed=0, with_vision=False):
+        calls["twin"] += 1
+        Path(out_dir, mt.MODEL_NAME).write_bytes(b"model %d" % seed)
+        Path(out_dir, mt.MMPROJ_NAME).write_bytes(b"mmproj %d" % seed)
+        return Path(out_dir, mt.MODEL_NAME), Path(out_dir, mt.MMPROJ_NAME)
+
+    monkeypatch.setattr(mt, "build_twin", build_twin)
+    return mt, calls
+
+
+def test_ensure_twin_builds_once_into_the_fingerprint_dir(tmp_path, fake_builds):
+    mt, calls = fake_builds
+    model, mmproj = mt.ensure_twin(0, cache_root=tmp_path)
+    assert (model, mmproj) == (tmp_path / mt.twin_fingerprint(0) / mt.MODEL_NAME,
+                               tmp_path / mt.twin_fingerprint(0) / mt.MMPROJ_NAME)
+    assert model.read_bytes() == b"model 0" and calls["twin"] == 1
+    assert mt.ensure_twin(0, cache_root=tmp_path) == (model, mmproj)
+    assert calls["twin"] == 1  # cached
+    mt.ensure_twin(1, cache_root=tmp_path)
+    assert calls["twin"] == 2  # another seed, another entry
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([mt.twin_fingerprint(0), mt.twin_fingerprint(1)])
+
+
+def test_ensure_twin_honours_the_cache_env_variable(tmp_path, monkeypatch, fake_builds):
+    mt, _ = fake_builds
+    monkeypatch.setenv("EDGE_ASSISTANT_TWIN_CACHE", str(tmp_path / "env-cache"))
+    model, _ = mt.ensure_twin(0)
+    assert model.parent == tmp_path / "env-cache" / mt.twin_fingerprint(0)
+    monkeypatch.delenv("EDGE_ASSISTANT_TWIN_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert mt.twin_cache_root() == tmp_path / "home" / ".cache" / "edge-assistant" / "twin"
+
+
+def test_ensure_twin_replaces_a_damaged_entry_and_leaves_no_temp_dirs(tmp_path, fake_builds):
+    mt, calls = fake_builds
+    damaged = tmp_path / mt.twin_fingerprint(0)
+    damaged.mkdir()
+    (damaged / mt.MODEL_NAME).write_bytes(b"half")  # no projector: incomplete
+    model, mmproj = mt.ensure_twin(0, cache_root=tmp_path)
+    assert calls["twin"] == 1 and model.read_bytes() == b"model 0" and mmproj.is_file()
+    assert [p.name for p in tmp_path.iterdir()] == [mt.twin_fingerprint(0)]
+
+
+def test_ensure_twin_failed_build_leaves_no_entry(tmp_path, monkeypatch, fake_builds):
+    mt, _ = fake_builds
+
+    def boom(out_dir, seed=0, with_vision=False):
+        Path(out_dir, mt.MODEL_NAME).write_bytes(b"partial")
+        raise mt.TwinError("disk full")
+
+    monkeypatch.setattr(mt, "build_twin", boom)
+    with pytest.raises(mt.TwinError, match="disk full"):
+        mt.ensure_twin(0, cache_root=tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_ensure_twin_unusable_cache_root_is_a_twin_error(tmp_path):
+    mt = load_make_twin()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    with pytest.raises(mt.TwinError, match="cannot build the twin cache"):
+        mt.ensure_twin(0, cache_root=blocker / "cache")
+
+
+def test_bench_once_uses_the_same_cache(twin):
+    """scripts/bench_once.py's twin_paths() is ensure_twin(): the files the tests use."""
+    spec = importlib.util.spec_from_file_location("bench_once_under_test", REPO_ROOT / "scripts" / "bench_once.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.twin_paths() == (twin.model, twin.mmproj)
 
 
 # --------------------------------------------------------------------------
