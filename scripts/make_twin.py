@@ -3,11 +3,14 @@
 tiny ``gemma4a`` audio projector that the real llama.cpp (vendored by
 llama-cpp-python 0.3.36) loads and runs, so tests exercise the real audio path.
 
-    python scripts/make_twin.py --out DIR [--seed N]
+    python scripts/make_twin.py --out DIR [--seed N] [--with-vision]
 
-writes ``DIR/twin-e2b.gguf`` and ``DIR/twin-e2b-mmproj.gguf``.  ``ensure_twin()``
-keeps a fingerprint-keyed cache of the twin for the tests and
-scripts/bench_once.py.  Same seed (and
+writes ``DIR/twin-e2b.gguf`` and ``DIR/twin-e2b-mmproj.gguf`` (audio only);
+``--with-vision`` adds ``DIR/twin-e2b-mmproj-av.gguf``, a projector with a tiny
+``gemma4v`` vision tower as well, laid out like the published E2B mmproj files
+(for checking ``edge-assistant models slim``).  ``ensure_twin()`` keeps a
+fingerprint-keyed cache of the twin for the tests and scripts/bench_once.py.
+Same seed (and
 same generator source, data, gguf and numpy) -> byte-identical files.  The
 weights are noise: the twin produces gibberish, but with the real Gemma 4
 tokenizer, chat template, layer layout (sliding/global pattern, shared KV,
@@ -39,6 +42,7 @@ TOKENIZER_DATA = DATA_DIR / "gemma4_tokenizer.npz.xz"
 
 MODEL_NAME = "twin-e2b.gguf"
 MMPROJ_NAME = "twin-e2b-mmproj.gguf"
+MMPROJ_AV_NAME = "twin-e2b-mmproj-av.gguf"  # vision + audio (--with-vision)
 
 
 # --------------------------------------------------------------------------
@@ -90,8 +94,31 @@ class AudioHP:
     eps: float = 1e-6                # real
 
 
+@dataclass(frozen=True)
+class VisionHP:
+    # Shrunk so that vision bytes : audio bytes stays the real E2B's 0.598
+    # (scripts/TWIN.md): widths scaled like the audio tower's (real
+    # 768 : 1024 -> 48 : 64), layers as close as an integer allows (real
+    # 16 : 12 -> 2 : 2), and the position table sized to make up the rest
+    # (the real-size 16x16x3 patch embedding is relatively big at this width).
+    # Only written with --with-vision.
+    n_embd: int = 48                 # real 768
+    n_ff: int = 192                  # real 3072 (= 4 x n_embd)
+    n_layer: int = 2                 # real 16
+    n_head: int = 2                  # real 12 (head dim here 24, real 64)
+    patch_size: int = 16             # real
+    image_size: int = 224            # real (the converter writes 224; unused by llama.cpp)
+    n_pos: int = 74                  # real 10240 (position_embedding_size); >= 48 for mtmd's 256-token warmup
+    eps: float = 1e-6                # real
+    clipped_linears: bool = True     # real for E2B (use_clipped_linears)
+    standardize: bool = False        # real for E2B (no v.std_bias / v.std_scale)
+    image_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # assumed: the graph rescales [0,1] itself
+    image_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+
+
 TEXT = TextHP()
 AUDIO = AudioHP()
+VISION = VisionHP()
 
 
 class TwinError(Exception):
@@ -298,95 +325,299 @@ def build_text_model(path: Path, seed: int, tok_kv, hp: TextHP = TEXT) -> None:
     _write(w, path)
 
 
-def build_mmproj(path: Path, seed: int) -> None:
-    import gguf
+@dataclass(frozen=True)
+class TensorSpec:
+    """One projector tensor: name, numpy shape (ggml ``ne`` reversed), storage
+    type and how to fill it.  ``init`` is ("normal", rng key, std), ("norm",
+    rng key, None), ("absnorm", rng key, None), ("scale", rng key, None) or
+    ("const", None, value).  Shapes and types alone give a file's size, so
+    the same specs describe the real E2B projector without making its data."""
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # "F16" or "F32"
+    init: tuple[str, str | None, float | None]
 
-    hp = AUDIO
-    text_embd = TEXT.n_embd
-    w = gguf.GGUFWriter(None, "clip")
-    Q = gguf.GGMLQuantizationType
+    @property
+    def n_params(self) -> int:
+        return int(np.prod(self.shape))
 
-    # --- metadata (MmprojModel + Gemma4VisionAudioModel.set_gguf_parameters,
-    # audio part only; tools/mtmd/clip.cpp load_hparams reads these)
-    w.add_type(gguf.GGUFType.MMPROJ)
-    w.add_name("edge-assistant Gemma 4 E2B twin audio projector (random weights)")
-    w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_F16))
-    w.add_bool("clip.has_vision_encoder", False)
-    w.add_bool("clip.has_audio_encoder", True)
-    w.add_uint32("clip.audio.projection_dim", text_embd)
-    w.add_uint32("clip.audio.embedding_length", hp.n_embd)
-    w.add_uint32("clip.audio.feed_forward_length", hp.n_ff)
-    w.add_uint32("clip.audio.block_count", hp.n_layer)
-    w.add_uint32("clip.audio.attention.head_count", hp.n_head)
-    w.add_string("clip.audio.projector_type", gguf.VisionProjectorType.GEMMA4A)
-    w.add_uint32("clip.audio.num_mel_bins", hp.n_mel)
-    w.add_float32("clip.audio.attention.layer_norm_epsilon", hp.eps)
+    @property
+    def nbytes(self) -> int:
+        return self.n_params * (2 if self.dtype == "F16" else 4)
 
-    def add(name: str, arr: np.ndarray, qtype=None) -> None:
-        w.add_tensor(name, arr.astype(np.float16 if qtype == Q.F16 else np.float32))
 
-    clip_range = 1.0e4  # ClippableLinear bounds (use_clipped_linears); wide enough to be inert on noise
+def _materialize(seed: int, spec: TensorSpec) -> np.ndarray:
+    kind, key, arg = spec.init
+    if kind == "normal":
+        arr = _normal(seed, key, spec.shape, arg)
+    elif kind == "norm":
+        arr = _norm_weight(seed, key, spec.shape[0])
+    elif kind == "absnorm":
+        arr = np.abs(_norm_weight(seed, key, spec.shape[0]))
+    elif kind == "scale":
+        arr = np.full(spec.shape, 0.5 + 0.5 * _rng(seed, key).random(), np.float32)
+    elif kind == "const":
+        arr = np.full(spec.shape, arg, np.float32)
+    else:  # pragma: no cover - programming error
+        raise ValueError(f"unknown init {kind!r} for {spec.name}")
+    return arr.astype(np.float16 if spec.dtype == "F16" else np.float32)
 
-    def add_clip(name: str) -> None:
-        for suffix, val in (("input_max", clip_range), ("input_min", -clip_range),
-                            ("output_max", clip_range), ("output_min", -clip_range)):
-            add(f"{name}.{suffix}", np.array([val], np.float32))
 
+def _lin(name: str, key: str, n_out: int, n_in: int, dtype: str = "F16") -> TensorSpec:
+    # numpy shape (n_out, n_in) == ggml ne [n_in, n_out]; std 1/sqrt(n_in) like _linear
+    return TensorSpec(name, (n_out, n_in), dtype, ("normal", key, n_in ** -0.5))
+
+
+def _nrm(name: str, key: str, n: int) -> TensorSpec:
+    return TensorSpec(name, (n,), "F32", ("norm", key, None))
+
+
+CLIP_RANGE = 1.0e4  # ClippableLinear bounds (use_clipped_linears); wide enough to be inert on noise
+
+
+def _clip(name: str) -> list[TensorSpec]:
+    # Gemma4ClippableLinear bounds: one-element F32 tensors (clip.cpp get_scalar)
+    return [TensorSpec(f"{name}.{suffix}", (1,), "F32", ("const", None, val))
+            for suffix, val in (("input_max", CLIP_RANGE), ("input_min", -CLIP_RANGE),
+                                ("output_max", CLIP_RANGE), ("output_min", -CLIP_RANGE))]
+
+
+def audio_tensor_specs(hp: AudioHP = AUDIO, text_embd: int = TEXT.n_embd) -> list[TensorSpec]:
+    """The gemma4a conformer + its embedder (``a.*``, ``mm.a.*``), in file order.
+    Shapes from tools/mtmd/models/gemma4a.cpp and clip.cpp load_tensors."""
     E, F = hp.n_embd, hp.n_ff
     c1, c2 = hp.sscp_channels
+    out: list[TensorSpec] = []
     # subsampling: two 3x3 stride-2 Conv2D (kernel ne [KW, KH, IC, OC]) + LayerNorm(channels)
-    add("a.conv1d.0.weight", _normal(seed, "a.conv1d.0.weight", (c1, 1, 3, 3), 1.0 / 3))
-    add("a.conv1d.0.norm.weight", _norm_weight(seed, "a.conv1d.0.norm.weight", c1))
-    add("a.conv1d.1.weight", _normal(seed, "a.conv1d.1.weight", (c2, c1, 3, 3), (9 * c1) ** -0.5))
-    add("a.conv1d.1.norm.weight", _norm_weight(seed, "a.conv1d.1.norm.weight", c2))
+    out.append(TensorSpec("a.conv1d.0.weight", (c1, 1, 3, 3), "F32", ("normal", "a.conv1d.0.weight", 1.0 / 3)))
+    out.append(_nrm("a.conv1d.0.norm.weight", "a.conv1d.0.norm.weight", c1))
+    out.append(TensorSpec("a.conv1d.1.weight", (c2, c1, 3, 3), "F32", ("normal", "a.conv1d.1.weight", (9 * c1) ** -0.5)))
+    out.append(_nrm("a.conv1d.1.norm.weight", "a.conv1d.1.norm.weight", c2))
     f_sub = hp.n_mel
     for _ in range(2):
         f_sub = (f_sub - 1) // 2 + 1  # 128 -> 64 -> 32
-    add("a.input_projection.weight", _linear(seed, "a.input_projection", E, c2 * f_sub), Q.F16)
+    out.append(_lin("a.input_projection.weight", "a.input_projection", E, c2 * f_sub))
 
     d_head = E // hp.n_head
     for il in range(hp.n_layer):
         b = f"a.blk.{il}."
         # FFN 1 (half step)
-        add(b + "ffn_norm.weight", _norm_weight(seed, b + "ffn_norm", E))
-        add(b + "ffn_up.weight", _linear(seed, b + "ffn_up", F, E), Q.F16)
-        add_clip(b + "ffn_up")
-        add(b + "ffn_down.weight", _linear(seed, b + "ffn_down", E, F), Q.F16)
-        add_clip(b + "ffn_down")
-        add(b + "ffn_post_norm.weight", _norm_weight(seed, b + "ffn_post_norm", E))
+        out.append(_nrm(b + "ffn_norm.weight", b + "ffn_norm", E))
+        out += [_lin(b + "ffn_up.weight", b + "ffn_up", F, E), *_clip(b + "ffn_up")]
+        out += [_lin(b + "ffn_down.weight", b + "ffn_down", E, F), *_clip(b + "ffn_down")]
+        out.append(_nrm(b + "ffn_post_norm.weight", b + "ffn_post_norm", E))
         # chunked local self-attention with relative positions
-        add(b + "attn_pre_norm.weight", _norm_weight(seed, b + "attn_pre_norm", E))
+        out.append(_nrm(b + "attn_pre_norm.weight", b + "attn_pre_norm", E))
         for t in ("attn_q", "attn_k", "attn_v", "attn_out"):
-            add(b + t + ".weight", _linear(seed, b + t, E, E), Q.F16)
-            add_clip(b + t)
-        add(b + "attn_k_rel.weight", _linear(seed, b + "attn_k_rel", E, E), Q.F16)
+            out += [_lin(b + t + ".weight", b + t, E, E), *_clip(b + t)]
+        out.append(_lin(b + "attn_k_rel.weight", b + "attn_k_rel", E, E))
         # converter stores softplus(per_dim_scale): positive
-        add(b + "per_dim_scale.weight", np.abs(_norm_weight(seed, b + "per_dim_scale", d_head)))
-        add(b + "per_dim_k_scale.weight", np.abs(_norm_weight(seed, b + "per_dim_k_scale", d_head)))
-        add(b + "attn_post_norm.weight", _norm_weight(seed, b + "attn_post_norm", E))
+        out.append(TensorSpec(b + "per_dim_scale.weight", (d_head,), "F32", ("absnorm", b + "per_dim_scale", None)))
+        out.append(TensorSpec(b + "per_dim_k_scale.weight", (d_head,), "F32", ("absnorm", b + "per_dim_k_scale", None)))
+        out.append(_nrm(b + "attn_post_norm.weight", b + "attn_post_norm", E))
         # light conv module: norm -> pw1 (GLU, 2E) -> causal depthwise conv (k=5) -> norm -> silu -> pw2
-        add(b + "conv_norm.weight", _norm_weight(seed, b + "conv_norm", E))  # loaded as norm_conv_w (names swapped upstream)
-        add(b + "conv_pw1.weight", _linear(seed, b + "conv_pw1", 2 * E, E), Q.F16)
-        add_clip(b + "conv_pw1")
-        add(b + "conv_dw.weight", _normal(seed, b + "conv_dw", (E, hp.conv_kernel), hp.conv_kernel ** -0.5))
-        add(b + "norm_conv.weight", _norm_weight(seed, b + "norm_conv", E))  # loaded as conv_norm_w
-        add(b + "conv_pw2.weight", _linear(seed, b + "conv_pw2", E, E), Q.F16)
-        add_clip(b + "conv_pw2")
+        out.append(_nrm(b + "conv_norm.weight", b + "conv_norm", E))  # loaded as norm_conv_w (names swapped upstream)
+        out += [_lin(b + "conv_pw1.weight", b + "conv_pw1", 2 * E, E), *_clip(b + "conv_pw1")]
+        out.append(TensorSpec(b + "conv_dw.weight", (E, hp.conv_kernel), "F32",
+                              ("normal", b + "conv_dw", hp.conv_kernel ** -0.5)))
+        out.append(_nrm(b + "norm_conv.weight", b + "norm_conv", E))  # loaded as conv_norm_w
+        out += [_lin(b + "conv_pw2.weight", b + "conv_pw2", E, E), *_clip(b + "conv_pw2")]
         # FFN 2 (half step)
-        add(b + "ffn_norm_1.weight", _norm_weight(seed, b + "ffn_norm_1", E))
-        add(b + "ffn_up_1.weight", _linear(seed, b + "ffn_up_1", F, E), Q.F16)
-        add_clip(b + "ffn_up_1")
-        add(b + "ffn_down_1.weight", _linear(seed, b + "ffn_down_1", E, F), Q.F16)
-        add_clip(b + "ffn_down_1")
-        add(b + "ffn_post_norm_1.weight", _norm_weight(seed, b + "ffn_post_norm_1", E))
-        add(b + "ln2.weight", _norm_weight(seed, b + "ln2", E))
+        out.append(_nrm(b + "ffn_norm_1.weight", b + "ffn_norm_1", E))
+        out += [_lin(b + "ffn_up_1.weight", b + "ffn_up_1", F, E), *_clip(b + "ffn_up_1")]
+        out += [_lin(b + "ffn_down_1.weight", b + "ffn_down_1", E, F), *_clip(b + "ffn_down_1")]
+        out.append(_nrm(b + "ffn_post_norm_1.weight", b + "ffn_post_norm_1", E))
+        out.append(_nrm(b + "ln2.weight", b + "ln2", E))
 
     # conformer output projection, then the multimodal embedder into the text model
-    add("a.pre_encode.out.weight", _linear(seed, "a.pre_encode.out", hp.out_proj, E), Q.F16)
-    add("a.pre_encode.out.bias", _normal(seed, "a.pre_encode.out.bias", (hp.out_proj,), 0.02))
-    add("mm.a.input_projection.weight", _linear(seed, "mm.a.input_projection", text_embd, hp.out_proj), Q.F16)
+    out.append(_lin("a.pre_encode.out.weight", "a.pre_encode.out", hp.out_proj, E))
+    out.append(TensorSpec("a.pre_encode.out.bias", (hp.out_proj,), "F32", ("normal", "a.pre_encode.out.bias", 0.02)))
+    out.append(_lin("mm.a.input_projection.weight", "mm.a.input_projection", text_embd, hp.out_proj))
+    return out
 
+
+def vision_tensor_specs(hp: VisionHP = VISION, text_embd: int = TEXT.n_embd) -> list[TensorSpec]:
+    """The gemma4v ViT + its embedder (``v.*``, ``mm.input_projection``), in
+    file order.  Names: gguf-py tensor_mapping (gemma4 entries) as written by
+    conversion/gemma.py Gemma4VisionAudioModel; shapes: clip.cpp load_tensors
+    (generic per-layer loop, GEMMA4V case) and tools/mtmd/models/gemma4v.cpp."""
+    E, F, p = hp.n_embd, hp.n_ff, hp.patch_size
+    d_head = E // hp.n_head
+    out: list[TensorSpec] = []
+    # HF sorts model.embed_vision.* before model.vision_tower.*
+    out.append(_lin("mm.input_projection.weight", "mm.input_projection", text_embd, E))
+    for il in range(hp.n_layer):
+        b = f"v.blk.{il}."
+        out.append(_nrm(b + "ln1.weight", b + "ln1", E))  # input_layernorm
+        for t in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            out.append(_lin(b + t + ".weight", b + t, E, E))
+            if hp.clipped_linears:
+                out += _clip(b + t)
+        out.append(_nrm(b + "attn_q_norm.weight", b + "attn_q_norm", d_head))  # per head
+        out.append(_nrm(b + "attn_k_norm.weight", b + "attn_k_norm", d_head))
+        out.append(_nrm(b + "attn_post_norm.weight", b + "attn_post_norm", E))  # post_attention_layernorm
+        out.append(_nrm(b + "ln2.weight", b + "ln2", E))  # pre_feedforward_layernorm
+        for t, n_out, n_in in (("ffn_gate", F, E), ("ffn_up", F, E), ("ffn_down", E, F)):
+            out.append(_lin(b + t + ".weight", b + t, n_out, n_in))
+            if hp.clipped_linears:
+                out += _clip(b + t)
+        out.append(_nrm(b + "ffn_post_norm.weight", b + "ffn_post_norm", E))  # post_feedforward_layernorm
+        out.append(TensorSpec(b + "out_scale.weight", (1,), "F32", ("scale", b + "out_scale", None)))  # layer_scalar
+    # patch embedding: Conv2D kernel ne [p, p, 3, E], no bias (the converter
+    # reshapes the HF [E, p*p*3] linear); F16 in an F16 file (MmprojModel)
+    out.append(TensorSpec("v.patch_embd.weight", (E, 3, p, p), "F16", ("normal", "v.patch_embd.weight", (3 * p * p) ** -0.5)))
+    # learned 2-D positions: two lookup tables (x, y) of n_pos rows, always F32
+    out.append(TensorSpec("v.position_embd.weight", (2, hp.n_pos, E), "F32", ("normal", "v.position_embd.weight", 0.02)))
+    if hp.standardize:  # 26B/31B only; E2B has standardize = false
+        out.append(TensorSpec("v.std_bias", (E,), "F32", ("normal", "v.std_bias", 0.02)))
+        out.append(TensorSpec("v.std_scale", (E,), "F32", ("norm", "v.std_scale", None)))
+    return out
+
+
+def _mmproj_writer(with_vision: bool, audio: AudioHP, vision: VisionHP, text_embd: int):
+    """A GGUFWriter with the projector metadata, no tensors yet.
+
+    Audio only: the twin's original layout.  With vision: the keys
+    MmprojModel + Gemma4VisionAudioModel.set_gguf_parameters write for the
+    published E2B files (both ``clip.has_*_encoder`` true, per-modality
+    ``clip.{vision,audio}.projector_type``, no global ``clip.projector_type``)."""
+    import gguf
+
+    w = gguf.GGUFWriter(None, "clip")
+    w.add_type(gguf.GGUFType.MMPROJ)
+    if not with_vision:
+        w.add_name("edge-assistant Gemma 4 E2B twin audio projector (random weights)")
+        w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_F16))
+        w.add_bool("clip.has_vision_encoder", False)
+    else:
+        w.add_name("edge-assistant Gemma 4 E2B twin vision+audio projector (random weights)")
+        w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_F16))
+        w.add_bool("clip.has_vision_encoder", True)
+        w.add_uint32("clip.vision.projection_dim", text_embd)
+        w.add_uint32("clip.vision.image_size", vision.image_size)
+        w.add_uint32("clip.vision.patch_size", vision.patch_size)
+        w.add_uint32("clip.vision.embedding_length", vision.n_embd)
+        w.add_uint32("clip.vision.feed_forward_length", vision.n_ff)
+        w.add_uint32("clip.vision.block_count", vision.n_layer)
+        w.add_uint32("clip.vision.attention.head_count", vision.n_head)
+        w.add_array("clip.vision.image_mean", list(vision.image_mean))
+        w.add_array("clip.vision.image_std", list(vision.image_std))
+    w.add_bool("clip.has_audio_encoder", True)
+    w.add_uint32("clip.audio.projection_dim", text_embd)
+    w.add_uint32("clip.audio.embedding_length", audio.n_embd)
+    w.add_uint32("clip.audio.feed_forward_length", audio.n_ff)
+    w.add_uint32("clip.audio.block_count", audio.n_layer)
+    w.add_uint32("clip.audio.attention.head_count", audio.n_head)
+    if with_vision:
+        w.add_string("clip.vision.projector_type", gguf.VisionProjectorType.GEMMA4V)
+        w.add_float32("clip.vision.attention.layer_norm_epsilon", vision.eps)
+    w.add_string("clip.audio.projector_type", gguf.VisionProjectorType.GEMMA4A)
+    w.add_uint32("clip.audio.num_mel_bins", audio.n_mel)
+    w.add_float32("clip.audio.attention.layer_norm_epsilon", audio.eps)
+    return w
+
+
+def build_mmproj(path: Path, seed: int, with_vision: bool = False,
+                 audio: AudioHP = AUDIO, vision: VisionHP = VISION) -> None:
+    """Write the twin projector: the gemma4a audio tower alone (default), or
+    with a gemma4v vision tower too, laid out like the published E2B mmproj
+    files.  The audio tensors are the same in both.  ``audio``/``vision``
+    are overridable for experiments (e.g. how RSS scales with the tower)."""
+    specs = audio_tensor_specs(audio, TEXT.n_embd)
+    if with_vision:
+        specs = specs + vision_tensor_specs(vision, TEXT.n_embd)
+    w = _mmproj_writer(with_vision, audio, vision, TEXT.n_embd)
+    for spec in specs:
+        w.add_tensor(spec.name, _materialize(seed, spec))
     _write(w, path)
+
+
+# --------------------------------------------------------------------------
+# The real E2B projector, by arithmetic (no weights needed)
+# --------------------------------------------------------------------------
+# Hyperparameters of google/gemma-4-E2B-it's towers (config.json
+# audio_config / vision_config, as read by conversion/gemma.py).  See
+# scripts/TWIN.md for the sources and what is uncertain.
+E2B_TEXT_EMBD = 1536
+E2B_AUDIO = AudioHP(n_mel=128, n_embd=1024, n_head=8, n_ff=4096, n_layer=12,
+                    sscp_channels=(128, 32), conv_kernel=5, out_proj=1536)
+E2B_VISION = VisionHP(n_embd=768, n_ff=3072, n_layer=16, n_head=12, n_pos=10240)
+E2B_MMPROJ_F16_BYTES = 985_654_080   # unsloth/gemma-4-E2B-it-qat-GGUF mmproj-F16.gguf (REFERENCE.md)
+E2B_MMPROJ_Q8_0_BYTES = 557_368_064  # ggml-org/gemma-4-E2B-it-GGUF mmproj-gemma-4-E2B-it-Q8_0.gguf
+
+
+def _converter_dtype(spec: TensorSpec, ftype: str) -> str:
+    """The type convert_hf_to_gguf.py gives a tensor in an F16 or Q8_0 file.
+
+    Where it differs from the twin: the audio subsampling projection is F32
+    (Gemma4VisionAudioModel.tensor_force_quant catches "_conv" in its HF name
+    subsample_conv_projection.input_proj_linear); in a non-F16 file the patch
+    embedding is F32 (MmprojModel.tensor_force_quant); other matrices follow
+    the file type; 1-D tensors, norms, biases, clamp scalars and the position
+    table stay F32."""
+    if spec.name == "a.input_projection.weight":
+        return "F32"
+    if spec.name == "v.patch_embd.weight":
+        return "F16" if ftype == "F16" else "F32"
+    if spec.dtype == "F32":
+        return "F32"
+    return ftype
+
+
+def _type_nbytes(n_params: int, shape: tuple[int, ...], dtype: str) -> int:
+    if dtype == "Q8_0":
+        assert shape[-1] % 32 == 0, shape
+        return n_params // 32 * 34
+    return n_params * (2 if dtype == "F16" else 4)
+
+
+def projector_layout(audio: AudioHP, vision: VisionHP | None, text_embd: int, ftype: str = "F16",
+                     converter_types: bool = True) -> dict:
+    """Bytes and parameters of a gemma4 projector of the given shape.
+
+    Returns {"audio": {...}, "vision": {...}, "header_bytes", "file_bytes"}
+    where each tower has "params", "tensors" and "bytes" (tensor data,
+    without GGUF alignment padding).  ``file_bytes`` is the exact size of a
+    file with this script's metadata (32-byte alignment); a converted file
+    differs by the size of its extra metadata strings."""
+    from gguf import GGMLQuantizationType as Q
+
+    towers = {"audio": audio_tensor_specs(audio, text_embd)}
+    if vision is not None:
+        towers["vision"] = vision_tensor_specs(vision, text_embd)
+    w = _mmproj_writer(vision is not None, audio, vision or VISION, text_embd)
+    out: dict = {}
+    data = 0
+    for tower, specs in towers.items():
+        params = nbytes = 0
+        for spec in specs:
+            dtype = _converter_dtype(spec, ftype) if converter_types else spec.dtype
+            n = _type_nbytes(spec.n_params, spec.shape, dtype)
+            params += spec.n_params
+            nbytes += n
+            data += -(-n // 32) * 32
+            if dtype == "Q8_0":
+                w.add_tensor_info(spec.name, (*spec.shape[:-1], spec.shape[-1] // 32 * 34), np.dtype(np.uint8), n,
+                                  raw_dtype=Q.Q8_0)
+            else:
+                np_dtype = np.dtype(np.float16 if dtype == "F16" else np.float32)
+                w.add_tensor_info(spec.name, spec.shape, np_dtype, n)
+        out[tower] = {"params": params, "tensors": len(specs), "bytes": nbytes}
+    with tempfile.TemporaryDirectory() as tmp:
+        header = Path(tmp) / "header.gguf"
+        w.write_header_to_file(path=header)
+        w.write_kv_data_to_file()
+        w.write_ti_data_to_file()
+        w.close()
+        size = header.stat().st_size
+    out["header_bytes"] = -(-size // 32) * 32
+    out["file_bytes"] = out["header_bytes"] + data
+    return out
+
+
+def e2b_projector_estimate(ftype: str = "F16") -> dict:
+    """projector_layout() for the real E2B towers (vision + audio)."""
+    return projector_layout(E2B_AUDIO, E2B_VISION, E2B_TEXT_EMBD, ftype)
 
 
 # --------------------------------------------------------------------------
@@ -398,14 +629,33 @@ def _check_seed(seed: object) -> int:
     return int(seed)
 
 
-def build_twin(out_dir: Path, seed: int = 0) -> tuple[Path, Path]:
-    """Write ``out_dir/twin-e2b.gguf`` and ``out_dir/twin-e2b-mmproj.gguf``.
+def build_twin(out_dir: Path, seed: int = 0, with_vision: bool = False) -> tuple[Path, Path]:
+    """Write ``out_dir/twin-e2b.gguf`` and ``out_dir/twin-e2b-mmproj.gguf``
+    (audio-only projector); with ``with_vision`` also
+    ``out_dir/twin-e2b-mmproj-av.gguf`` (vision + audio, like the published
+    E2B projectors).
 
     Each file is written under a temporary name in ``out_dir`` and renamed into
     place, so a reader never sees a half-written file under the final name.
-    Returns (model_path, mmproj_path)."""
+    Returns (model_path, projector_path): the vision+audio projector if
+    ``with_vision``, else the audio-only one."""
     seed = _check_seed(seed)
     out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir)
+    tok_kv = load_tokenizer_kv()
+    model = out_dir / MODEL_NAME
+    mmproj = out_dir / MMPROJ_NAME
+    try:
+        build_text_model(model, seed, tok_kv)
+        build_mmproj(mmproj, seed)
+        if with_vision:
+            build_mmproj(out_dir / MMPROJ_AV_NAME, seed, with_vision=True)
+    except OSError as e:
+        raise TwinError(f"cannot write twin into {out_dir}: {e.strerror or e}") from e
+    return model, (out_dir / MMPROJ_AV_NAME if with_vision else mmproj)
+
+
+def _prepare_out_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise TwinError(f"--out {out_dir} exists and is not a directory")
     try:
@@ -414,16 +664,6 @@ def build_twin(out_dir: Path, seed: int = 0) -> tuple[Path, Path]:
         raise TwinError(f"cannot create output directory {out_dir}: {e.strerror or e}") from e
     if not os.access(out_dir, os.W_OK):
         raise TwinError(f"output directory {out_dir} is not writable")
-
-    tok_kv = load_tokenizer_kv()
-    model = out_dir / MODEL_NAME
-    mmproj = out_dir / MMPROJ_NAME
-    try:
-        build_text_model(model, seed, tok_kv)
-        build_mmproj(mmproj, seed)
-    except OSError as e:
-        raise TwinError(f"cannot write twin into {out_dir}: {e.strerror or e}") from e
-    return model, mmproj
 
 
 # --------------------------------------------------------------------------
@@ -438,9 +678,10 @@ def twin_cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "twin"
 
 
-def ensure_twin(seed: int = 0, cache_root: Path | None = None) -> tuple[Path, Path]:
+def ensure_twin(seed: int = 0, cache_root: Path | None = None, with_vision: bool = False) -> tuple[Path, Path]:
     """Return the cached twin for ``seed``, building it first if needed:
-    (model, audio projector).
+    (model, audio-only projector), or (model, vision+audio projector) with
+    ``with_vision``.
 
     The cache entry is ``CACHE_ROOT/<twin_fingerprint(seed)>/`` (CACHE_ROOT:
     ``cache_root``, else $EDGE_ASSISTANT_TWIN_CACHE, else
@@ -448,7 +689,8 @@ def ensure_twin(seed: int = 0, cache_root: Path | None = None) -> tuple[Path, Pa
     or numpy gets a fresh entry.  Model and audio projector are built into
     a fresh temporary directory next to it and renamed into place only
     when both are complete, so an aborted or concurrent run never leaves a
-    half-built entry."""
+    half-built entry.  The vision+audio projector is added to a complete
+    entry on first request (written to a temporary name and renamed)."""
     seed = _check_seed(seed)
     fp = twin_fingerprint(seed)
     root = Path(cache_root).expanduser() if cache_root is not None else twin_cache_root()
@@ -475,7 +717,12 @@ def ensure_twin(seed: int = 0, cache_root: Path | None = None) -> tuple[Path, Pa
                 shutil.rmtree(tmp, ignore_errors=True)
             if not complete():
                 raise TwinError(f"twin cache {final} incomplete after build")
-        return model, mmproj
+        if not with_vision:
+            return model, mmproj
+        av = final / MMPROJ_AV_NAME
+        if not av.is_file():
+            build_mmproj(av, seed, with_vision=True)
+        return model, av
     except OSError as e:
         raise TwinError(f"cannot build the twin cache in {root}: {e.strerror or e}") from e
 
@@ -496,16 +743,20 @@ def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="make_twin", description="Build the tiny random-weight Gemma 4 E2B twin (model + audio projector).")
     ap.add_argument("--out", required=True, type=Path, help="output directory")
     ap.add_argument("--seed", type=_seed_arg, default=0, help="random seed (default 0)")
+    ap.add_argument("--with-vision", action="store_true",
+                    help=f"also write {MMPROJ_AV_NAME}: a projector with a gemma4v vision tower as well as the "
+                         "audio tower, laid out like the published E2B mmproj files")
     args = ap.parse_args(argv)
     try:
-        model, mmproj = build_twin(args.out, args.seed)
+        model, _ = build_twin(args.out, args.seed, with_vision=args.with_vision)
     except TwinError as e:
         print(f"make_twin: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("make_twin: interrupted", file=sys.stderr)
         return 130
-    for path in (model, mmproj):
+    names = [MODEL_NAME, MMPROJ_NAME] + ([MMPROJ_AV_NAME] if args.with_vision else [])
+    for path in (model.with_name(n) for n in names):
         print(f"{path} ({path.stat().st_size} bytes)")
     return 0
 

@@ -139,10 +139,10 @@ def test_failed_write_leaves_no_file(tmp_path):
 # --------------------------------------------------------------------------
 @pytest.fixture
 def fake_builds(monkeypatch):
-    """Replace the expensive builder by one that writes small marker files
-    and counts calls (ensure_twin looks it up in the module at call time)."""
+    """Replace the expensive builders by ones that write small marker files
+    and count calls (ensure_twin looks them up in the module at call time)."""
     mt = load_make_twin()
-    calls = {"twin": 0}
+    calls = {"twin": 0, "av": 0}
 
     def build_twin(out_dir, seed=0, with_vision=False):
         calls["twin"] += 1
@@ -150,7 +150,13 @@ def fake_builds(monkeypatch):
         Path(out_dir, mt.MMPROJ_NAME).write_bytes(b"mmproj %d" % seed)
         return Path(out_dir, mt.MODEL_NAME), Path(out_dir, mt.MMPROJ_NAME)
 
+    def build_mmproj(path, seed, with_vision=False):
+        assert with_vision
+        calls["av"] += 1
+        Path(path).write_bytes(b"av %d" % seed)
+
     monkeypatch.setattr(mt, "build_twin", build_twin)
+    monkeypatch.setattr(mt, "build_mmproj", build_mmproj)
     return mt, calls
 
 
@@ -200,6 +206,16 @@ def test_ensure_twin_failed_build_leaves_no_entry(tmp_path, monkeypatch, fake_bu
     assert list(tmp_path.iterdir()) == []
 
 
+def test_ensure_twin_with_vision_adds_the_av_projector_to_the_entry(tmp_path, fake_builds):
+    mt, calls = fake_builds
+    model, mmproj = mt.ensure_twin(0, cache_root=tmp_path)
+    model_av, av = mt.ensure_twin(0, cache_root=tmp_path, with_vision=True)
+    assert model_av == model and av == model.with_name(mt.MMPROJ_AV_NAME) and av.read_bytes() == b"av 0"
+    assert mt.ensure_twin(0, cache_root=tmp_path, with_vision=True) == (model, av)
+    assert calls == {"twin": 1, "av": 1}
+    assert mt.ensure_twin(0, cache_root=tmp_path) == (model, mmproj)  # the default is unchanged
+
+
 def test_ensure_twin_unusable_cache_root_is_a_twin_error(tmp_path):
     mt = load_make_twin()
     blocker = tmp_path / "file"
@@ -214,6 +230,15 @@ def test_bench_once_uses_the_same_cache(twin):
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     assert bench.twin_paths() == (twin.model, twin.mmproj)
+
+
+def test_cli_with_vision_writes_the_av_projector_too(tmp_path):
+    r = subprocess.run([sys.executable, str(MAKE_TWIN), "--out", str(tmp_path), "--with-vision"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    names = ["twin-e2b.gguf", "twin-e2b-mmproj.gguf", "twin-e2b-mmproj-av.gguf"]
+    assert [Path(line.split(" (")[0]).name for line in r.stdout.splitlines()] == names
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
 
 
 # --------------------------------------------------------------------------
