@@ -79,7 +79,7 @@ class _Turn:
     done: threading.Event
     wake_sample: int | None
     speech_end_sample: int
-    started_wall: float
+    speaker: StreamingSpeaker | None = None
 
 
 class Assistant:
@@ -199,13 +199,16 @@ class Assistant:
                 return True
             self.events.emit("barge_in", self._now, state=self.state.value)
             self.engine.cancel()
-            self.playback.stop()
+            turn = self._turn
+            if turn is not None:
+                if turn.speaker is not None:
+                    turn.speaker.cancel()
+                turn.done.wait()  # the cancelled turn returns at its next token
+                self._turn = None
+            self.playback.stop()  # after the worker is done: nothing can be queued behind it
             if self.state is State.SPEAKING:
                 self.events.emit("speak_end", self._now, interrupted=True)
             self._speaking_since = None
-            if self._turn is not None:
-                self._turn.done.wait()  # the cancelled turn returns at its next token
-                self._turn = None
         self._wake_sample = self._now
         self._begin_capture()
         return True
@@ -248,7 +251,6 @@ class Assistant:
             done=done,
             wake_sample=self._wake_sample,
             speech_end_sample=utterance.speech_end_sample,
-            started_wall=time.perf_counter(),
         )
         self._turn = turn
         self._wake_sample = None
@@ -264,7 +266,7 @@ class Assistant:
         turn = self._turn
         assert turn is not None
         try:
-            speaker = StreamingSpeaker(self.voice, self.playback)
+            speaker = turn.speaker = StreamingSpeaker(self.voice, self.playback)
             result = self._respond(self.engine, speech, speaker, time.perf_counter())
             if result.stopped_by == "cancelled":
                 return

@@ -71,11 +71,16 @@ class StreamingSpeaker:
         self.stats = SpeechStats()
         self._queue: queue.Queue[object] = queue.Queue()
         self._error: BaseException | None = None
+        self._cancelled = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tts", daemon=True)
         self._thread.start()
 
     def say(self, sentence: str) -> None:
         self._queue.put(sentence)
+
+    def cancel(self) -> None:
+        """Drop the sentences not yet spoken (barge-in)."""
+        self._cancelled.set()
 
     def finish(self) -> SpeechStats:
         """Wait until everything queued has been spoken; re-raise a worker error."""
@@ -90,8 +95,8 @@ class StreamingSpeaker:
             item = self._queue.get()
             if item is self._DONE:
                 return
-            if self._error is not None:
-                continue  # drain: the error is reported by finish()
+            if self._error is not None or self._cancelled.is_set():
+                continue  # drain: an error is reported by finish()
             try:
                 self._speak(str(item))
             except BaseException as error:  # handed to the caller's thread
@@ -101,7 +106,7 @@ class StreamingSpeaker:
         started = time.perf_counter()
         samples = self.speech.synthesize(sentence)
         self.stats.synth_ms += (time.perf_counter() - started) * 1000
-        if not len(samples):
+        if not len(samples) or self._cancelled.is_set():
             return
         if self.stats.first_audio_at is None:
             self.stats.first_audio_at = time.perf_counter()
