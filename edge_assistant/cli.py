@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--dir", metavar="DIR", help="models directory")
     slim = model_commands.add_parser("slim", help="write an audio-only projector from a vision+audio one", parents=[common])
     slim.add_argument("source", metavar="SRC")
-    slim.add_argument("destination", metavar="DST")
+    slim.add_argument("destination", metavar="DST", nargs="?", help="default: SRC with .audio.gguf, which is used automatically")
     config = commands.add_parser("config", help="show the effective configuration")
     config.add_subparsers(dest="config_command", metavar="ACTION", required=True, parser_class=_Parser).add_parser(
         "show", help="print the effective configuration as TOML", parents=[common]
@@ -205,8 +205,10 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
     from . import models
 
     if args.models_command == "slim":
-        models.slim_projector(Path(args.source), Path(args.destination))
-        print(f"wrote audio-only projector {args.destination}")
+        source = Path(args.source)
+        destination = Path(args.destination) if args.destination else models.audio_projector_path(source)
+        models.slim_projector(source, destination)
+        print(f"wrote audio-only projector {destination}")
         return 0
     directory = Path(args.dir or config.models.dir or models.default_models_dir())
     manifest = models.load_manifest()

@@ -16,7 +16,6 @@ import importlib.util
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 

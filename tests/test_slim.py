@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -311,3 +312,17 @@ def test_vision_memory_cost(twin_av, slimmed, tmp_path):
     assert slope == pytest.approx(1.0, abs=0.1)  # the weights are read into RAM, byte for byte (no mmap)
     assert 0 <= overhead < 32 * MIB                # plus a fixed, model-independent cost
     assert cost[True] >= cost[False] - 256 * 1024  # warmup never makes vision cheaper
+
+
+def test_cli_slim_writes_beside_the_source_where_resolve_finds_it(twin_av, tmp_path, capsys):
+    from edge_assistant import models
+    from edge_assistant.cli import main
+
+    source = tmp_path / "mmproj-F16.gguf"
+    shutil.copyfile(twin_av[1], source)
+    assert main(["models", "slim", str(source)]) == 0
+    slimmed_path = models.audio_projector_path(source)
+    assert slimmed_path.is_file() and str(slimmed_path) in capsys.readouterr().out
+    assert models.resolve("mmproj", tmp_path, [f for f in models.load_manifest() if f.role == "mmproj"]) == slimmed_path
+    assert main(["models", "slim", str(source)]) == 3  # never overwrites
+    assert "refusing to overwrite" in capsys.readouterr().err
