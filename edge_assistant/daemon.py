@@ -21,6 +21,7 @@ start a turn from it.
 from __future__ import annotations
 
 import enum
+import faulthandler
 import json
 import logging
 import signal
@@ -396,6 +397,7 @@ def serve(
     """Load everything, run until the input ends or a signal stops it."""
     from .audio_io import DevicePlayback, FileSource, MicrophoneSource, check_output_path, parse_device, write_wav_atomic
 
+    faulthandler.enable()  # a watchdog SIGABRT then logs every thread's stack to the journal
     notifier = Notifier()
     output_path = check_output_path(output_file) if output_file else None
     if echo_gain and output_path is None:
