@@ -1,14 +1,12 @@
 """Shared pytest fixtures."""
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from twin_generator import load_make_twin
 
 
 # --------------------------------------------------------------------------
@@ -23,17 +21,6 @@ class Twin:
     model: Path
     mmproj: Path
     fingerprint: str
-
-
-def load_make_twin():
-    """Import scripts/make_twin.py (scripts/ is not a package)."""
-    name = "edge_assistant_make_twin"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "scripts" / "make_twin.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @pytest.fixture(scope="session")

@@ -29,23 +29,9 @@ import pytest
 from edge_assistant import models
 from speech import speak
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MAKE_TWIN = REPO_ROOT / "scripts" / "make_twin.py"
+from twin_generator import MAKE_TWIN, REPO_ROOT, load_make_twin
 N_THREADS = max(1, min(4, os.cpu_count() or 1))  # both sides set explicitly (see scripts/TWIN.md)
 MIB = 2**20
-
-
-def load_make_twin():
-    """scripts/make_twin.py as a module (the same sys.modules entry as conftest's)."""
-    import importlib.util
-
-    name = "edge_assistant_make_twin"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, MAKE_TWIN)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def run_py(code: str, *args: object, timeout: float = 300) -> subprocess.CompletedProcess:

@@ -19,28 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MAKE_TWIN = REPO_ROOT / "scripts" / "make_twin.py"
-
-
-def load_make_twin():
-    """scripts/make_twin.py as a module (same sys.modules entry as conftest's;
-    not imported from conftest so the test works under any pytest import mode)."""
-    name = "edge_assistant_make_twin"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, MAKE_TWIN)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-SPECIAL = ["<|turn>", "<turn|>", "<|audio>", "<audio|>", "<|channel>", "<channel|>"]
-SAMPLE_RATE = 16000
-# Set thread counts explicitly on both sides.  mtmd's default is 4 threads and
-# llama-cpp-python's is cpu_count // 2: on a 2-core machine that mix (4 mtmd +
-# 1 llama thread) made mtmd_helper_eval_chunks ~100x slower (3.8 s instead of
-# 30 ms for 3 s of audio on the twin).
-N_THREADS = max(1, min(4, os.cpu_count() or 1))
+from twin_generator import MAKE_TWIN, REPO_ROOT, load_make_twin
 
 
 def audio_tokens_expected(seconds: float) -> list[int]:
