@@ -21,6 +21,14 @@ import pytest
 
 from twin_generator import MAKE_TWIN, REPO_ROOT, load_make_twin
 
+SPECIAL = ["<|turn>", "<turn|>", "<|audio>", "<audio|>", "<|channel>", "<channel|>"]
+SAMPLE_RATE = 16000
+# Set thread counts explicitly on both sides.  mtmd's default is 4 threads and
+# llama-cpp-python's is cpu_count // 2: on a 2-core machine that mix (4 mtmd +
+# 1 llama thread) made mtmd_helper_eval_chunks ~100x slower (3.8 s instead of
+# 30 ms for 3 s of audio on the twin).
+N_THREADS = max(1, min(4, os.cpu_count() or 1))
+
 
 def audio_tokens_expected(seconds: float) -> list[int]:
     """Audio tokens per mtmd chunk, re-derived from llama.cpp's gemma4a code:
