@@ -160,7 +160,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     speaker = None
     sink = None
     if not args.no_speak:
-        voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale)
+        voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
         sink = WavFileSink(out_path, voice.sample_rate) if out_path else SpeakerSink(parse_device(config.tts.output_device))
     load_ms = (time.perf_counter() - load_started) * 1000
 

@@ -93,6 +93,9 @@ class TtsConfig:
     speaker: int = -1  # -1 = the voice's default speaker
     length_scale: float = 1.0  # >1 speaks slower
     output_device: str = ""  # sounddevice name or index; empty = default output
+    # Piper synthesizes while llama.cpp is still generating; one thread keeps it
+    # from stalling llama.cpp's threads, and still runs well faster than real time.
+    threads: int = 1
 
 
 @dataclass
@@ -236,6 +239,7 @@ def validate(config: Config, where: str) -> None:
         (audio.long_audio in LONG_AUDIO_POLICIES, "audio.long_audio", f"one of {', '.join(LONG_AUDIO_POLICIES)}"),
         (audio.max_seconds >= 1, "audio.max_seconds", "at least 1"),
         (0.1 <= tts.length_scale <= 10, "tts.length_scale", "between 0.1 and 10"),
+        (1 <= tts.threads <= 64, "tts.threads", "between 1 and 64"),
         (config.input.frame_ms in (10, 20, 30), "input.frame_ms", "10, 20 or 30"),
         (0 <= wake.threshold < 1, "wake.threshold", "0 (the model's own) or between 0 and 1"),
         (wake.refractory_seconds >= 0, "wake.refractory_seconds", "0 or more"),

@@ -416,7 +416,7 @@ def serve(
         from .wakeword import WakeWordDetector
 
         wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
-    voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale)
+    voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
     engine = GemmaEngine(model_path, mmproj_path, config.engine)
     playback: Playback = (
         VirtualPlayback(voice.sample_rate)

@@ -26,8 +26,8 @@ log = logging.getLogger(__name__)
 class PiperSpeech:
     """A loaded Piper voice."""
 
-    def __init__(self, voice_path: Path, speaker: int = -1, length_scale: float = 1.0) -> None:
-        from piper import PiperVoice, SynthesisConfig
+    def __init__(self, voice_path: Path, speaker: int = -1, length_scale: float = 1.0, threads: int = 1) -> None:
+        from piper import SynthesisConfig
 
         config_path = Path(f"{voice_path}.json")
         if not voice_path.is_file():
@@ -35,7 +35,7 @@ class PiperSpeech:
         if not config_path.is_file():
             raise ModelFileError(f"Piper voice config not found: {config_path} (it must sit next to the .onnx file)")
         try:
-            self.voice = PiperVoice.load(voice_path, config_path=config_path)
+            self.voice = _load_voice(voice_path, config_path, threads)
         except (json.JSONDecodeError, KeyError) as error:
             raise ModelFileError(f"invalid Piper voice config {config_path}: {error}") from None
         except Exception as error:  # onnxruntime raises its own exception types
@@ -50,6 +50,24 @@ class PiperSpeech:
         """float32 samples at :attr:`sample_rate`."""
         chunks = [chunk.audio_float_array for chunk in self.voice.synthesize(text, syn_config=self._synthesis)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+
+def _load_voice(voice_path: Path, config_path: Path, threads: int):  # noqa: ANN202 - piper.PiperVoice
+    """PiperVoice.load with our own onnxruntime session options: a few threads so
+    synthesis does not fight llama.cpp's threads for the cores while the reply is
+    still being generated, and no memory arena, so the hundreds of MiB a long
+    sentence needs are returned afterwards instead of being kept for good."""
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = False
+    config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
+    session = onnxruntime.InferenceSession(str(voice_path), sess_options=options, providers=["CPUExecutionProvider"])
+    return PiperVoice(config=config, session=session)
 
 
 @dataclass
