@@ -1,0 +1,143 @@
+"""``edge-assistant wakeword train|test``: make a wake word on the device and try it.
+
+``train`` writes an openWakeWord-compatible ONNX model; ``test`` prints every
+detection with its score, from a recording or the microphone, so a user can see
+how close their own voice gets to the threshold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .config import Config
+from .errors import AudioDeviceError, UsageError
+from .wakeword import SAMPLE_RATE, STEP_SAMPLES, WakeDetection, WakeWordDetector
+
+log = logging.getLogger(__name__)
+
+
+def add_commands(subparsers: argparse._SubParsersAction, common_parser: argparse.ArgumentParser) -> None:
+    """``wakeword train`` and ``wakeword test`` under the caller's subcommands."""
+    wakeword = subparsers.add_parser("wakeword", help="train a custom wake word on this device, or test one")
+    actions = wakeword.add_subparsers(dest="wakeword_command", metavar="ACTION", required=True, parser_class=type(wakeword))
+    train = actions.add_parser(
+        "train",
+        parents=[common_parser],
+        help="train a wake phrase from Piper speech (about a minute on a 2-core PC)",
+        description="Synthesize the phrase with Piper, augment it, train a small classifier on "
+        "openWakeWord features and write an ONNX model with its threshold.",
+    )
+    train.add_argument("phrase", metavar="PHRASE", help='the wake phrase, e.g. "hey tessa"')
+    train.add_argument("--out", metavar="FILE", required=True, help="model file to write (.onnx)")
+    train.add_argument(
+        "--voice", metavar="ONNX", action="append", type=Path,
+        help="Piper voice to speak the phrase (repeatable; default: the configured voice). More voices, better model",
+    )
+    train.add_argument("--negatives", metavar="DIR", type=Path, help="recordings that must not wake it: your TV, your kitchen")
+    train.add_argument(
+        "--minutes", metavar="N", type=float, default=1.0,
+        help="effort: data scales with N, about N minutes on a 2-core PC, 2-3x on a Pi 5 (default 1)",
+    )
+    test = actions.add_parser(
+        "test", parents=[common_parser], help="print detections and scores for a recording or the microphone"
+    )
+    test.add_argument("model", metavar="FILE", type=Path, help="wake word model (.onnx)")
+    test.add_argument("--input-file", metavar="WAV", help="audio file to scan instead of the microphone")
+    test.add_argument("--threshold", metavar="X", type=float, help="detection threshold (default: the model's own)")
+
+
+def run(args: argparse.Namespace, config: Config) -> int:
+    if args.wakeword_command == "train":
+        return run_train(args, config)
+    return run_test(args, config)
+
+
+def run_train(args: argparse.Namespace, config: Config) -> int:
+    from .wakeword_train import TrainOptions, train
+
+    voices = tuple(args.voice) if args.voice else (configured_voice(config),)
+    result = train(TrainOptions(args.phrase, Path(args.out), voices, args.negatives, args.minutes))
+    print(f"wrote {result.path} ({result.model_bytes / 1000:.0f} kB) in {result.seconds:.0f} s")
+    print(
+        f"held out: recall {result.recall:.0%} of {result.positives_held_out} takes of {result.phrase!r} "
+        f"at threshold {result.threshold:.2f}; {result.false_accepts} false accepts in "
+        f"{result.negative_hours * 60:.1f} min of speech and noise ({result.false_accepts_per_hour:.1f} per hour); "
+        f"{result.near_miss_accepts:.0%} of near misses accepted"
+    )
+    print(f'use it: set model = "{result.path.resolve()}" in the [wake] section of the config')
+    return 0
+
+
+def configured_voice(config: Config) -> Path:
+    """The voice the assistant speaks with: config, else the manifest's."""
+    from . import models
+
+    if config.models.voice:
+        return Path(config.models.voice).expanduser()
+    return models.resolve("voice", Path(config.models.dir).expanduser() if config.models.dir else None)
+
+
+def run_test(args: argparse.Namespace, config: Config) -> int:
+    if args.threshold is not None and not 0 < args.threshold < 1:
+        raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
+    detector = WakeWordDetector([args.model], args.threshold, config.wake.refractory_seconds)
+    model = detector.models[0]
+    origin = "given" if args.threshold is not None else "the model's" if model.threshold is not None else "default"
+    phrase = f" ({model.phrase!r})" if model.phrase else ""
+    print(f"{model.name}{phrase}: threshold {detector.thresholds[0]:.2f} ({origin})")
+    if args.input_file:
+        from .audio_io import read_audio
+
+        chunks = chunked(read_audio(args.input_file).samples)
+    else:
+        from .audio_io import parse_device
+
+        chunks = microphone(parse_device(config.input.device))
+    count, heard = 0, 0
+    try:
+        for chunk in chunks:
+            heard += len(chunk)
+            for detection in detector.process(chunk):
+                count += 1
+                print(f"{seconds(detection):8.2f} s  {detection.name}  {detection.score:.3f}", flush=True)
+    except KeyboardInterrupt:  # the way to stop listening
+        pass
+    summary = f"{count} detection{'s' * (count != 1)} in {heard / SAMPLE_RATE:.1f} s of audio"
+    if detector.highest is not None:
+        summary += f"; highest score {detector.highest.score:.3f} at {seconds(detector.highest):.2f} s"
+    print(summary)
+    return 0
+
+
+def seconds(detection: WakeDetection) -> float:
+    return detection.end_sample / SAMPLE_RATE
+
+
+def chunked(samples: np.ndarray) -> Iterator[np.ndarray]:
+    """A recording in 80 ms pieces, as a microphone would deliver it."""
+    for start in range(0, len(samples), STEP_SAMPLES):
+        yield samples[start : start + STEP_SAMPLES]
+
+
+def microphone(device: str | int | None) -> Iterator[np.ndarray]:
+    """16 kHz int16 blocks from the input device until Ctrl-C."""
+    try:
+        import sounddevice
+    except OSError as error:  # PortAudio itself is missing
+        raise AudioDeviceError(f"cannot use the microphone: {error}") from None
+    try:
+        stream = sounddevice.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=STEP_SAMPLES, device=device)
+    except (sounddevice.PortAudioError, ValueError) as error:
+        raise AudioDeviceError(f"cannot open the microphone {device or '(default input)'}: {error}") from None
+    print("listening; say the wake phrase, Ctrl-C to stop", flush=True)
+    with stream:
+        while True:
+            block, overflowed = stream.read(STEP_SAMPLES)
+            if overflowed:
+                log.warning("microphone overflow: audio was lost")
+            yield block[:, 0]
