@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --output-file: mix what the speaker plays back into the input at gain G, like a speaker next to the microphone",
     )
     commands.add_parser("devices", help="list audio input and output devices", parents=[common])
+    from .wakeword_cli import add_commands as add_wakeword_commands
+
+    add_wakeword_commands(commands, common)
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
@@ -233,6 +236,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             print(config.to_toml(), end="")
             return 0
+        if args.command == "wakeword":
+            from .wakeword_cli import run as run_wakeword
+
+            return run_wakeword(args, config)
         if args.command == "devices":
             from .audio_io import list_devices
 
