@@ -8,11 +8,15 @@ classifier that reads the last 16 embeddings (1.96 s) and returns a score in
 [0, 1]. Pretrained openWakeWord models and the ones ``wakeword train`` makes load
 through the same :func:`load_wake_model`.
 
-The features here follow openWakeWord, not livekit-wakeword's runtime: the
-melspectrogram model is fed int16-scaled samples (livekit feeds [-1, 1], a 90 dB
-offset that openWakeWord-trained models would not survive), and the stream is
-processed incrementally (one mel call and one embedding per 80 ms step, where
-livekit's ``WakeWordModel.predict`` recomputes 16 embeddings on every call).
+The features here follow openWakeWord's streaming runtime, not livekit-wakeword's:
+the melspectrogram model is fed int16-scaled samples (livekit feeds [-1, 1], a
+90 dB offset that openWakeWord-trained models would not survive) and is called
+once per 80 ms step on that step plus 30 ms of context. The model clips every
+frame to 80 dB below the loudest frame *of the call*, so one call over a long clip
+gives different features than the stream would: training therefore computes its
+features step by step too (:meth:`AudioFeatures.clip_embeddings`). Each step costs
+one mel call and one embedding (livekit's ``WakeWordModel.predict`` recomputes 16
+embeddings per call).
 """
 
 from __future__ import annotations
@@ -36,7 +40,9 @@ MEL_BINS = 32
 MEL_FRAMES_PER_STEP = 8
 EMBEDDING_WINDOW = 76  # mel frames per embedding
 EMBEDDING_DIM = 96
-EMBEDDING_SAMPLES = 12512  # audio one embedding sees: 75 mel hops of 160 + a 512 window
+# Embeddings from clip_embeddings(): the n-th is the stream's at the end of the
+# clip's step n + 10 (its 76 frames are the last 4 of one step and 9 whole steps).
+FIRST_EMBEDDING_END = MEL_CONTEXT_SAMPLES + 10 * STEP_SAMPLES
 DEFAULT_THRESHOLD = 0.5
 # ONNX metadata_props keys written by ``wakeword train`` (openWakeWord ignores them).
 META_THRESHOLD = "edge_assistant.threshold"
@@ -98,9 +104,14 @@ class AudioFeatures:
         self._embedding_input = self._embedding.get_inputs()[0].name
 
     def melspectrogram(self, pcm: np.ndarray) -> np.ndarray:
-        """(frames, 32) for int16-scaled samples: one frame per 160 samples, 512 wide."""
-        (mel,) = self._mel.run(None, {self._mel_input: pcm.reshape(1, -1).astype(np.float32, copy=False)})
-        return mel.reshape(-1, MEL_BINS) / 10.0 + 2.0  # openWakeWord's melspec_transform
+        """(8 n, 32) for int16-scaled samples: 480 samples of context, then n steps of
+        1280, one model call per step as openWakeWord streams it."""
+        steps = (len(pcm) - MEL_CONTEXT_SAMPLES) // STEP_SAMPLES
+        calls = (pcm[k * STEP_SAMPLES : (k + 1) * STEP_SAMPLES + MEL_CONTEXT_SAMPLES] for k in range(steps))
+        mel = [self._mel.run(None, {self._mel_input: call.reshape(1, -1).astype(np.float32, copy=False)})[0] for call in calls]
+        if not mel:
+            return np.zeros((0, MEL_BINS), dtype=np.float32)
+        return np.concatenate(mel).reshape(-1, MEL_BINS) / 10.0 + 2.0  # openWakeWord's melspec_transform
 
     def embed(self, mel: np.ndarray, batch: int = 32) -> np.ndarray:
         """(n, 96): one embedding per 76-frame window of ``mel``, every 8 frames."""
@@ -113,8 +124,10 @@ class AudioFeatures:
         return np.concatenate(parts).reshape(count, EMBEDDING_DIM)
 
     def clip_embeddings(self, samples: np.ndarray) -> np.ndarray:
-        """Embeddings of a whole clip (16 kHz); the n-th sees samples [1280 n, 1280 n + 12512)."""
-        return self.embed(self.melspectrogram(to_pcm_scale(samples)))
+        """A clip's embeddings (16 kHz; its first 480 samples are context only),
+        exactly as the stream computes them: the n-th ends at FIRST_EMBEDDING_END
+        + 1280 n. Skipping 4 frames puts each window's end on a step's end."""
+        return self.embed(self.melspectrogram(to_pcm_scale(samples))[EMBEDDING_WINDOW % MEL_FRAMES_PER_STEP :])
 
 
 @dataclass(frozen=True)
@@ -254,8 +267,8 @@ class WakeWordDetector:
     def _room_tone(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Samples, mel frames and embeddings of quiet noise (-60 dBFS) to start from, like
         openWakeWord's warm-up buffers, so the first seconds behave like the rest."""
-        length = EMBEDDING_SAMPLES + STEP_SAMPLES * self._history
+        length = FIRST_EMBEDDING_END + STEP_SAMPLES * self._history
         noise = np.random.default_rng(0).standard_normal(length).astype(np.float32) * 0.001
         pcm = to_pcm_scale(noise)
         mel = self.features.melspectrogram(pcm)
-        return pcm[-MEL_CONTEXT_SAMPLES:], mel[-EMBEDDING_WINDOW:], self.features.embed(mel)[-self._history :]
+        return pcm[-MEL_CONTEXT_SAMPLES:], mel[-EMBEDDING_WINDOW:], self.features.clip_embeddings(noise)[-self._history :]
