@@ -29,3 +29,39 @@ def twin() -> Twin:
     mt = load_make_twin()
     model, mmproj = mt.ensure_twin(0)
     return Twin(model, mmproj, mt.twin_fingerprint(0))
+
+
+# --------------------------------------------------------------------------
+# Wake word model for WAKE_PHRASE, trained by edge_assistant.wakeword_train with
+# the joe voice, once per fingerprint (training code + settings) into
+# $EDGE_ASSISTANT_WAKE_CACHE/<fingerprint>.onnx (default
+# ~/.cache/edge-assistant/wakeword/). Training writes atomically, so an aborted
+# or concurrent run never leaves a half-written model behind.
+# --------------------------------------------------------------------------
+WAKE_PHRASE = "hey tessa"
+WAKE_MINUTES = 1.0
+
+
+def ensure_wake_model() -> Path:
+    import hashlib
+    import os
+
+    from edge_assistant import wakeword, wakeword_train
+    from speech import VOICE_PATH
+
+    digest = hashlib.sha256(f"{WAKE_PHRASE}|{WAKE_MINUTES}|{VOICE_PATH.stat().st_size}".encode())
+    for module in (wakeword, wakeword_train):
+        digest.update(Path(module.__file__).read_bytes())
+    env = os.environ.get("EDGE_ASSISTANT_WAKE_CACHE")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "wakeword"
+    path = root / f"{digest.hexdigest()[:16]}.onnx"
+    if not path.is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        wakeword_train.train(wakeword_train.TrainOptions(WAKE_PHRASE, path, (VOICE_PATH,), minutes=WAKE_MINUTES))
+    return path
+
+
+@pytest.fixture(scope="session")
+def wake_model() -> Path:
+    """An ONNX wake model for WAKE_PHRASE with its threshold in the metadata."""
+    return ensure_wake_model()
