@@ -28,7 +28,7 @@ def add_commands(subparsers: argparse._SubParsersAction, common_parser: argparse
     train = actions.add_parser(
         "train",
         parents=[common_parser],
-        help="train a wake phrase from Piper speech (about a minute on a 2-core PC)",
+        help="train a wake phrase from Piper speech (a minute or two on a 2-core PC)",
         description="Synthesize the phrase with Piper, augment it, train a small classifier on "
         "openWakeWord features and write an ONNX model with its threshold.",
     )
@@ -41,7 +41,7 @@ def add_commands(subparsers: argparse._SubParsersAction, common_parser: argparse
     train.add_argument("--negatives", metavar="DIR", type=Path, help="recordings that must not wake it: your TV, your kitchen")
     train.add_argument(
         "--minutes", metavar="N", type=float, default=1.0,
-        help="effort: data scales with N, about N minutes on a 2-core PC, 2-3x on a Pi 5 (default 1)",
+        help="effort: the synthetic data scales with N (default 1: a minute or two on a 2-core PC)",
     )
     test = actions.add_parser(
         "test", parents=[common_parser], help="print detections and scores for a recording or the microphone"
@@ -58,10 +58,11 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_train(args: argparse.Namespace, config: Config) -> int:
-    from .wakeword_train import TrainOptions, train
+    from .wakeword_train import TrainOptions, tidy_phrase, train
 
+    phrase = tidy_phrase(args.phrase)  # before a missing default voice is blamed
     voices = tuple(args.voice) if args.voice else (configured_voice(config),)
-    result = train(TrainOptions(args.phrase, Path(args.out), voices, args.negatives, args.minutes))
+    result = train(TrainOptions(phrase, Path(args.out), voices, args.negatives, args.minutes))
     print(f"wrote {result.path} ({result.model_bytes / 1000:.0f} kB) in {result.seconds:.0f} s")
     print(
         f"held out: recall {result.recall:.0%} of {result.positives_held_out} takes of {result.phrase!r} "
