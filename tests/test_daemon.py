@@ -267,3 +267,64 @@ def test_history_kept_within_idle_time_and_reset_on_request(engine, voice, tmp_p
     system = engine.system_prompt_tokens
     assert first["tokens"]["context"] == system + first["tokens"]["evaluated_this_turn"]  # reset before turn one
     assert second["tokens"]["context"] == first["tokens"]["context"] + second["tokens"]["evaluated_this_turn"]
+
+
+# -- with a real wake model (trained on the device by `wakeword train`, cached) --
+
+
+def wake_config(tmp_path: Path, wake_model: Path, threshold: float = 0.0) -> Path:
+    """``threshold`` 0: the one chosen at training (strict: a false accept per hour
+    costs 5% recall); the pipeline tests use a looser one, as a user tuning with
+    `wakeword test` would."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'[wake]\nmodel = "{wake_model}"\nthreshold = {threshold}\n[earcons]\nlistening = false\n')
+    return config
+
+
+def test_wake_word_then_question_is_exactly_one_turn(twin, wake_model: Path, tmp_path: Path) -> None:
+    from conftest import WAKE_PHRASE
+
+    question = speak("What is the weather like today?")
+    stream = write_stream(tmp_path / "in.wav", silence(1.0), speak(WAKE_PHRASE), silence(0.3), question, silence(8.0))
+    events, _ = run_daemon(
+        twin, stream, "--config", str(wake_config(tmp_path, wake_model, 0.5)), "--output-file", str(tmp_path / "out.wav")
+    )
+    names = kinds(events)
+    assert names.count("wake") == 1 and names.count("turn") == 1
+    assert names.index("wake") < names.index("speech_start") < names.index("turn")
+    assert 1.0 < events[0]["t"] < 2.5
+
+
+def test_with_a_wake_word_speech_noise_and_music_start_nothing(twin, wake_model: Path, tmp_path: Path) -> None:
+    stream = write_stream(
+        tmp_path / "in.wav", noise(3.0, 0.01), tones(6.0), speak("The kettle is boiling, can you get it?"),
+        noise(3.0, 0.03, seed=2), silence(1.0),
+    )
+    events, _ = run_daemon(
+        twin, stream, "--config", str(wake_config(tmp_path, wake_model)), "--output-file", str(tmp_path / "out.wav")
+    )
+    assert events == []
+
+
+def test_spoken_wake_word_during_the_reply_is_a_barge_in(twin, wake_model: Path, tmp_path: Path) -> None:
+    from conftest import WAKE_PHRASE
+
+    first = speak("Tell me a long story about dragons.")
+    # The reply starts 0.8 s after the question ends (endpointing); speak the wake
+    # word 1.5 s into it, then a second question.
+    stream = write_stream(
+        tmp_path / "in.wav", silence(1.0), speak(WAKE_PHRASE), silence(0.3), first, silence(2.3),
+        speak(WAKE_PHRASE), silence(0.3), speak("What time is it?"), silence(25.0),
+    )
+    out = tmp_path / "out.wav"
+    events, _ = run_daemon(
+        twin, stream, "--config", str(wake_config(tmp_path, wake_model, 0.5)), "--output-file", str(out), max_tokens=12
+    )
+    names = kinds(events)
+    assert names.count("barge_in") == 1 and names.count("turn") == 2
+    barge = events[names.index("barge_in")]
+    stopped = events[names.index("barge_in") + 1]
+    assert stopped["event"] == "speak_end" and stopped["interrupted"] is True
+    recording, rate = soundfile.read(out)
+    next_start = [event["t"] for event in events if event["event"] == "speak_start"][1]
+    assert np.abs(recording[int((barge["t"] + 0.05) * rate) : int(next_start * rate)]).max() == 0
