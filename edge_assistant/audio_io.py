@@ -123,16 +123,17 @@ def write_wav_atomic(path: str | os.PathLike[str], samples: np.ndarray, sample_r
         raise
 
 
-def check_output_path(path: str | os.PathLike[str]) -> Path:
-    """Fail before any work is done if the reply cannot be written there."""
+def check_output_path(path: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Fail before any work is done if the output cannot be written there;
+    ``option`` names the flag in the message."""
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise UsageError(f"--out is a directory: {path}")
+        raise UsageError(f"{option} is a directory: {path}")
     if not directory.is_dir():
-        raise UsageError(f"--out directory does not exist: {directory}")
+        raise UsageError(f"{option} directory does not exist: {directory}")
     if not os.access(directory, os.W_OK):
-        raise UsageError(f"--out directory is not writable: {directory}")
+        raise UsageError(f"{option} directory is not writable: {directory}")
     return path
 
 

@@ -17,7 +17,7 @@ from typing import NoReturn, Sequence
 
 from . import __version__
 from .config import KV_CACHE_TYPES, Config, load_config, validate
-from .errors import EdgeAssistantError, UsageError
+from .errors import EdgeAssistantError
 
 log = logging.getLogger("edge_assistant")
 
@@ -145,7 +145,7 @@ def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | No
 
 
 def run_once(args: argparse.Namespace, config: Config) -> int:
-    from .audio_io import NullSink, SpeakerSink, WavFileSink, check_output_path, parse_device, read_audio
+    from .audio_io import SpeakerSink, WavFileSink, check_output_path, parse_device, read_audio
     from .engine import GemmaEngine
     from .tts import PiperSpeech, StreamingSpeaker
     from .turn import prepare_audio, run_turn

@@ -399,7 +399,7 @@ def serve(
 
     faulthandler.enable()  # a watchdog SIGABRT then logs every thread's stack to the journal
     notifier = Notifier()
-    output_path = check_output_path(output_file) if output_file else None
+    output_path = check_output_path(output_file, "--output-file") if output_file else None
     if echo_gain and output_path is None:
         raise UsageError("--echo-gain needs --output-file (it simulates the speaker that file stands for)")
     models_dir = Path(config.models.dir).expanduser() if config.models.dir else None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, NullSink, to_model_rate
+from edge_assistant.audio_io import Audio, NullSink, to_model_rate
 from edge_assistant.config import AudioConfig, EngineConfig
 from edge_assistant.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker

@@ -43,7 +43,7 @@ def main() -> int:
     try:
         if not args.text.strip():
             raise UsageError("nothing to say: the text is empty")
-        out = check_output_path(args.out)
+        out = check_output_path(args.out, "WAV")
         voice = PiperSpeech(Path(args.voice) if args.voice else default_voice())
         samples = voice.synthesize(args.text)
         write_wav_atomic(out, samples, voice.sample_rate)

@@ -29,7 +29,7 @@ import pytest
 from edge_assistant import models
 from speech import speak
 
-from twin_generator import MAKE_TWIN, REPO_ROOT, load_make_twin
+from twin_generator import REPO_ROOT, load_make_twin
 N_THREADS = max(1, min(4, os.cpu_count() or 1))  # both sides set explicitly (see scripts/TWIN.md)
 MIB = 2**20
 
