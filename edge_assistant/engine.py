@@ -140,6 +140,10 @@ class GemmaEngine:
             self.close()
             raise
         self.chat_format = ChatFormat.from_template(self._chat_template(), self._token_text(self._bos))
+        # The same for every turn: built once, not per utterance.
+        self._user_turn = self.chat_format.user_turn(self._marker)
+        self._user_turn_tokens = len(self.tokenize(self._user_turn))
+        self._turn_end_tokens = self.tokenize(self.chat_format.turn_end)
         self._n_past = 0
         self._n_system = 0
         self.system_prompt_tokens = self._evaluate_system_prompt()
@@ -340,8 +344,7 @@ class GemmaEngine:
             self.reset_history()
         stats = TurnStats()
         started = time.perf_counter()
-        user_turn = self.chat_format.user_turn(self._marker)
-        needed = len(self.tokenize(user_turn)) + self.audio_token_estimate(len(samples) / self.audio_sample_rate)
+        needed = self._user_turn_tokens + self.audio_token_estimate(len(samples) / self.audio_sample_rate)
         needed += self.settings.max_tokens + 4
         if self._n_past + needed > self.settings.n_ctx and self._n_past > self._n_system:
             log.info("context would overflow (%d + %d > %d): history reset", self._n_past, needed, self.settings.n_ctx)
@@ -353,7 +356,7 @@ class GemmaEngine:
             )
         n_past_before = self._n_past
         self._cancel.clear()
-        self._evaluate_prompt(user_turn, samples, stats)
+        self._evaluate_prompt(self._user_turn, samples, stats)
         stats.prefill_ms -= stats.encode_ms  # encode time was measured inside the prefill span
         text = self._generate(stats, started, on_text)
         if stats.stopped_by == "cancelled":
@@ -362,7 +365,7 @@ class GemmaEngine:
             return TurnReply(text, stats)
         if self.settings.keep_history:
             # Close the model's turn in the cache so the next turn continues from it.
-            self._decode_tokens(self.tokenize(self.chat_format.turn_end), want_logits=False)
+            self._decode_tokens(self._turn_end_tokens, want_logits=False)
         stats.evaluated_this_turn = self._n_past - n_past_before
         stats.context_tokens = self._n_past
         return TurnReply(text, stats)
