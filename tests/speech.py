@@ -26,7 +26,10 @@ def _spoken(text: str, length_scale: float) -> Audio:
     from piper import SynthesisConfig
 
     voice = _voice()
-    chunks = voice.synthesize(text, syn_config=SynthesisConfig(length_scale=length_scale))
+    # No generator noise: the same text is the same audio in every run, so tests
+    # that score speech (wake word, endpointing) cannot flake on Piper's randomness.
+    config = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
+    chunks = voice.synthesize(text, syn_config=config)
     samples = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32)
     return to_model_rate(Audio(samples, voice.config.sample_rate))
 
