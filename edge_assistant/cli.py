@@ -88,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
         action = model_commands.add_parser(name, help=text, parents=[common])
         action.add_argument("--dir", metavar="DIR", help="models directory")
+        action.add_argument(
+            "--only", metavar="NAME", action="append", default=[],
+            help="just these manifest entries, by name or role (repeatable or comma-separated), e.g. --only wake",
+        )
     slim = model_commands.add_parser("slim", help="write an audio-only projector from a vision+audio one", parents=[common])
     slim.add_argument("source", metavar="SRC")
     slim.add_argument("destination", metavar="DST", nargs="?", help="default: SRC with .audio.gguf, which is used automatically")
@@ -214,10 +218,11 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
         print(f"wrote audio-only projector {destination}")
         return 0
     directory = Path(args.dir or config.models.dir or models.default_models_dir())
-    manifest = models.load_manifest()
+    only = [word.strip() for words in args.only for word in words.split(",") if word.strip()]
+    manifest = models.select(models.load_manifest(), only)
     if args.models_command == "download":
         models.download(manifest, directory)
-        print(f"all model files present and verified in {directory}")
+        print(f"{'the chosen' if only else 'all'} model files present and verified in {directory}")
         return 0
     results = models.verify(manifest, directory)
     for result in results:

@@ -105,7 +105,8 @@ class InputConfig:
 @dataclass
 class WakeConfig:
     """openWakeWord-compatible wake models. ``model = "none"``: any speech starts a
-    turn (VAD only). Several models: comma-separated. A bare name is looked up as
+    turn (VAD only). Several models: comma-separated. A bare name is a pretrained
+    model from the manifest (hey_jarvis, alexa, hey_mycroft, hey_rhasspy), else
     NAME.onnx in the models directory."""
 
     model: str = "none"

@@ -366,21 +366,13 @@ def install_signal_handlers(assistant: Assistant) -> None:
 
 
 def wake_model_paths(config: Config, models_dir: Path | None) -> list[Path]:
-    """``wake.model``: "none", or comma-separated paths or names (NAME.onnx in the
-    models directory)."""
+    """``wake.model``: "none", or comma-separated names or paths (models.resolve_wake)."""
     from . import models
 
     spec = config.wake.model.strip()
     if spec.lower() in ("", "none"):
         return []
-    directory = models_dir or models.default_models_dir()
-    paths = []
-    for item in (part.strip() for part in spec.split(",") if part.strip()):
-        path = Path(item).expanduser()
-        if path.suffix != ".onnx" and len(path.parts) == 1:
-            path = directory / f"{item}.onnx"
-        paths.append(path)
-    return paths
+    return [models.resolve_wake(item.strip(), models_dir) for item in spec.split(",") if item.strip()]
 
 
 def serve(

@@ -37,7 +37,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-from edge_assistant.errors import ModelFileError
+from edge_assistant.errors import ModelFileError, UsageError
 
 if TYPE_CHECKING:
     from gguf import GGUFReader
@@ -49,7 +49,7 @@ MODELS_DIR_ENV = "EDGE_ASSISTANT_MODELS"
 BASE_URL_ENV = "EDGE_ASSISTANT_MODELS_BASE_URL"
 SYSTEM_MODELS_DIR = Path("/var/lib/edge-assistant/models")
 DOWNLOAD_COMMAND = "edge-assistant models download"
-ROLES = ("model", "mmproj", "voice", "voice_config")
+ROLES = ("model", "mmproj", "voice", "voice_config", "wake")
 
 SOCKET_TIMEOUT_S = 30.0
 CHUNK_BYTES = 1 << 20
@@ -207,9 +207,52 @@ def resolve(role: str, dest_dir: Path | None = None, files: Sequence[ModelFile] 
     return path
 
 
-def missing_message(file: ModelFile, dest_dir: Path) -> str:
+def resolve_wake(item: str, dest_dir: Path | None = None, files: Sequence[ModelFile] | None = None) -> Path:
+    """One ``wake.model`` item as a path: a manifest wake model by name ("hey_jarvis")
+    or file stem ("hey_jarvis_v0.1"), a bare name as NAME.onnx in the models directory
+    (where ``wakeword train`` output is kept), or else a path as given.
+
+    A missing name gets a one-line ModelFileError saying how to get it.
+    """
+    dest = default_models_dir() if dest_dir is None else Path(dest_dir)
+    path = Path(item).expanduser()
+    if path.suffix == ".onnx" or len(path.parts) != 1:
+        return path  # the loader names a missing or broken file
+    pretrained = [f for f in (load_manifest() if files is None else files) if f.role == "wake"]
+    for file in pretrained:
+        if item in (file.name, Path(file.filename).stem):
+            if not file.path(dest).is_file():
+                raise ModelFileError(missing_message(file, dest, only=file.name))
+            return file.path(dest)
+    path = dest / f"{item}.onnx"
+    if not path.is_file():
+        names = ", ".join(file.name for file in pretrained)
+        raise ModelFileError(
+            f"wake word model '{item}' not found: no {path}; pretrained names are {names}, "
+            f"or train one with `edge-assistant wakeword train`"
+        )
+    return path
+
+
+def select(files: Sequence[ModelFile], only: Sequence[str]) -> list[ModelFile]:
+    """The entries named by ``only`` (entry names or roles); all when it is empty."""
+    if not only:
+        return list(files)
+    known = {file.name for file in files} | {file.role for file in files}
+    unknown = [word for word in only if word not in known]
+    if unknown:
+        raise UsageError(
+            f"--only {unknown[0]}: not a file name or role in the manifest "
+            f"(roles: {', '.join(sorted({file.role for file in files}))}; names: {', '.join(file.name for file in files)})"
+        )
+    return [file for file in files if file.name in only or file.role in only]
+
+
+def missing_message(file: ModelFile, dest_dir: Path, only: str | None = None) -> str:
     """One line naming the missing file and the exact command that fetches it."""
     command = DOWNLOAD_COMMAND
+    if only:
+        command += f" --only {only}"
     if Path(dest_dir) != default_models_dir():
         command += f" --dir {shlex.quote(str(dest_dir))}"
     return (

@@ -46,9 +46,14 @@ def add_commands(subparsers: argparse._SubParsersAction, common_parser: argparse
     test = actions.add_parser(
         "test", parents=[common_parser], help="print detections and scores for a recording or the microphone"
     )
-    test.add_argument("model", metavar="FILE", type=Path, help="wake word model (.onnx)")
+    test.add_argument("model", metavar="MODEL", help="wake word model: a .onnx file, or a name as in wake.model (hey_jarvis)")
     test.add_argument("--input-file", metavar="WAV", help="audio file to scan instead of the microphone")
     test.add_argument("--threshold", metavar="X", type=float, help="detection threshold (default: the model's own)")
+    for action in (train, test):
+        action.add_argument(
+            "--models-dir", metavar="DIR", default=argparse.SUPPRESS,
+            help="models directory, for the default voice and for wake model names",
+        )
 
 
 def run(args: argparse.Namespace, config: Config) -> int:
@@ -86,7 +91,10 @@ def configured_voice(config: Config) -> Path:
 def run_test(args: argparse.Namespace, config: Config) -> int:
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    detector = WakeWordDetector([args.model], args.threshold, config.wake.refractory_seconds)
+    from .models import resolve_wake
+
+    models_dir = Path(config.models.dir).expanduser() if config.models.dir else None
+    detector = WakeWordDetector([resolve_wake(args.model, models_dir)], args.threshold, config.wake.refractory_seconds)
     model = detector.models[0]
     origin = "given" if args.threshold is not None else "the model's" if model.threshold is not None else "default"
     phrase = f" ({model.phrase!r})" if model.phrase else ""

