@@ -68,56 +68,15 @@ def wake_model() -> Path:
 
 
 # --------------------------------------------------------------------------
-# openWakeWord's pretrained wake models (the manifest's role "wake"). The same
-# files as its v0.5.1 GitHub release ship inside the openwakeword 0.5.1 wheel on
-# PyPI, which CI can reach; pip fetches the wheel (no dependencies, nothing
-# installed) and the four classifiers are extracted once into
-# $EDGE_ASSISTANT_WAKE_CACHE/openwakeword-0.5.1/. The tests then serve that
-# folder as a download mirror, so the shipped manifest's sizes and sha256s are
-# checked against the real bytes by `models download` itself.
+# openWakeWord's pretrained wake models (the manifest's role "wake"). The
+# openwakeword 0.5.1 package of the test extra carries the same files as its
+# v0.5.1 GitHub release; the tests serve its folder as a download mirror, so the
+# shipped manifest's sizes and sha256s are checked against the real bytes by
+# `models download` itself.
 # --------------------------------------------------------------------------
-OPENWAKEWORD_WHEEL = "openwakeword==0.5.1"
-_WHEEL_MODELS = "openwakeword/resources/models/"
-
-
-def ensure_openwakeword_models() -> Path:
-    import os
-    import shutil
-    import subprocess
-    import sys
-    import tempfile
-    import zipfile
-
-    from edge_assistant import models
-
-    env = os.environ.get("EDGE_ASSISTANT_WAKE_CACHE")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "wakeword"
-    folder = root / OPENWAKEWORD_WHEEL.replace("==", "-")
-    filenames = [file.filename for file in models.load_manifest() if file.role == "wake"]
-    if all((folder / name).is_file() for name in filenames):
-        return folder
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root) as scratch:
-        fetched = subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
-             "--dest", scratch, OPENWAKEWORD_WHEEL],
-            capture_output=True, text=True,
-        )
-        if fetched.returncode != 0:
-            pytest.fail(f"pip could not fetch {OPENWAKEWORD_WHEEL} from PyPI: {fetched.stderr.strip()[-500:]}")
-        (wheel,) = Path(scratch).glob("*.whl")
-        staging = Path(scratch) / "models"
-        staging.mkdir()
-        with zipfile.ZipFile(wheel) as archive:
-            for name in filenames:
-                (staging / name).write_bytes(archive.read(_WHEEL_MODELS + name))
-        if folder.exists():  # an older, incomplete extraction
-            shutil.rmtree(folder)
-        staging.rename(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def openwakeword_models() -> Path:
-    """A folder with the manifest's pretrained wake models, named as in the manifest."""
-    return ensure_openwakeword_models()
+    """openWakeWord's model folder: the manifest's wake models under their file names."""
+    from importlib import resources
+
+    return Path(str(resources.files("openwakeword") / "resources" / "models"))

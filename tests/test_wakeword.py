@@ -1,7 +1,7 @@
 """The wake stage and on-device wake word training.
 
-Fast tests check the streaming runtime against the batch features training uses,
-openWakeWord-style models and bad inputs. ``slow`` tests use the model the
+Fast tests check the streaming runtime against the batch features training uses
+and against openWakeWord's own runtime, openWakeWord-style models and bad inputs. ``slow`` tests use the model the
 ``wake_model`` fixture trains once (Piper's joe voice, cached by fingerprint):
 it must find the phrase said at other speeds and in other noise than training,
 and stay quiet through a minute of other speech, noise and music.
@@ -140,6 +140,29 @@ def test_openwakeword_release_style_models_load_the_same_way(tmp_path: Path, spe
         assert (model.name, model.frames, model.threshold) == (f"oww_{frames}", frames, None)
         scores, _ = all_scores(path, speech_sample)
         assert len(scores) == len(speech_sample) // STEP_SAMPLES and np.all((scores >= 0) & (scores <= 1)) and scores.std() > 0
+
+
+@pytest.mark.parametrize("which", [pytest.param("trained here", marks=pytest.mark.slow), "hey_jarvis"])
+def test_openwakewords_own_runtime_gives_the_same_scores(which: str, request: pytest.FixtureRequest) -> None:
+    """The reference: openWakeWord's own Model (its features, its streaming) scores
+    the model trained here and its own hey_jarvis as our wake stage does, so models
+    move freely between the two runtimes."""
+    import openwakeword
+
+    if which == "hey_jarvis":
+        model, phrase = request.getfixturevalue("openwakeword_models") / "hey_jarvis_v0.1.onnx", "hey jarvis"
+    else:
+        model, phrase = request.getfixturevalue("wake_model"), WAKE_PHRASE
+    audio, _ = phrase_at(phrase, 1.0, 0.5, noise(10.0, 0.003))
+    pcm = np.round(np.clip(audio, -1, 1) * 32767).astype(np.int16)
+    reference = openwakeword.Model(wakeword_models=[str(model)], inference_framework="onnx")
+    (name,) = reference.models
+    theirs = np.array([reference.predict(pcm[i : i + STEP_SAMPLES])[name] for i in range(0, len(pcm) - STEP_SAMPLES + 1, STEP_SAMPLES)])
+    ours, _ = all_scores(model, pcm)
+    assert len(ours) == len(theirs)
+    warm_up = 30  # steps (2.4 s): the runtimes start from different buffers
+    np.testing.assert_allclose(ours[warm_up:], theirs[warm_up:], atol=1e-3)
+    assert theirs.max() > 0.5 and ours.argmax() == theirs.argmax()
 
 
 def test_threshold_comes_from_the_model_unless_given(tmp_path: Path) -> None:
