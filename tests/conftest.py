@@ -68,15 +68,58 @@ def wake_model() -> Path:
 
 
 # --------------------------------------------------------------------------
-# openWakeWord's pretrained wake models (the manifest's role "wake"). The
-# openwakeword 0.5.1 package of the test extra carries the same files as its
-# v0.5.1 GitHub release; the tests serve its folder as a download mirror, so the
-# shipped manifest's sizes and sha256s are checked against the real bytes by
-# `models download` itself.
+# openWakeWord 0.5.1, the reference for the wake stage: its own runtime, and its
+# pretrained wake models (the manifest's role "wake"), which its wheel carries
+# byte for byte as its v0.5.1 GitHub release does. pip fetches the wheel from
+# PyPI without installing it (as a dependency it would pull tflite-runtime, which
+# has no wheels for aarch64 or Python 3.12+), and it is unpacked once into
+# $EDGE_ASSISTANT_WAKE_CACHE/openwakeword-0.5.1/. The tests serve its model folder
+# as a download mirror, so the shipped manifest's sizes and sha256s are checked
+# against the real bytes by `models download` itself.
 # --------------------------------------------------------------------------
+OPENWAKEWORD_WHEEL = "openwakeword==0.5.1"
+
+
+def ensure_openwakeword() -> Path:
+    """The unpacked wheel: a folder that holds the ``openwakeword`` package."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+    import zipfile
+
+    env = os.environ.get("EDGE_ASSISTANT_WAKE_CACHE")
+    root = Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "wakeword"
+    folder = root / OPENWAKEWORD_WHEEL.replace("==", "-")
+    if (folder / "openwakeword" / "__init__.py").is_file():
+        return folder
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=root) as scratch:
+        fetched = subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary", ":all:",
+             "--dest", scratch, OPENWAKEWORD_WHEEL],
+            capture_output=True, text=True,
+        )
+        if fetched.returncode != 0:
+            pytest.fail(f"pip could not fetch {OPENWAKEWORD_WHEEL} from PyPI: {fetched.stderr.strip()[-500:]}")
+        (wheel,) = Path(scratch).glob("*.whl")
+        staging = Path(scratch) / "unpacked"
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(staging)
+        staging.rename(folder)  # complete or absent: never half unpacked
+    return folder
+
+
 @pytest.fixture(scope="session")
 def openwakeword_models() -> Path:
     """openWakeWord's model folder: the manifest's wake models under their file names."""
-    from importlib import resources
+    return ensure_openwakeword() / "openwakeword" / "resources" / "models"
 
-    return Path(str(resources.files("openwakeword") / "resources" / "models"))
+
+@pytest.fixture
+def openwakeword(monkeypatch: pytest.MonkeyPatch):
+    """openWakeWord's own package, imported from the unpacked wheel."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ensure_openwakeword()))
+    return importlib.import_module("openwakeword")

@@ -143,12 +143,10 @@ def test_openwakeword_release_style_models_load_the_same_way(tmp_path: Path, spe
 
 
 @pytest.mark.parametrize("which", [pytest.param("trained here", marks=pytest.mark.slow), "hey_jarvis"])
-def test_openwakewords_own_runtime_gives_the_same_scores(which: str, request: pytest.FixtureRequest) -> None:
+def test_openwakewords_own_runtime_gives_the_same_scores(which: str, request: pytest.FixtureRequest, openwakeword) -> None:
     """The reference: openWakeWord's own Model (its features, its streaming) scores
     the model trained here and its own hey_jarvis as our wake stage does, so models
     move freely between the two runtimes."""
-    import openwakeword
-
     if which == "hey_jarvis":
         model, phrase = request.getfixturevalue("openwakeword_models") / "hey_jarvis_v0.1.onnx", "hey jarvis"
     else:
