@@ -139,7 +139,7 @@ def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | No
     directory (ModelFileError naming the file and the command that fetches it)."""
     from . import models
 
-    directory = Path(config.models.dir).expanduser() if config.models.dir else None
+    directory = config.models.directory
 
     def pick(explicit: str, role: str) -> Path:
         return Path(explicit).expanduser() if explicit else models.resolve(role, directory)

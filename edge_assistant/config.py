@@ -40,6 +40,11 @@ class ModelsConfig:
     mmproj: str = ""
     voice: str = ""
 
+    @property
+    def directory(self) -> Path | None:
+        """``dir`` as a path, or None for the default (models.default_models_dir)."""
+        return Path(self.dir).expanduser() if self.dir else None
+
 
 @dataclass
 class EngineConfig:

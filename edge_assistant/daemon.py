@@ -365,14 +365,14 @@ def install_signal_handlers(assistant: Assistant) -> None:
     signal.signal(signal.SIGUSR2, lambda *_: assistant.request_reset())
 
 
-def wake_model_paths(config: Config, models_dir: Path | None) -> list[Path]:
+def wake_model_paths(config: Config) -> list[Path]:
     """``wake.model``: "none", or comma-separated names or paths (models.resolve_wake)."""
     from . import models
 
     spec = config.wake.model.strip()
     if spec.lower() in ("", "none"):
         return []
-    return [models.resolve_wake(item.strip(), models_dir) for item in spec.split(",") if item.strip()]
+    return [models.resolve_wake(item.strip(), config.models.directory) for item in spec.split(",") if item.strip()]
 
 
 def serve(
@@ -394,8 +394,7 @@ def serve(
     output_path = check_output_path(output_file, "--output-file") if output_file else None
     if echo_gain and output_path is None:
         raise UsageError("--echo-gain needs --output-file (it simulates the speaker that file stands for)")
-    models_dir = Path(config.models.dir).expanduser() if config.models.dir else None
-    wake_paths = wake_model_paths(config, models_dir)
+    wake_paths = wake_model_paths(config)
     frame_ms = config.input.frame_ms
     source: AudioSource = (
         FileSource(input_file, frame_ms, realtime)

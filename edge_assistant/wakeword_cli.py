@@ -85,7 +85,7 @@ def configured_voice(config: Config) -> Path:
 
     if config.models.voice:
         return Path(config.models.voice).expanduser()
-    return models.resolve("voice", Path(config.models.dir).expanduser() if config.models.dir else None)
+    return models.resolve("voice", config.models.directory)
 
 
 def run_test(args: argparse.Namespace, config: Config) -> int:
@@ -93,8 +93,7 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
     from .models import resolve_wake
 
-    models_dir = Path(config.models.dir).expanduser() if config.models.dir else None
-    detector = WakeWordDetector([resolve_wake(args.model, models_dir)], args.threshold, config.wake.refractory_seconds)
+    detector = WakeWordDetector([resolve_wake(args.model, config.models.directory)], args.threshold, config.wake.refractory_seconds)
     model = detector.models[0]
     origin = "given" if args.threshold is not None else "the model's" if model.threshold is not None else "default"
     phrase = f" ({model.phrase!r})" if model.phrase else ""

@@ -42,9 +42,16 @@ WAKE_PHRASE = "hey tessa"
 WAKE_MINUTES = 1.0
 
 
+def wake_cache() -> Path:
+    """$EDGE_ASSISTANT_WAKE_CACHE, default ~/.cache/edge-assistant/wakeword/."""
+    import os
+
+    env = os.environ.get("EDGE_ASSISTANT_WAKE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "wakeword"
+
+
 def ensure_wake_model() -> Path:
     import hashlib
-    import os
 
     from edge_assistant import wakeword, wakeword_train
     from speech import VOICE_PATH
@@ -52,8 +59,7 @@ def ensure_wake_model() -> Path:
     digest = hashlib.sha256(f"{WAKE_PHRASE}|{WAKE_MINUTES}|{VOICE_PATH.stat().st_size}".encode())
     for module in (wakeword, wakeword_train):
         digest.update(Path(module.__file__).read_bytes())
-    env = os.environ.get("EDGE_ASSISTANT_WAKE_CACHE")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "wakeword"
+    root = wake_cache()
     path = root / f"{digest.hexdigest()[:16]}.onnx"
     if not path.is_file():
         root.mkdir(parents=True, exist_ok=True)
@@ -82,14 +88,12 @@ OPENWAKEWORD_WHEEL = "openwakeword==0.5.1"
 
 def ensure_openwakeword() -> Path:
     """The unpacked wheel: a folder that holds the ``openwakeword`` package."""
-    import os
     import subprocess
     import sys
     import tempfile
     import zipfile
 
-    env = os.environ.get("EDGE_ASSISTANT_WAKE_CACHE")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "wakeword"
+    root = wake_cache()
     folder = root / OPENWAKEWORD_WHEEL.replace("==", "-")
     if (folder / "openwakeword" / "__init__.py").is_file():
         return folder
