@@ -217,7 +217,7 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
         models.slim_projector(source, destination)
         print(f"wrote audio-only projector {destination}")
         return 0
-    directory = Path(args.dir or config.models.dir or models.default_models_dir())
+    directory = Path(args.dir).expanduser() if args.dir else config.models.directory or models.default_models_dir()
     only = [word.strip() for words in args.only for word in words.split(",") if word.strip()]
     manifest = models.select(models.load_manifest(), only)
     if args.models_command == "download":

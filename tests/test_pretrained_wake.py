@@ -162,3 +162,16 @@ def test_wakeword_test_takes_a_name(openwakeword_models: Path, tmp_path: Path, c
     assert lines[0] == "hey_jarvis_v0.1: threshold 0.50 (default)"
     assert lines[1].split()[2] == "hey_jarvis_v0.1" and abs(float(lines[1].split()[0]) - end) <= 1.0
     assert lines[-1].startswith("1 detection in ")
+
+
+def test_a_configured_models_dir_with_a_tilde_is_the_home_directory(
+    mirror: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv(models.BASE_URL_ENV, mirror)
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text('[models]\ndir = "~/models"\n')
+    assert cli.main(["models", "download", "--only", "alexa", "--config", str(config)]) == 0
+    assert (tmp_path / "home" / "models" / "alexa_v0.1.onnx").is_file()
+    assert not (tmp_path / "~").exists()
