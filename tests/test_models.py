@@ -1,8 +1,9 @@
 """Manifest, download, verify and projector slimming, against a local HTTP server.
 
-The server listens on 127.0.0.1 only and serves small generated files; it can drop
-the connection mid-file, ignore Range requests or stall, to exercise resume, restart
-and timeouts without any real network.
+The server listens on 127.0.0.1 only and serves small generated files; it can cut
+the connection mid-file (reset or clean close), stall, answer an error status, or
+ignore Range requests, to exercise retries, resume, restart and timeouts without any
+real network.
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ import io
 import random
 import re
 import socket
+import struct
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,12 +27,30 @@ import gguf
 import numpy as np
 import pytest
 
-from edge_assistant import models
+from edge_assistant import cli, models
 from edge_assistant.errors import ModelFileError
-from edge_assistant.models import ModelFile, VerifyStatus
+from edge_assistant.models import DownloadPolicy, ModelFile, VerifyStatus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 200_000
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Send the headers with the full Content-Length and ``after`` body bytes, then
+    "reset" (TCP RST, as a dropped link), "close" (clean close) or "stall" (stop
+    sending, keep the socket open)."""
+
+    how: str
+    after: int = 70_000
+
+
+@dataclass(frozen=True)
+class Status:
+    """Answer with this error status instead of the file."""
+
+    code: int
+    retry_after: str | None = None
 
 
 @dataclass
@@ -39,11 +58,11 @@ class ServerState:
     port: int = 0
     files: dict[str, bytes] = field(default_factory=dict)
     requests: list[tuple[str, str | None]] = field(default_factory=list)
-    drop_after: int | None = None  # one-shot: close after this many body bytes
+    faults: list[Cut | Status] = field(default_factory=list)  # one per request, first come first
     ignore_range: bool = False
-    stall_s: float = 0.0
     omit_length: bool = False  # close-delimited body, as some mirrors send
     on_midway: Callable[[], None] | None = None
+    released: threading.Event = field(default_factory=threading.Event)  # ends stalls
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.port}/{name}"
@@ -64,9 +83,13 @@ class _Handler(BaseHTTPRequestHandler):
         name = self.path.lstrip("/")
         range_header = self.headers.get("Range")
         state.requests.append((name, range_header))
+        fault = state.faults.pop(0) if state.faults else None
         body = state.files.get(name)
         if body is None:
             self.send_error(404)
+            return
+        if isinstance(fault, Status):
+            self._fail(fault)
             return
         start = self._start(range_header, len(body))
         if start is None:
@@ -75,11 +98,8 @@ class _Handler(BaseHTTPRequestHandler):
         if not state.omit_length:
             self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
-        time.sleep(state.stall_s)
-        limit, state.drop_after = state.drop_after, None
-        if limit is not None:
-            self.wfile.write(payload[:limit])
-            self.close_connection = True
+        if isinstance(fault, Cut):
+            self._cut(payload, fault)
             return
         half = len(payload) // 2
         self.wfile.write(payload[:half])
@@ -87,6 +107,22 @@ class _Handler(BaseHTTPRequestHandler):
         if state.on_midway is not None:
             state.on_midway()
         self.wfile.write(payload[half:])
+
+    def _fail(self, status: Status) -> None:
+        self.send_response(status.code)
+        if status.retry_after is not None:
+            self.send_header("Retry-After", status.retry_after)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _cut(self, payload: bytes, cut: Cut) -> None:
+        self.wfile.write(payload[: cut.after])
+        self.close_connection = True
+        if cut.how == "stall":
+            self.server.state.released.wait(10)
+        elif cut.how == "reset":  # linger 0: the close sends RST once finish() drops rfile
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
 
     def _start(self, range_header: str | None, size: int) -> int | None:
         """Send the status line; return the first byte to send, None if done."""
@@ -117,16 +153,32 @@ def server() -> Iterator[ServerState]:
     try:
         yield httpd.state
     finally:
+        httpd.state.released.set()
         httpd.shutdown()
         httpd.server_close()
 
 
 @pytest.fixture(autouse=True)
-def _small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Many chunks per file, so progress and interruptions happen mid-transfer."""
+def _fast_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many chunks per file, so progress and interruptions happen mid-transfer; retries
+    without waiting wherever a test (or the CLI) uses the default policy."""
     monkeypatch.setattr(models, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(models, "DOWNLOAD_POLICY", DownloadPolicy(sleep=lambda _: None))
     monkeypatch.delenv(models.BASE_URL_ENV, raising=False)
     monkeypatch.delenv(models.MODELS_DIR_ENV, raising=False)
+
+
+@dataclass
+class Waits:
+    """A DownloadPolicy whose sleep records the waits instead of sleeping."""
+
+    seconds: list[float] = field(default_factory=list)
+
+    def policy(self, attempts: int = 5, timeout_s: float = 5.0) -> DownloadPolicy:
+        return DownloadPolicy(
+            attempts=attempts, first_wait_s=1.0, max_wait_s=6.0, jitter=0.0,
+            timeout_s=timeout_s, sleep=self.seconds.append,
+        )
 
 
 def _data(size: int = SIZE, seed: int = 1) -> bytes:
@@ -211,25 +263,6 @@ def test_no_progress_prints_nothing(
     assert capsys.readouterr().err == ""
 
 
-def test_resume_after_interrupted_transfer(server: ServerState, tmp_path: Path) -> None:
-    data = _data()
-    file = _entry(server, "model.gguf", data)
-    server.drop_after = 70_000
-
-    resumable = r"stopped at 70000 of 200000 bytes .*re-run `edge-assistant models download` to resume"
-    with pytest.raises(ModelFileError, match=resumable):
-        models.download([file], tmp_path, progress=False)
-    part = tmp_path / "model.gguf.part"
-    assert part.stat().st_size == 70_000
-    assert not (tmp_path / "model.gguf").exists()
-
-    models.download([file], tmp_path, progress=False)
-
-    assert server.requests[-1] == ("model.gguf", "bytes=70000-")
-    assert (tmp_path / "model.gguf").read_bytes() == data
-    assert not part.exists()
-
-
 def test_resume_reports_where_it_continues(
     server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -274,6 +307,7 @@ def test_checksum_mismatch_discards_the_download(server: ServerState, tmp_path: 
     assert "model.gguf" in message and wrong in message and _sha(data) in message
     assert not (tmp_path / "model.gguf.part").exists()
     assert not (tmp_path / "model.gguf").exists()
+    assert len(server.requests) == 1  # final: not retried
 
 
 def test_corrupt_partial_file_is_caught_by_the_checksum(server: ServerState, tmp_path: Path) -> None:
@@ -364,32 +398,6 @@ def test_base_url_argument(server: ServerState, tmp_path: Path) -> None:
     assert (tmp_path / "m.bin").read_bytes() == data
 
 
-def test_unreachable_server_says_rerun_resumes(tmp_path: Path) -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = _data()
-    file = ModelFile("m", "model", f"http://127.0.0.1:{port}/m.bin", len(data), _sha(data), "m.bin")
-
-    with pytest.raises(ModelFileError, match=r"^download of m.bin stopped at 0 of 200000 bytes .*to resume$"):
-        models.download([file], tmp_path, progress=False)
-
-
-def test_http_error_is_one_line(server: ServerState, tmp_path: Path) -> None:
-    file = ModelFile("m", "model", server.url("absent.bin"), 10, "", "absent.bin")
-    with pytest.raises(ModelFileError, match=r"^download of absent.bin failed: HTTP 404 "):
-        models.download([file], tmp_path, progress=False)
-
-
-def test_stalled_server_times_out(
-    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(models, "SOCKET_TIMEOUT_S", 0.3)
-    server.stall_s = 1.5
-    with pytest.raises(ModelFileError, match=r"\(no data for 0.3 s\); re-run"):
-        models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
-
-
 def test_size_disagreeing_with_server_is_refused(server: ServerState, tmp_path: Path) -> None:
     data = _data()
     server.files["m.bin"] = data
@@ -411,19 +419,6 @@ def test_body_longer_than_the_manifest_size_is_discarded(server: ServerState, tm
     assert not (tmp_path / "m.bin").exists()
 
 
-def test_interrupted_bar_ends_its_line(
-    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tty = _fake_tty(monkeypatch)
-    server.drop_after = 70_000
-    with pytest.raises(ModelFileError):
-        models.download([_entry(server, "m.bin", _data())], tmp_path)
-
-    last_frame = tty.getvalue().rsplit("\r", 1)[-1]
-    assert " 35% 70.0 kB of 200.0 kB" in last_frame
-    assert last_frame.endswith("\n")
-
-
 def test_not_enough_disk_space_fails_before_downloading(
     server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -432,6 +427,187 @@ def test_not_enough_disk_space_fails_before_downloading(
     with pytest.raises(ModelFileError, match=r"needs 200.0 kB but only 1.0 kB is free"):
         models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
     assert server.requests == []
+
+
+# --- retries ----------------------------------------------------------------------
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == models.__name__ and r.levelname == "WARNING"]
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"), [("reset", "Connection reset by peer"), ("close", "connection closed early")]
+)
+def test_dropped_connection_resumes_where_it_stopped(
+    server: ServerState, tmp_path: Path, caplog: pytest.LogCaptureFixture, how: str, reason: str
+) -> None:
+    data = _data()
+    server.faults = [Cut(how, 70_000), Cut(how, 50_000)]
+    waits = Waits()
+
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=waits.policy())
+
+    assert server.requests == [("m.bin", None), ("m.bin", "bytes=70000-"), ("m.bin", "bytes=120000-")]
+    assert all(reason in warning for warning in _warnings(caplog)) and len(_warnings(caplog)) == 2
+    assert (tmp_path / "m.bin").read_bytes() == data
+    assert (tmp_path / "m.bin.sha256").read_text().split()[0] == _sha(data)
+    assert not (tmp_path / "m.bin.part").exists()
+    assert waits.seconds == [1.0, 1.0]  # each attempt brought data, so the backoff starts afresh
+
+
+def test_a_retry_logs_a_warning_and_progress_resumes(
+    server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    server.faults = [Cut("close", 70_000)]
+
+    models.download([_entry(server, "m.bin", _data())], tmp_path, policy=Waits().policy())
+
+    assert _warnings(caplog) == [
+        "download of m.bin interrupted at 70.0 kB of 200.0 kB (connection closed early); retry 1/4 in 1 s"
+    ]
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "m.bin: downloading 200.0 kB" and lines[4] == "m.bin: resuming at 70.0 kB of 200.0 kB"
+    percents = [int(m.group(1)) for m in (re.search(r": (\d+)% \(", x) for x in lines) if m]
+    assert percents == [10, 20, 30, 40, 50, 60, 70, 80, 90, 100]
+
+
+def test_interrupted_bar_ends_its_line_and_resumes(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tty = _fake_tty(monkeypatch)
+    server.faults = [Cut("close", 70_000)]
+
+    models.download([_entry(server, "m.bin", _data())], tmp_path)
+
+    first, second, after = tty.getvalue().split("\n")
+    assert " 35% 70.0 kB of 200.0 kB" in first.rsplit("\r", 1)[-1]
+    assert "100% 200.0 kB of 200.0 kB" in second.rsplit("\r", 1)[-1] and after == ""
+
+
+def test_stalled_connection_times_out_and_resumes(
+    server: ServerState, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = _data()
+    server.faults = [Cut("stall", 70_000)]
+    policy = Waits().policy(timeout_s=0.2)
+
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=policy)
+
+    assert server.requests == [("m.bin", None), ("m.bin", "bytes=70000-")]
+    assert (tmp_path / "m.bin").read_bytes() == data
+    assert "(no data for 0.2 s); retry 1/4" in _warnings(caplog)[0]
+
+
+def test_busy_server_is_retried_honouring_retry_after(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    server.faults = [Status(503), Status(429, retry_after="3"), Status(503, retry_after="3600")]
+    waits = Waits()
+
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=waits.policy())
+
+    assert waits.seconds == [1.0, 3.0, 6.0]  # backoff 1; Retry-After 3 over backoff 2; 3600 capped at 6
+    assert server.requests == [("m.bin", None)] * 4
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_giving_up_keeps_the_part_and_a_rerun_resumes(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    file = _entry(server, "m.bin", data)
+    server.faults = [Cut("close", 70_000)] + [Cut("reset", 0)] * 4
+    waits = Waits()
+
+    with pytest.raises(ModelFileError) as info:
+        models.download([file], tmp_path, progress=False, policy=waits.policy(attempts=5))
+
+    assert re.fullmatch(
+        r"download of m.bin stopped at 70000 of 200000 bytes \(.*Connection reset by peer\) after 5 attempts; "
+        r"re-run `edge-assistant models download` to resume", str(info.value),
+    )
+    assert waits.seconds == [1.0, 2.0, 4.0, 6.0]  # doubling, capped
+    assert server.requests == [("m.bin", None)] + [("m.bin", "bytes=70000-")] * 4
+    assert (tmp_path / "m.bin.part").read_bytes() == data[:70_000]
+    assert not (tmp_path / "m.bin").exists()
+
+    models.download([file], tmp_path, progress=False)
+
+    assert server.requests[-1] == ("m.bin", "bytes=70000-")
+    assert (tmp_path / "m.bin").read_bytes() == data
+    assert not (tmp_path / "m.bin.part").exists()
+
+
+def test_server_ignoring_range_on_a_retry_restarts_the_file(server: ServerState, tmp_path: Path) -> None:
+    data = _data()
+    server.faults = [Cut("close", 70_000), Cut("close", 30_000)]
+    server.ignore_range = True
+
+    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=Waits().policy())
+
+    assert server.requests == [("m.bin", None), ("m.bin", "bytes=70000-"), ("m.bin", "bytes=30000-")]
+    assert (tmp_path / "m.bin").read_bytes() == data
+
+
+def test_unreachable_server_is_retried_then_says_rerun_resumes(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = _data()
+    file = ModelFile("m", "model", f"http://127.0.0.1:{port}/m.bin", len(data), _sha(data), "m.bin")
+    waits = Waits()
+
+    with pytest.raises(ModelFileError, match=r"^download of m.bin stopped at 0 of 200000 bytes \(.*refused\) "
+                                             r"after 3 attempts; re-run .* to resume$"):
+        models.download([file], tmp_path, progress=False, policy=waits.policy(attempts=3))
+    assert waits.seconds == [1.0, 2.0]
+
+
+@pytest.mark.parametrize(("fault", "status"), [(None, "404 Not Found"), (Status(403), "403 Forbidden"),
+                                               (Status(401), "401 Unauthorized")])
+def test_http_client_error_is_final_and_one_line(
+    server: ServerState, tmp_path: Path, fault: Status | None, status: str
+) -> None:
+    name = "absent.bin" if fault is None else _entry(server, "m.bin", _data()).filename
+    server.faults = [] if fault is None else [fault]
+    waits = Waits()
+    file = ModelFile("m", "model", server.url(name), SIZE, "", name)
+
+    with pytest.raises(ModelFileError) as info:
+        models.download([file], tmp_path, progress=False, policy=waits.policy())
+
+    assert str(info.value) == f"download of {name} failed: HTTP {status} from {server.url(name)}"
+    assert len(server.requests) == 1 and waits.seconds == []
+
+
+def test_cli_gives_up_with_one_error_line_and_keeps_the_part(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _data()
+    file = _entry(server, "m.bin", data)
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text(
+        f'[[file]]\nname = "m"\nrole = "model"\nurl = "{file.url}"\nsize = {file.size}\n'
+        f'sha256 = "{file.sha256}"\nfilename = "m.bin"\n'
+    )
+    monkeypatch.setattr(models, "MANIFEST_PATH", manifest)
+    attempts = models.DOWNLOAD_POLICY.attempts
+    server.faults = [Cut("close", 70_000)] + [Status(503)] * (attempts - 1)
+
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    code = cli.main(["models", "download", "--dir", str(tmp_path / "models"), "--config", str(config)])
+
+    assert code == 3
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == (
+        f"edge-assistant: download of m.bin stopped at 70000 of 200000 bytes (HTTP 503 Service Unavailable "
+        f"from {file.url}) after {attempts} attempts; re-run `edge-assistant models download` to resume"
+    )
+    warnings = [line for line in lines if line.startswith("WARNING edge_assistant.models: download of m.bin")]
+    assert len(warnings) == attempts - 1
+    assert all(line.startswith("m.bin: ") for line in lines[:-1] if line not in warnings)  # progress
+    assert "Traceback" not in "\n".join(lines)
+    assert (tmp_path / "models" / "m.bin.part").read_bytes() == data[:70_000]
+    assert not (tmp_path / "models" / "m.bin").exists()
 
 
 # --- verify -----------------------------------------------------------------------
