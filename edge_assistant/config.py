@@ -138,6 +138,9 @@ class ConversationConfig:
     barge_in: bool = True  # the wake word during a reply stops it and starts a new turn
     # After the speaker stops, ignore speech this long: the room still rings with it.
     echo_tail_ms: int = 300
+    # A turn still running after this is cancelled; one that then does not return
+    # stops the systemd watchdog, so systemd restarts the service.
+    turn_timeout_seconds: float = 120.0
 
 
 @dataclass
@@ -254,6 +257,7 @@ def validate(config: Config, where: str) -> None:
         (conversation.follow_up_seconds >= 0, "conversation.follow_up_seconds", "0 or more"),
         (conversation.idle_reset_seconds > 0, "conversation.idle_reset_seconds", "more than 0"),
         (0 <= conversation.echo_tail_ms <= 5000, "conversation.echo_tail_ms", "between 0 and 5000"),
+        (conversation.turn_timeout_seconds > 0, "conversation.turn_timeout_seconds", "more than 0"),
         (0 <= config.earcons.volume <= 1, "earcons.volume", "between 0 and 1"),
     ]
     for ok, key, expected in checks:

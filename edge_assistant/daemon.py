@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -38,13 +39,26 @@ from .audio_io import MODEL_SAMPLE_RATE, Audio, AudioSource, Frame, Playback, Vi
 from .config import Config
 from .earcons import earcon
 from .engine import GemmaEngine
-from .errors import UsageError
+from .errors import TurnStuckError, UsageError
 from .systemd import Notifier
 from .tts import PiperSpeech, StreamingSpeaker
 from .turn import run_turn
-from .vad import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded
+from .vad import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
 
 log = logging.getLogger(__name__)
+
+# Input kept for replay after a wake word: a detector fires up to one 80 ms step
+# plus a frame after the phrase ends, and "what's" in "hey jarvis what's the time"
+# must not be lost in that gap.
+WAKE_REPLAY_MS = 1000
+# The listening earcon plays this long after the wake phrase ended, and only if
+# the user is not already speaking: a question said in one breath with the wake
+# word, or after a short pause, gets no tone over it. Users who wait for the tone
+# pause longer than this.
+EARCON_DELAY_MS = 500
+# The earcon and its echo are kept out of the utterance like the reply's echo; a
+# 0.16 s tone at earcons.volume rings out sooner than speech at full level.
+EARCON_ECHO_TAIL_MS = 120
 
 
 class State(enum.Enum):
@@ -80,7 +94,9 @@ class _Turn:
     done: threading.Event
     wake_sample: int | None
     speech_end_sample: int
+    started: float  # time.monotonic() when the worker started: turns are timed in wall time
     speaker: StreamingSpeaker | None = None
+    cancelled_at: float | None = None  # time.monotonic() of a timeout's cancel
 
 
 class Assistant:
@@ -124,10 +140,14 @@ class Assistant:
         self._speaking_since: int | None = None
         self._echo_guard_until = 0
         self._last_activity = 0
+        self._heard: deque[tuple[np.ndarray, int]] = deque(maxlen=max(1, WAKE_REPLAY_MS // frame_ms))
+        self._earcon_decision_at: int | None = None  # input time at which to decide on the listening earcon
+        self._stuck = False  # a cancelled turn never returned: the watchdog is no longer fed
         self._stop = threading.Event()
         self._push_to_talk = threading.Event()
         self._reset_requested = threading.Event()
         self._last_watchdog = 0.0
+        self.cancel_grace_seconds = 60.0  # a cancelled turn returns at its next token; far longer means stuck
         self.turns = 0
 
     # -- control from signals --------------------------------------------------
@@ -135,6 +155,12 @@ class Assistant:
     @property
     def stopped_by_signal(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def turn_running(self) -> bool:
+        """A worker is still inside the engine: it must not be freed under it."""
+        turn = self._turn
+        return turn is not None and not turn.done.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,12 +192,15 @@ class Assistant:
             if self.echo_gain:
                 samples = samples + echo * self.echo_gain
         self._now = frame.end_sample
+        self._heard.append((samples, self._now))
         self._update_turn()
-        woke = self._detect_wake(samples)
-        if woke and self._on_wake():
+        self._watch_turn()
+        wake_end = self._detect_wake(samples)
+        if wake_end is not None and self._on_wake(wake_end):
             return
         if self.state in (State.CAPTURING, State.FOLLOW_UP) or (self.state is State.IDLE and self.wake is None):
-            self._listen(samples)
+            self._listen(samples, self._now)
+            self._decide_earcon()
         elif self.state in (State.THINKING, State.SPEAKING):
             self.endpointer.reset()  # the reply is not the user speaking
         if self._deadline is not None and self._now >= self._deadline and not self.endpointer.in_speech:
@@ -180,21 +209,22 @@ class Assistant:
             self._deadline = None
             self._set_state(State.IDLE)
 
-    def _detect_wake(self, samples: np.ndarray) -> bool:
+    def _detect_wake(self, samples: np.ndarray) -> int | None:
+        """Where the wake phrase ended (input time), if one was heard in this frame."""
         if self._push_to_talk.is_set():
             self._push_to_talk.clear()
             self.events.emit("wake", self._now, name="push-to-talk", score=1.0)
-            return True
+            return self._now
         if self.wake is None:
-            return False
+            return None
         detections = self.wake.process(samples)
         for detection in detections:
             self.events.emit("wake", self._now, name=detection.name, score=round(float(detection.score), 3))
-        return bool(detections)
+        return max(detection.end_sample for detection in detections) if detections else None
 
-    def _on_wake(self) -> bool:
-        """Start capturing; during a reply that is a barge-in. Returns True if the
-        frame was consumed."""
+    def _on_wake(self, wake_end: int) -> bool:
+        """Start capturing from where the wake phrase ended; during a reply that is
+        a barge-in. Returns True if the frame was consumed."""
         if self.state in (State.THINKING, State.SPEAKING):
             if not self.config.conversation.barge_in:
                 return True
@@ -211,19 +241,43 @@ class Assistant:
                 self.events.emit("speak_end", self._now, interrupted=True)
             self._speaking_since = None
         self._wake_sample = self._now
-        self._begin_capture()
+        self._begin_capture(wake_end)
         return True
 
-    def _begin_capture(self) -> None:
+    def _begin_capture(self, wake_end: int) -> None:
+        """Listen for the question, replaying what was heard since the wake phrase
+        ended: the detector fires a little after the phrase, and a question said in
+        the same breath has begun by then."""
         self.endpointer.reset()
-        self._chime("listening")
         self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
         self._set_state(State.CAPTURING)
+        if self.config.earcons.listening:
+            self._earcon_decision_at = wake_end + EARCON_DELAY_MS * MODEL_SAMPLE_RATE // 1000
+        for samples, end_sample in list(self._heard):
+            if end_sample > wake_end:
+                self._listen(samples, end_sample)
 
-    def _listen(self, samples: np.ndarray) -> None:
-        if self._now < self._echo_guard_until:
+    def _decide_earcon(self) -> None:
+        """Play the listening earcon once it is clear the user paused after the
+        wake word; its sound (and the room's echo of it) is kept out of the
+        utterance like the reply's echo."""
+        if self._earcon_decision_at is None or self._now < self._earcon_decision_at:
             return
-        event = self.endpointer.push(samples, self._now)
+        self._earcon_decision_at = None
+        if self.endpointer.in_speech:
+            log.debug("the question follows the wake word at once: no listening earcon")
+            return
+        tone = self._chime("listening")
+        tone_samples = len(tone) * MODEL_SAMPLE_RATE // self.playback.sample_rate
+        self._echo_guard_until = self._now + tone_samples + EARCON_ECHO_TAIL_MS * MODEL_SAMPLE_RATE // 1000
+
+    def _listen(self, samples: np.ndarray, end_sample: int) -> None:
+        if end_sample <= self._echo_guard_until:
+            self.endpointer.reset()  # what is heard now is our own sound
+            return
+        self._on_endpoint(self.endpointer.push(samples, end_sample))
+
+    def _on_endpoint(self, event: EndpointEvent | None) -> None:
         if isinstance(event, SpeechStarted):
             self.events.emit("speech_start", event.at_sample)
             self._deadline = None
@@ -252,16 +306,57 @@ class Assistant:
             done=done,
             wake_sample=self._wake_sample,
             speech_end_sample=utterance.speech_end_sample,
+            started=time.monotonic(),
         )
         self._turn = turn
         self._wake_sample = None
         self._deadline = None
+        self._earcon_decision_at = None
         self._set_state(State.THINKING)
         turn.thread.start()
         if self.wait_for_replies:
-            while not done.wait(0.5):
-                self._feed_watchdog()
+            self._wait_for_turn(turn)
             self._update_turn()
+
+    def _wait_for_turn(self, turn: _Turn, limit: float | None = None) -> None:
+        """Block the loop until the turn returns (file input, end of input), still
+        feeding and honouring the watchdog; ``limit`` seconds at most."""
+        deadline = None if limit is None else time.monotonic() + limit
+        while not turn.done.wait(0.2):
+            self._watch_turn()
+            self._feed_watchdog()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def _watch_turn(self) -> None:
+        """Cancel a turn that overran ``conversation.turn_timeout_seconds``. If it
+        still has not returned ``cancel_grace_seconds`` later, llama.cpp is stuck:
+        stop feeding the systemd watchdog so systemd restarts the service, or,
+        without a watchdog, end the run with an error."""
+        turn = self._turn
+        if turn is None or turn.done.is_set() or self._stuck:
+            return
+        now = time.monotonic()
+        timeout = self.config.conversation.turn_timeout_seconds
+        if turn.cancelled_at is None:
+            if now - turn.started < timeout:
+                return
+            log.error("turn still running after %.0f s (conversation.turn_timeout_seconds): cancelled", timeout)
+            self.events.emit("turn_timeout", turn.speech_end_sample, seconds=round(now - turn.started, 1))
+            turn.cancelled_at = now
+            self.engine.cancel()
+            if turn.speaker is not None:
+                turn.speaker.cancel()
+            return
+        if now - turn.cancelled_at < self.cancel_grace_seconds:
+            return
+        self._stuck = True
+        message = f"a turn did not return {self.cancel_grace_seconds:.0f} s after it was cancelled"
+        if self.notifier.watchdog_interval is not None:
+            log.critical("%s: no longer feeding the systemd watchdog, so systemd restarts the service", message)
+            self.notifier.status(f"stuck: {message}; waiting for the watchdog to restart the service")
+            return
+        raise TurnStuckError(f"{message}; restart edge-assistant")
 
     def _run_turn(self, speech: Audio, done: threading.Event) -> None:
         turn = self._turn
@@ -316,10 +411,14 @@ class Assistant:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _chime(self, kind: str) -> None:
+    def _chime(self, kind: str) -> np.ndarray:
+        """Queue an earcon if it is switched on; returns what was queued."""
         earcons = self.config.earcons
-        if getattr(earcons, kind):
-            self.playback.write(earcon(kind, self.playback.sample_rate, earcons.volume), self.playback.sample_rate)
+        if not getattr(earcons, kind):
+            return np.zeros(0, dtype=np.float32)
+        tone = earcon(kind, self.playback.sample_rate, earcons.volume)
+        self.playback.write(tone, self.playback.sample_rate)
+        return tone
 
     def _set_state(self, state: State) -> None:
         if state is not self.state:
@@ -329,6 +428,8 @@ class Assistant:
 
     def _feed_watchdog(self) -> None:
         interval = self.notifier.watchdog_interval
+        if self._stuck:
+            return
         now = time.monotonic()
         if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
             self.notifier.watchdog()
@@ -337,14 +438,12 @@ class Assistant:
     def _finish(self) -> None:
         """Input ended or stop requested: let the last reply be spoken (files),
         or stop promptly (SIGTERM)."""
+        if not self._stop.is_set() and self.endpointer.in_speech:
+            self._on_endpoint(self.endpointer.finish())  # the input ended mid-utterance: that ends it
         self.notifier.stopping()
         turn = self._turn
         if turn is not None:
-            if self._stop.is_set():
-                turn.done.wait(1.5)
-            else:
-                while not turn.done.wait(0.5):
-                    self._feed_watchdog()
+            self._wait_for_turn(turn, limit=1.5 if self._stop.is_set() else None)
         if isinstance(self.playback, VirtualPlayback) and not self._stop.is_set():
             step = self.endpointer.frame_samples
             while self.playback.busy or (self._turn is not None and not self._turn.done.is_set()):
@@ -399,7 +498,10 @@ def serve(
     source: AudioSource = (
         FileSource(input_file, frame_ms, realtime)
         if input_file
-        else MicrophoneSource(parse_device(config.input.device), frame_ms, on_idle=notifier.watchdog)
+        else MicrophoneSource(
+            parse_device(config.input.device), frame_ms, on_idle=notifier.watchdog,
+            channel=config.input.channel, on_status=notifier.status,
+        )
     )
     notifier.status("loading models")
     wake = None
@@ -424,7 +526,7 @@ def serve(
         assistant.run()
     finally:
         playback.close()
-        if not assistant.stopped_by_signal:
+        if not assistant.turn_running:
             engine.close()
         notifier.close()
     if isinstance(playback, VirtualPlayback) and output_path is not None:

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import llama_cpp
 import numpy as np
@@ -64,6 +64,47 @@ class TurnStats:
 class TurnReply:
     text: str  # raw model text, hidden blocks included; reply_text filters it
     stats: TurnStats = field(default_factory=TurnStats)
+
+
+class TokenSampler(Protocol):
+    """Picks the next token from the logits of the context's last evaluated token.
+    The engine owns one per model; tests pass a scripted one so a turn's reply has
+    a known shape whatever the random-weight twin would say."""
+
+    def sample(self, ctx: llama_cpp.llama_context_p) -> int: ...
+
+    def reset(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class LlamaSampler:
+    """llama.cpp's sampler chain: greedy at temperature 0, else top-k, top-p,
+    temperature and a seeded draw (Google's recommended Gemma 4 settings)."""
+
+    def __init__(self, settings: EngineConfig) -> None:
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if settings.temperature <= 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        else:
+            seed = settings.seed if settings.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
+            if settings.top_k > 0:
+                llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(settings.top_k))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(settings.top_p, 1))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(settings.temperature))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
+        self._chain = chain
+
+    def sample(self, ctx: llama_cpp.llama_context_p) -> int:
+        return llama_cpp.llama_sampler_sample(self._chain, ctx, -1)
+
+    def reset(self) -> None:
+        llama_cpp.llama_sampler_reset(self._chain)
+
+    def close(self) -> None:
+        if self._chain:
+            llama_cpp.llama_sampler_free(self._chain)
+            self._chain = None
 
 
 def physical_cores() -> int:
@@ -119,7 +160,10 @@ def check_gguf(path: Path, what: str) -> None:
 class GemmaEngine:
     """One loaded model + audio projector serving many turns."""
 
-    def __init__(self, model_path: Path, mmproj_path: Path, settings: EngineConfig) -> None:
+    def __init__(
+        self, model_path: Path, mmproj_path: Path, settings: EngineConfig, sampler: TokenSampler | None = None
+    ) -> None:
+        """``sampler`` None: llama.cpp's chain from ``settings`` (:class:`LlamaSampler`)."""
         if settings.kv_cache_type not in KV_CACHE_GGML_TYPES:
             raise UsageError(f"unknown KV cache type {settings.kv_cache_type!r}")
         check_gguf(model_path, "model file")
@@ -133,7 +177,7 @@ class GemmaEngine:
         self._model = None
         self._ctx = None
         self._mtmd = None
-        self._sampler = None
+        self._sampler: TokenSampler | None = sampler
         try:
             self._load()
         except BaseException:
@@ -204,21 +248,8 @@ class GemmaEngine:
         self._marker = mtmd_cpp.mtmd_default_marker().decode()
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._stop_tokens = {self._single_token("<|turn>")} - {None}
-        self._sampler = self._make_sampler()
-
-    def _make_sampler(self) -> ctypes.c_void_p:
-        settings = self.settings
-        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-        if settings.temperature <= 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-            return chain
-        seed = settings.seed if settings.seed >= 0 else llama_cpp.LLAMA_DEFAULT_SEED
-        if settings.top_k > 0:
-            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_k(settings.top_k))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_top_p(settings.top_p, 1))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(settings.temperature))
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(seed))
-        return chain
+        if self._sampler is None:
+            self._sampler = LlamaSampler(self.settings)
 
     def _chat_template(self) -> str | None:
         template = llama_cpp.llama_model_chat_template(self._model, None)
@@ -226,8 +257,8 @@ class GemmaEngine:
 
     def close(self) -> None:
         """Free native memory; safe to call twice."""
-        if self._sampler:
-            llama_cpp.llama_sampler_free(self._sampler)
+        if self._sampler is not None:
+            self._sampler.close()
             self._sampler = None
         if self._mtmd:
             mtmd_cpp.mtmd_free(self._mtmd)
@@ -432,7 +463,7 @@ class GemmaEngine:
             if self._cancel.is_set():
                 stats.stopped_by = "cancelled"
                 break
-            token = llama_cpp.llama_sampler_sample(self._sampler, self._ctx, -1)
+            token = self._sampler.sample(self._ctx)
             if stats.generated_tokens == 0:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
                 generation_started = time.perf_counter()
@@ -454,6 +485,6 @@ class GemmaEngine:
             pieces.append(tail)
             if on_text is not None:
                 on_text(tail)
-        llama_cpp.llama_sampler_reset(self._sampler)
+        self._sampler.reset()
         stats.decode_ms = (time.perf_counter() - generation_started) * 1000
         return "".join(pieces)

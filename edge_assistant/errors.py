@@ -42,3 +42,9 @@ class AudioDeviceError(EdgeAssistantError):
     """A microphone or speaker cannot be opened or fails while in use."""
 
     exit_code = 5
+
+
+class TurnStuckError(EdgeAssistantError):
+    """A cancelled turn never returned: llama.cpp is stuck; only a restart helps."""
+
+    exit_code = 1

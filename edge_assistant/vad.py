@@ -173,6 +173,11 @@ class Endpointer:
         self._last_voiced_end = end_sample
         return SpeechStarted(at_sample=end_sample - speech_frames * self.frame_samples)
 
+    def finish(self) -> UtteranceEnded | UtteranceDiscarded | None:
+        """The input ended: an utterance still open ends here, as if silence had
+        followed (a recording that stops mid-question is still a question)."""
+        return self._end(forced=False) if self._in_speech else None
+
     def _end(self, forced: bool) -> UtteranceEnded | UtteranceDiscarded:
         frames, self._frames = self._frames, []
         self._in_speech = False

@@ -24,6 +24,7 @@ from edge_assistant.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 
+from scripted import scripted_engine
 from speech import VOICE_PATH, concat, noise, silence, speak, tones
 
 pytestmark = pytest.mark.slow
@@ -77,12 +78,16 @@ def test_noise_produces_no_turn(twin, tmp_path: Path) -> None:
     assert "turn" not in kinds(events)
 
 
-def test_two_questions_two_turns_second_evaluates_only_new_tokens(twin, tmp_path: Path) -> None:
+def test_two_questions_two_turns_second_evaluates_only_new_tokens(scripted, voice, tmp_path: Path) -> None:
+    """A scripted reply of known length: the twin's own would be a different text,
+    spoken for a different time, on every CPU type."""
     first, second = speak("What is the capital of France?"), speak("And of Spain?")
     stream = write_stream(tmp_path / "in.wav", silence(0.5), first, silence(6.0), second, silence(6.0))
-    events, _ = run_daemon(twin, stream, "--output-file", str(tmp_path / "out.wav"), max_tokens=2)
+    scripted.reset_history()
+    events = run_assistant(stream, scripted, voice)
     turns = [event for event in events if event["event"] == "turn"]
     assert len(turns) == 2
+    assert [turn["reply"] for turn in turns] == [SCRIPTED_REPLY] * 2
     one, two = (turn["tokens"] for turn in turns)
     assert two["evaluated_this_turn"] == two["prompt"] + two["audio"] + two["generated"] + 2
     assert two["context"] == one["context"] + two["evaluated_this_turn"]
@@ -123,19 +128,31 @@ def engine(twin):
         yield loaded
 
 
+SCRIPTED_REPLY = "Paris is the capital."
+
+
+@pytest.fixture(scope="module")
+def scripted(twin):
+    with scripted_engine(twin.model, twin.mmproj, SCRIPTED_REPLY) as loaded:
+        yield loaded
+
+
 @pytest.fixture(scope="module")
 def voice() -> PiperSpeech:
     return PiperSpeech(VOICE_PATH)
 
 
-def assistant_for(stream: Path, engine, voice, wake=None, respond=run_turn, events_path: Path | None = None):
+def assistant_for(
+    stream: Path, engine, voice, wake=None, respond=run_turn, events_path: Path | None = None, echo_gain: float = 0.0,
+):
+    """The daemon's state machine on a file, with the shipped configuration
+    (listening earcon included)."""
     config = Config()
-    config.earcons.listening = False
     events_file = (events_path or stream.with_suffix(".jsonl")).open("w")
     playback = VirtualPlayback(voice.sample_rate)
     assistant = Assistant(
         config, engine, voice, FileSource(stream, config.input.frame_ms), playback, wake, EventLog(events_file),
-        wait_for_replies=True, respond=respond,
+        wait_for_replies=True, echo_gain=echo_gain, respond=respond,
     )
     return assistant, playback, events_file
 
@@ -144,12 +161,21 @@ def read_events(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def run_assistant(stream: Path, engine, voice, **options) -> list[dict]:
+    assistant, _, events_file = assistant_for(stream, engine, voice, **options)
+    assistant.run()
+    events_file.close()
+    return read_events(stream.with_suffix(".jsonl"))
+
+
 def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(engine, voice, tmp_path: Path) -> None:
     first = speak("Tell me about the weather.")
-    # The reply starts about 0.8 s after the question ends; the wake word comes 1 s into it.
-    wake_at = 0.5 + first.seconds + 0.8 + 1.0
+    # The first question comes after a pause (the listening earcon plays); the
+    # reply starts about 0.8 s after it ends, and the wake word comes 1 s into the
+    # reply with the next question in the same breath.
+    wake_at = 1.5 + first.seconds + 0.8 + 1.0
     second = speak("Stop. What time is it?")
-    stream = write_stream(tmp_path / "in.wav", silence(0.5), first, silence(2.0), second, silence(20.0))
+    stream = write_stream(tmp_path / "in.wav", silence(1.5), first, silence(1.8), second, silence(20.0))
     assistant, playback, events_file = assistant_for(stream, engine, voice, wake=ScriptedWake([0.3, wake_at]))
     assistant.run()
     events_file.close()
@@ -166,6 +192,87 @@ def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(engine, voice
     next_speak = [event["t"] for event in events if event["event"] == "speak_start"][1]
     gap = recording[int((barge["t"] + 0.05) * rate) : int(next_speak * rate)]
     assert len(gap) > 0 and np.abs(gap).max() == 0
+
+
+def utterance_recorder(heard: list[np.ndarray]):
+    """``respond`` for the Assistant that keeps the audio each turn was given."""
+
+    def respond(engine, speech, speaker, started):
+        heard.append(speech.samples)
+        return run_turn(engine, speech, speaker, started)
+
+    return respond
+
+
+def voiced_seconds(samples: np.ndarray) -> float:
+    """Seconds of 10 ms blocks louder than -50 dBFS: how much of a clip is speech."""
+    blocks = samples[: len(samples) // 160 * 160].reshape(-1, 160)
+    return float((np.sqrt((blocks**2).mean(axis=1)) > 10 ** (-50 / 20)).sum()) / 100
+
+
+def test_question_in_one_breath_with_the_wake_word_is_whole_and_gets_no_earcon(
+    scripted, voice, openwakeword_models: Path, tmp_path: Path
+) -> None:
+    """"Hey Jarvis what's the time" without a pause: the utterance starts where
+    the wake phrase ended, and no earcon is played (or heard back) over it."""
+    from edge_assistant.wakeword import WakeWordDetector
+
+    sentence = speak("Hey Jarvis what's the time?")
+    stream = write_stream(tmp_path / "in.wav", silence(1.0), sentence, silence(4.0))
+    wake = WakeWordDetector([openwakeword_models / "hey_jarvis_v0.1.onnx"], 0.5)
+    heard: list[np.ndarray] = []
+    assistant, playback, events_file = assistant_for(
+        stream, scripted, voice, wake=wake, respond=utterance_recorder(heard), echo_gain=1.0
+    )
+    assistant.run()
+    events_file.close()
+    events = read_events(stream.with_suffix(".jsonl"))
+    assert kinds(events)[:4] == ["wake", "speech_start", "speech_end", "turn"]
+    wake_t = events[0]["t"]
+    sentence_end = 1.0 + voiced_seconds(np.concatenate([silence(1.0), sentence.samples])) + 0.05
+    question_seconds = voiced_seconds(sentence.samples[int((wake_t - 1.0) * MODEL_SAMPLE_RATE) :])
+    assert question_seconds > 0.5  # the detector fired before the question, as it should
+    (utterance,) = heard
+    assert voiced_seconds(utterance) >= question_seconds - 0.03  # "what's" kept
+    assert events[1]["t"] <= wake_t + 0.03
+    speak_start = next(event["t"] for event in events if event["event"] == "speak_start")
+    assert speak_start > sentence_end
+    assert np.abs(playback.recording()[: int(speak_start * playback.sample_rate)]).max() == 0  # no earcon
+
+
+def test_listening_earcon_after_a_pause_never_starts_or_feeds_an_utterance(scripted, voice, tmp_path: Path) -> None:
+    """The earcon plays back into the microphone (echo gain 1): it starts nothing
+    on its own, and the question after it is captured without it."""
+    question = speak("What is the weather like?")
+    stream = write_stream(tmp_path / "in.wav", silence(1.5), question, silence(3.0), silence(6.0))
+    heard: list[np.ndarray] = []
+    # Wake words at 0.5 s (the question follows 1 s later) and at 8 s (nothing follows).
+    wake_times = [0.5, 1.5 + question.seconds + 3.0 + 1.0]
+    assistant, playback, events_file = assistant_for(
+        stream, scripted, voice, wake=ScriptedWake(wake_times), respond=utterance_recorder(heard), echo_gain=1.0
+    )
+    assistant.run()
+    events_file.close()
+    events = read_events(stream.with_suffix(".jsonl"))
+    assert kinds(events).count("speech_start") == 1 and kinds(events).count("turn") == 1
+    start = next(event["t"] for event in events if event["event"] == "speech_start")
+    assert 1.4 < start < 1.8
+    rate = playback.sample_rate
+    recording = playback.recording()
+    first_tone = np.flatnonzero(np.abs(recording[: int(1.5 * rate)]) > 0)
+    assert len(first_tone) and 0.9 < first_tone[0] / rate < 1.1  # 0.5 s after the wake word
+    last_tone = np.flatnonzero(np.abs(recording[int(wake_times[1] * rate) :]) > 0)
+    assert len(last_tone) and 0.4 < last_tone[0] / rate < 0.6  # played, and started nothing
+    (utterance,) = heard
+    speech_end = next(event["t"] for event in events if event["event"] == "speech_end")
+    utterance_start = speech_end + 0.2 - len(utterance) / MODEL_SAMPLE_RATE  # 0.2 s: padding after speech
+    assert utterance_start >= first_tone[0] / rate + 0.16  # begins after the tone (0.16 s) ended
+
+
+def test_an_utterance_open_when_the_input_ends_becomes_a_turn(twin, tmp_path: Path) -> None:
+    stream = write_stream(tmp_path / "in.wav", silence(0.5), speak("What is the capital of Italy?"))
+    events, _ = run_daemon(twin, stream, "--output-file", str(tmp_path / "out.wav"))
+    assert kinds(events)[:3] == ["speech_start", "speech_end", "turn"]
 
 
 def test_a_failing_turn_is_logged_and_the_assistant_keeps_listening(engine, voice, tmp_path: Path) -> None:
@@ -275,9 +382,9 @@ def test_history_kept_within_idle_time_and_reset_on_request(engine, voice, tmp_p
 def wake_config(tmp_path: Path, wake_model: Path | str, threshold: float = 0.0) -> Path:
     """``threshold`` 0: the one chosen at training (strict: a false accept per hour
     costs 5% recall); the pipeline tests use a looser one, as a user tuning with
-    `wakeword test` would."""
+    `wakeword test` would. Earcons as shipped."""
     config = tmp_path / "config.toml"
-    config.write_text(f'[wake]\nmodel = "{wake_model}"\nthreshold = {threshold}\n[earcons]\nlistening = false\n')
+    config.write_text(f'[wake]\nmodel = "{wake_model}"\nthreshold = {threshold}\n')
     return config
 
 

@@ -1,0 +1,39 @@
+"""Scripted model output: the real engine, prompt evaluation and KV cache, with a
+sampler that emits a given reply. The random-weight twin's own text differs from
+one CPU to another (AVX2 and AVX-512 round differently), so a test that needs a
+reply of a known shape or length scripts it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_assistant.config import EngineConfig
+from edge_assistant.engine import GemmaEngine
+
+
+class ScriptedSampler:
+    """Returns the scripted tokens one per call, then the end-of-turn token; every
+    turn says the same (``reset`` starts over, as the engine does after a turn)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self._next = 0
+
+    def sample(self, ctx: object) -> int:
+        token = self.tokens[min(self._next, len(self.tokens) - 1)]
+        self._next += 1
+        return token
+
+    def reset(self) -> None:
+        self._next = 0
+
+    def close(self) -> None:
+        pass
+
+
+def scripted_engine(model: Path, mmproj: Path, reply: str, settings: EngineConfig | None = None) -> GemmaEngine:
+    """A loaded engine whose every reply is ``reply`` followed by the end of turn."""
+    sampler = ScriptedSampler()
+    engine = GemmaEngine(model, mmproj, settings or EngineConfig(), sampler=sampler)
+    sampler.tokens = engine.tokenize(reply) + engine.tokenize(engine.chat_format.turn_end)[:1]
+    return engine
