@@ -259,21 +259,42 @@ class FileSource:
 
 class MicrophoneSource:
     """Capture from an input device through PortAudio, at 16 kHz or, if the device
-    cannot, at its native rate resampled with soxr. A device that errors or goes
-    silent (no callbacks) is reopened with exponential backoff, without a restart.
+    cannot, at its native rate resampled with soxr. A device that refuses mono
+    (microphone HATs offer 2 or 4 channels) is opened with the fewest channels it
+    takes, and one of them (``channel``) is used: mixing would add playback-loopback
+    references and comb-filter non-coincident microphones. A device that errors or
+    goes silent (no callbacks) is reopened with exponential backoff, without a
+    restart; ``on_status`` hears about it (systemd's STATUS=).
     """
 
     QUEUE_SECONDS = 10  # bounded: a stalled consumer drops the oldest audio, never grows memory
     STALL_SECONDS = 2.0
     MAX_BACKOFF_SECONDS = 30.0
+    BLOCK_FRAMES = 1024
+    DROP_REPORT_SECONDS = 5.0  # dropped blocks are logged at most this often
 
-    def __init__(self, device: str | int | None, frame_ms: int, on_idle: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        device: str | int | None,
+        frame_ms: int,
+        on_idle: Callable[[], None] | None = None,
+        channel: int = 0,
+        on_status: Callable[[str], None] | None = None,
+    ) -> None:
         self.sounddevice = import_sounddevice()
         self.device = device
+        self.channel = channel
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self.on_idle = on_idle  # called while waiting (e.g. the systemd watchdog)
+        self.on_status = on_status
         self._stopped = threading.Event()
         self.dropped_chunks = 0
+        self._drops_reported = 0
+        self._drops_reported_at = -float("inf")
+        try:
+            self._device_info()  # a wrong input.channel fails now, not after the models have loaded
+        except (self.sounddevice.PortAudioError, ValueError):
+            pass  # a missing device is waited for when frames are read
 
     def stop(self) -> None:
         self._stopped.set()
@@ -283,18 +304,26 @@ class MicrophoneSource:
 
     def _chunks(self) -> Iterator[np.ndarray]:
         backoff = 0.5
+        failed = False
         while not self._stopped.is_set():
             try:
-                for chunk in self._stream_once():
-                    backoff = 0.5
+                for chunk in self._stream_once(recovered=failed):
+                    backoff, failed = 0.5, False
                     yield chunk
                 if self._stopped.is_set():
                     return
-                log.warning("input device %s stopped delivering audio; reopening", self.device or "(default)")
+                problem = f"microphone silent: no audio for {self.STALL_SECONDS:g} s"
             except (self.sounddevice.PortAudioError, ValueError) as error:
-                log.warning("input device %s failed: %s; retrying in %.1f s", self.device or "(default)", error, backoff)
+                problem = f"microphone missing: {error}"
+            failed = True
+            log.warning("input device %s: %s; retrying in %.1f s", _device_name(self.device), problem, backoff)
+            self._status(f"{problem}; retrying in {backoff:g} s")
             self._wait(backoff)
             backoff = min(backoff * 2, self.MAX_BACKOFF_SECONDS)
+
+    def _status(self, text: str) -> None:
+        if self.on_status:
+            self.on_status(text)
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -303,37 +332,87 @@ class MicrophoneSource:
                 self.on_idle()
             self._stopped.wait(min(0.5, deadline - time.monotonic()))
 
-    def _stream_once(self) -> Iterator[np.ndarray]:
-        rate = self._capture_rate()
-        blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=int(self.QUEUE_SECONDS * rate / 1024) + 1)
+    def _stream_once(self, recovered: bool) -> Iterator[np.ndarray]:
+        rate, channels = self._capture_format()
+        blocks: queue.Queue[np.ndarray] = queue.Queue(maxsize=int(self.QUEUE_SECONDS * rate / self.BLOCK_FRAMES) + 1)
 
         def callback(indata: np.ndarray, frames: int, _time: object, status: object) -> None:
             if status:
                 log.debug("input status: %s", status)
             try:
-                blocks.put_nowait(indata[:, 0].copy())
+                blocks.put_nowait(indata[:, self.channel].copy())
             except queue.Full:
                 self.dropped_chunks += 1
 
         resampler = soxr.ResampleStream(rate, MODEL_SAMPLE_RATE, 1, dtype="float32") if rate != MODEL_SAMPLE_RATE else None
         with self.sounddevice.InputStream(
-            device=self.device, channels=1, samplerate=rate, dtype="float32", blocksize=1024, callback=callback
+            device=self.device, channels=channels, samplerate=rate, dtype="float32",
+            blocksize=self.BLOCK_FRAMES, callback=callback,
         ):
-            log.info("listening on %s at %d Hz", self.device or "the default input device", rate)
+            log.info("listening on %s at %d Hz, channel %d of %d", _device_name(self.device), rate, self.channel, channels)
+            if recovered:
+                self._status("listening")
             while not self._stopped.is_set():
                 try:
                     block = blocks.get(timeout=self.STALL_SECONDS)
                 except queue.Empty:
                     return  # the device went quiet: the caller reopens it
+                self._report_drops(rate)
                 yield resampler.resample_chunk(block) if resampler else block
 
-    def _capture_rate(self) -> int:
+    def _report_drops(self, rate: int) -> None:
+        """Dropped blocks mean the wake word or an utterance may have been cut:
+        say so, but not once per block."""
+        now = time.monotonic()
+        dropped = self.dropped_chunks
+        if dropped == self._drops_reported or now - self._drops_reported_at < self.DROP_REPORT_SECONDS:
+            return
+        new = dropped - self._drops_reported
+        log.warning(
+            "dropped %d capture blocks (%.2f s of audio; %d in total): the pipeline fell behind",
+            new, new * self.BLOCK_FRAMES / rate, dropped,
+        )
+        self._drops_reported, self._drops_reported_at = dropped, now
+
+    def _device_info(self) -> dict:
+        """PortAudio's description of the input device; ``channel`` must be one of its channels."""
+        info = self.sounddevice.query_devices(self.device, "input")
+        available = int(info["max_input_channels"])
+        if self.channel >= available:
+            raise AudioDeviceError(
+                f"input.channel = {self.channel} is out of range: input device {info['name']} "
+                f"has {available} channel(s), numbered from 0"
+            )
+        return info
+
+    def _capture_format(self) -> tuple[int, int]:
+        """(rate, channels): 16 kHz, else the device's default rate; the fewest
+        channels the device accepts that include ``channel``."""
+        info = self._device_info()
+        rates = dict.fromkeys([MODEL_SAMPLE_RATE, int(info["default_samplerate"])])
+        channel_counts = range(self.channel + 1, int(info["max_input_channels"]) + 1)
+        candidates = [(rate, channels) for channels in channel_counts for rate in rates]
+        return _first_accepted(self.sounddevice, self.sounddevice.check_input_settings, self.device, candidates)
+
+
+def _first_accepted(
+    sounddevice, check: Callable[..., None], device: str | int | None, candidates: list[tuple[int, int]]  # noqa: ANN001
+) -> tuple[int, int]:
+    """The first (rate, channels) PortAudio accepts for ``device``, else its
+    refusal (PortAudioError or ValueError) of the last one."""
+    for rate, channels in candidates[:-1]:
         try:
-            self.sounddevice.check_input_settings(device=self.device, channels=1, samplerate=MODEL_SAMPLE_RATE)
-            return MODEL_SAMPLE_RATE
-        except (self.sounddevice.PortAudioError, ValueError):
-            info = self.sounddevice.query_devices(self.device, "input")
-            return int(info["default_samplerate"])
+            check(device=device, channels=channels, samplerate=rate, dtype="float32")
+            return rate, channels
+        except (sounddevice.PortAudioError, ValueError):
+            continue
+    rate, channels = candidates[-1]
+    check(device=device, channels=channels, samplerate=rate, dtype="float32")
+    return rate, channels
+
+
+def _device_name(device: str | int | None) -> str:
+    return "(default)" if device is None else str(device)
 
 
 def import_sounddevice():  # noqa: ANN201 - the module

@@ -105,6 +105,10 @@ class InputConfig:
 
     device: str = ""  # sounddevice name (substring) or index; empty = default input
     frame_ms: int = 30  # 10, 20 or 30: what webrtcvad accepts
+    # Which channel of a multi-channel device (microphone HATs) is used, from 0;
+    # one channel, not a mix: some carry a playback loopback, and mixing spaced
+    # microphones comb-filters the voice.
+    channel: int = 0
 
 
 @dataclass
@@ -246,6 +250,7 @@ def validate(config: Config, where: str) -> None:
         (0.1 <= tts.length_scale <= 10, "tts.length_scale", "between 0.1 and 10"),
         (1 <= tts.threads <= 64, "tts.threads", "between 1 and 64"),
         (config.input.frame_ms in (10, 20, 30), "input.frame_ms", "10, 20 or 30"),
+        (config.input.channel >= 0, "input.channel", "0 or more"),
         (0 <= wake.threshold < 1, "wake.threshold", "0 (the model's own) or between 0 and 1"),
         (wake.refractory_seconds >= 0, "wake.refractory_seconds", "0 or more"),
         (0 <= endpoint.pre_roll_ms <= 2000, "endpoint.pre_roll_ms", "between 0 and 2000"),
