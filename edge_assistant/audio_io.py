@@ -163,24 +163,6 @@ class WavFileSink:
         write_wav_atomic(self.path, np.concatenate(self._parts), self.sample_rate)
 
 
-class SpeakerSink:
-    """Plays on an output device through PortAudio, blocking per sentence so the
-    next sentence is synthesized while this one plays."""
-
-    def __init__(self, device: str | int | None = None) -> None:
-        self._sounddevice = import_sounddevice()  # PortAudio is loaded only when something is played
-        self._device = device
-
-    def write(self, samples: np.ndarray, sample_rate: int) -> None:
-        try:
-            self._sounddevice.play(samples, sample_rate, device=self._device, blocking=True)
-        except (self._sounddevice.PortAudioError, ValueError) as error:
-            raise AudioDeviceError(f"cannot play on output device {self._device or '(default)'}: {error}") from None
-
-    def close(self) -> None:
-        self._sounddevice.stop()
-
-
 class NullSink:
     """For ``--no-speak``: text only."""
 
@@ -483,9 +465,10 @@ class _Queue:
         with self._lock:
             self._parts.clear()
 
-    def __bool__(self) -> bool:
+    def __len__(self) -> int:
+        """Samples waiting."""
         with self._lock:
-            return bool(self._parts)
+            return sum(len(part) for part in self._parts)
 
 
 class _QueuedPlayback:
@@ -512,31 +495,64 @@ class _QueuedPlayback:
 
 
 class DevicePlayback(_QueuedPlayback):
-    """Plays on an output device from a callback, so it can be stopped mid-word."""
+    """Plays on an output device from a callback, so it can be stopped mid-word.
+
+    A device that refuses ``sample_rate`` in mono (HATs and HDMI often take only
+    48 or 44.1 kHz stereo) is opened at a rate and channel count it accepts;
+    :attr:`sample_rate` is then the device's, what is written at another rate is
+    resampled, and mono is copied to every channel.
+    """
+
+    DRAIN_MARGIN_SECONDS = 2.0  # beyond the queued audio, before a silent device counts as failed
 
     def __init__(self, device: str | int | None, sample_rate: int) -> None:
-        super().__init__(sample_rate)
         sounddevice = import_sounddevice()
-        self._playing = False
-
-        def callback(outdata: np.ndarray, frames: int, _time: object, status: object) -> None:
-            self._playing = bool(self._queue)
-            outdata[:, 0] = self._queue.take(frames)
-
+        self._device = device
         try:
+            rate, channels = _playback_format(sounddevice, device, sample_rate)
+            super().__init__(rate)
+            self._playing = False
+
+            def callback(outdata: np.ndarray, frames: int, _time: object, status: object) -> None:
+                self._playing = bool(self._queue)
+                outdata[:] = self._queue.take(frames)[:, None]
+
             self._stream = sounddevice.OutputStream(
-                device=device, channels=1, samplerate=sample_rate, dtype="float32", callback=callback
+                device=device, channels=channels, samplerate=rate, dtype="float32", callback=callback
             )
             self._stream.start()
         except (sounddevice.PortAudioError, ValueError) as error:
-            raise AudioDeviceError(f"cannot open output device {device or '(default)'}: {error}") from None
+            raise AudioDeviceError(f"cannot open output device {_device_name(device)}: {error}") from None
+        log.info("playing on %s at %d Hz, %d channel(s)", _device_name(device), rate, channels)
 
     @property
     def busy(self) -> bool:
         return bool(self._queue) or self._playing
 
+    def drain(self) -> None:
+        """Wait until everything written has been played (``--once`` before it
+        exits); :meth:`close` alone does not wait, so a stop is immediate."""
+        deadline = time.monotonic() + len(self._queue) / self.sample_rate + self.DRAIN_MARGIN_SECONDS
+        while self.busy:
+            if time.monotonic() > deadline:
+                raise AudioDeviceError(f"output device {_device_name(self._device)} stopped playing")
+            time.sleep(0.02)
+
     def close(self) -> None:
+        self._stream.stop()  # plays out what PortAudio already holds; close() alone would discard it
         self._stream.close()
+
+
+def _playback_format(sounddevice, device: str | int | None, preferred_rate: int) -> tuple[int, int]:  # noqa: ANN001
+    """(rate, channels): ``preferred_rate``, else the device's default rate, else
+    48 or 44.1 kHz; mono, else stereo. Resampling is avoided before duplication."""
+    info = sounddevice.query_devices(device, "output")
+    channel_counts = range(1, min(2, int(info["max_output_channels"])) + 1)
+    if not channel_counts:
+        raise ValueError(f"{info['name']} has no output channels")
+    rates = dict.fromkeys([preferred_rate, int(info["default_samplerate"]), 48000, 44100])
+    candidates = [(rate, channels) for rate in rates for channels in channel_counts]
+    return _first_accepted(sounddevice, sounddevice.check_output_settings, device, candidates)
 
 
 class VirtualPlayback(_QueuedPlayback):

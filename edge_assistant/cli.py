@@ -149,7 +149,7 @@ def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | No
 
 
 def run_once(args: argparse.Namespace, config: Config) -> int:
-    from .audio_io import SpeakerSink, WavFileSink, check_output_path, parse_device, read_audio
+    from .audio_io import DevicePlayback, WavFileSink, check_output_path, parse_device, read_audio
     from .engine import GemmaEngine
     from .tts import PiperSpeech, StreamingSpeaker
     from .turn import prepare_audio, run_turn
@@ -165,10 +165,13 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     load_started = time.perf_counter()
     engine = GemmaEngine(model_path, mmproj_path, config.engine)
     speaker = None
-    sink = None
+    sink: WavFileSink | DevicePlayback | None = None
     if not args.no_speak:
         voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
-        sink = WavFileSink(out_path, voice.sample_rate) if out_path else SpeakerSink(parse_device(config.tts.output_device))
+        if out_path:
+            sink = WavFileSink(out_path, voice.sample_rate)
+        else:  # one output stream for the whole reply, as the daemon's: no gap or click between sentences
+            sink = DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
     load_ms = (time.perf_counter() - load_started) * 1000
 
     with engine:
@@ -179,6 +182,8 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     if sink is not None:
         if not result.sentences:
             log.warning("the reply had nothing to speak")
+        if isinstance(sink, DevicePlayback):
+            sink.drain()  # the stream plays on after the last sentence was handed over
         sink.close()
 
     timings = result.timings_ms

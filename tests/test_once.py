@@ -1,5 +1,6 @@
 """``edge-assistant --once``: the real pipeline on the Gemma 4 twin and the real
-Piper voice, and every bad input a user can hand it."""
+Piper voice, its playback on a (fake) sound card, and every bad input a user can
+hand it."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import numpy as np
 import pytest
 import soundfile
 
+from edge_assistant import audio_io, engine
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, write_wav_atomic
 from edge_assistant.cli import main
+from edge_assistant.engine import TurnReply, TurnStats
 
+from fake_sounddevice import fake_output
 from speech import VOICE_PATH, concat, noise, silence, speak
 
 QUESTION = "What is the tallest mountain in Europe?"
@@ -81,6 +85,60 @@ def test_plain_output_is_the_reply_only(question_wav: Path, model_args: list[str
     assert result.stderr == ""
     assert len(result.stdout.strip().splitlines()) <= 1
     assert not result.stdout.lstrip().startswith("{")
+
+
+class ScriptedGemma:
+    """Stands in for GemmaEngine: a fixed three-sentence reply, streamed in pieces."""
+
+    REPLY = "Mount Elbrus is the tallest. It stands in the Caucasus. Its summit is almost six kilometres high."
+    threads = 1
+
+    def __init__(self, model_path: Path, mmproj_path: Path, settings: object) -> None:
+        pass
+
+    def __enter__(self) -> ScriptedGemma:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        pass
+
+    def respond(self, samples: np.ndarray, on_text=None) -> TurnReply:  # noqa: ANN001
+        for start in range(0, len(self.REPLY), 4):
+            on_text(self.REPLY[start : start + 4])
+        return TurnReply(self.REPLY, TurnStats(generated_tokens=24, stopped_by="end_of_turn"))
+
+
+def test_spoken_reply_plays_through_one_stream_to_its_end(
+    tmp_path: Path, question_wav: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = fake_output()  # takes the voice's 22,050 Hz mono: what is written is played untouched
+    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(engine, "GemmaEngine", ScriptedGemma)
+    written: list[np.ndarray] = []
+    queue_write = audio_io.DevicePlayback.write
+
+    def record_write(self: audio_io.DevicePlayback, samples: np.ndarray, sample_rate: int) -> None:
+        written.append(samples)
+        queue_write(self, samples, sample_rate)
+
+    monkeypatch.setattr(audio_io.DevicePlayback, "write", record_write)
+    unused = tmp_path / "unused.gguf"  # ScriptedGemma never opens the model files
+    unused.touch()
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    argv = ["--once", str(question_wav), "--config", str(config), "--json"]
+    code = main([*argv, "--model", str(unused), "--mmproj", str(unused), "--voice", str(VOICE_PATH)])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads(capsys.readouterr().out)
+
+    [stream] = fake.streams  # one output stream for all three sentences
+    assert len(written) == 3 and stream.closed
+    sent = np.concatenate(written)
+    assert abs(len(sent) / 22050 - report["spoken_seconds"]) < 0.01
+    played = stream.output()[:, 0]
+    # Every sample written, in order, reached the device before it was closed
+    # (silence between sentences aside: synthesis may trail the playback).
+    np.testing.assert_array_equal(played[played != 0], sent[sent != 0])
 
 
 def bad_audio_files(directory: Path) -> dict[str, Path]:

@@ -1,0 +1,74 @@
+"""DevicePlayback against a fake PortAudio: a device that refuses the voice's
+22,050 Hz mono is opened at a rate and channel count it takes, and plays the
+written audio resampled, whole, in every channel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_assistant import audio_io
+from edge_assistant.audio_io import DevicePlayback
+from edge_assistant.errors import AudioDeviceError
+
+from fake_sounddevice import fake_output
+
+VOICE_RATE = 22050
+
+
+def tone(hz: float, seconds: float, rate: int) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def peak_hz(samples: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return float(np.argmax(spectrum) * rate / len(samples))
+
+
+@pytest.mark.parametrize(
+    ("rates", "channel_counts", "default_rate", "opened"),
+    [
+        ((VOICE_RATE, 48000), (1, 2), 48000, (VOICE_RATE, 1)),
+        ((48000,), (2,), 48000, (48000, 2)),
+        ((44100, 48000), (2,), 44100, (44100, 2)),
+        ((44100,), (1, 2), 96000, (44100, 1)),
+    ],
+    ids=["voice-rate-mono", "48k-stereo-only", "default-44k1-stereo", "44k1-mono-only"],
+)
+def test_written_voice_is_played_at_a_rate_and_channels_the_device_takes(
+    monkeypatch: pytest.MonkeyPatch,
+    rates: tuple[int, ...],
+    channel_counts: tuple[int, ...],
+    default_rate: int,
+    opened: tuple[int, int],
+) -> None:
+    fake = fake_output(rates, channel_counts, default_rate)
+    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    playback = DevicePlayback(None, VOICE_RATE)
+    [stream] = fake.streams
+    assert (stream.rate, stream.channels) == opened
+    assert playback.sample_rate == stream.rate  # earcons are made at the device's rate
+
+    playback.write(tone(500, 1.0, VOICE_RATE), VOICE_RATE)
+    playback.write(tone(500, 0.5, VOICE_RATE), VOICE_RATE)  # a second sentence, back to back
+    playback.drain()
+    assert not playback.busy
+    playback.close()
+    assert stream.closed
+
+    out = stream.output()
+    assert not np.isnan(out).any()  # every sample the device asked for was filled
+    for channel in range(1, stream.channels):
+        np.testing.assert_array_equal(out[:, channel], out[:, 0])  # mono copied to every channel
+    sound = np.flatnonzero(np.abs(out[:, 0]) > 1e-3)
+    assert abs((sound[-1] - sound[0] + 1) / stream.rate - 1.5) < 0.005  # all 1.5 s, nothing cut
+    assert abs(peak_hz(out[sound[0] : sound[-1], 0], stream.rate) - 500) < 1.5  # the pitch kept
+
+
+def test_device_that_takes_nothing_we_can_play_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake_output((96000,), (8,)))
+    with pytest.raises(AudioDeviceError) as raised:
+        DevicePlayback(None, VOICE_RATE)
+    message = str(raised.value)
+    assert message.startswith("cannot open output device (default): Invalid") and "\n" not in message
