@@ -31,9 +31,19 @@ class ScriptedSampler:
         pass
 
 
-def scripted_engine(model: Path, mmproj: Path, reply: str, settings: EngineConfig | None = None) -> GemmaEngine:
-    """A loaded engine whose every reply is ``reply`` followed by the end of turn."""
-    sampler = ScriptedSampler()
-    engine = GemmaEngine(model, mmproj, settings or EngineConfig(), sampler=sampler)
-    sampler.tokens = engine.tokenize(reply) + engine.tokenize(engine.chat_format.turn_end)[:1]
-    return engine
+class ScriptedEngine:
+    """A loaded :class:`GemmaEngine` (``.engine``) whose replies are :meth:`say`'s."""
+
+    def __init__(self, model: Path, mmproj: Path, reply: str, settings: EngineConfig | None = None) -> None:
+        self.sampler = ScriptedSampler()
+        self.engine = GemmaEngine(model, mmproj, settings or EngineConfig(max_tokens=200), sampler=self.sampler)
+        self._end_of_turn = self.engine.tokenize(self.engine.chat_format.turn_end)[:1]
+        self.say(reply)
+
+    def say(self, reply: str) -> None:
+        """Every following turn replies ``reply``, then ends its turn."""
+        self.sampler.tokens = self.engine.tokenize(reply) + self._end_of_turn
+        self.sampler.reset()
+
+    def close(self) -> None:
+        self.engine.close()

@@ -20,11 +20,10 @@ import soundfile
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
 from edge_assistant.config import Config
 from edge_assistant.daemon import Assistant, EventLog
-from edge_assistant.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 
-from scripted import scripted_engine
+from scripted import ScriptedEngine
 from speech import VOICE_PATH, concat, noise, silence, speak, tones
 
 pytestmark = pytest.mark.slow
@@ -83,7 +82,6 @@ def test_two_questions_two_turns_second_evaluates_only_new_tokens(scripted, voic
     spoken for a different time, on every CPU type."""
     first, second = speak("What is the capital of France?"), speak("And of Spain?")
     stream = write_stream(tmp_path / "in.wav", silence(0.5), first, silence(6.0), second, silence(6.0))
-    scripted.reset_history()
     events = run_assistant(stream, scripted, voice)
     turns = [event for event in events if event["event"] == "turn"]
     assert len(turns) == 2
@@ -93,14 +91,13 @@ def test_two_questions_two_turns_second_evaluates_only_new_tokens(scripted, voic
     assert two["context"] == one["context"] + two["evaluated_this_turn"]
 
 
-def test_own_reply_heard_through_the_microphone_starts_no_turn(twin, tmp_path: Path) -> None:
+def test_own_reply_heard_through_the_microphone_starts_no_turn(storyteller, voice, tmp_path: Path) -> None:
     stream = write_stream(tmp_path / "in.wav", silence(0.5), speak("Tell me a long story please."), silence(15.0))
-    out = tmp_path / "out.wav"
-    events, _ = run_daemon(twin, stream, "--output-file", str(out), "--echo-gain", "1.0", max_tokens=10)
+    events = run_assistant(stream, storyteller, voice, echo_gain=1.0)
     assert kinds(events).count("turn") == 1
     assert "speech_start" not in kinds(events)[2:]
     speak_start, speak_end = (event["t"] for event in events if event["event"] in ("speak_start", "speak_end"))
-    assert speak_end - speak_start > 1.0  # the reply really played into the input
+    assert speak_end - speak_start > 5.0  # the reply really played into the input
 
 
 @dataclass
@@ -119,22 +116,35 @@ class ScriptedWake:
         return [WakeDetection("scripted", 0.99, self.seen) for at in self.at_seconds if before < at <= now]
 
 
-@pytest.fixture(scope="module")
-def engine(twin):
-    config = Config()
-    config.engine.max_tokens = 10
-    config.engine.seed = 1
-    with GemmaEngine(twin.model, twin.mmproj, config.engine) as loaded:
-        yield loaded
-
-
 SCRIPTED_REPLY = "Paris is the capital."
+# About nine seconds of speech: long enough to be interrupted.
+LONG_REPLY = (
+    "Once upon a time a small dragon lived at the edge of a quiet forest. "
+    "Every morning it flew over the hills to watch the sun rise above the sea."
+)
 
 
 @pytest.fixture(scope="module")
-def scripted(twin):
-    with scripted_engine(twin.model, twin.mmproj, SCRIPTED_REPLY) as loaded:
-        yield loaded
+def scripted_model(twin):
+    model = ScriptedEngine(twin.model, twin.mmproj, SCRIPTED_REPLY)
+    yield model
+    model.close()
+
+
+@pytest.fixture
+def scripted(scripted_model):
+    """The twin with the short scripted reply and a fresh history."""
+    scripted_model.say(SCRIPTED_REPLY)
+    scripted_model.engine.reset_history()
+    return scripted_model.engine
+
+
+@pytest.fixture
+def storyteller(scripted_model):
+    """The twin with a long scripted reply and a fresh history."""
+    scripted_model.say(LONG_REPLY)
+    scripted_model.engine.reset_history()
+    return scripted_model.engine
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +178,7 @@ def run_assistant(stream: Path, engine, voice, **options) -> list[dict]:
     return read_events(stream.with_suffix(".jsonl"))
 
 
-def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(engine, voice, tmp_path: Path) -> None:
+def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(storyteller, voice, tmp_path: Path) -> None:
     first = speak("Tell me about the weather.")
     # The first question comes after a pause (the listening earcon plays); the
     # reply starts about 0.8 s after it ends, and the wake word comes 1 s into the
@@ -176,7 +186,7 @@ def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(engine, voice
     wake_at = 1.5 + first.seconds + 0.8 + 1.0
     second = speak("Stop. What time is it?")
     stream = write_stream(tmp_path / "in.wav", silence(1.5), first, silence(1.8), second, silence(20.0))
-    assistant, playback, events_file = assistant_for(stream, engine, voice, wake=ScriptedWake([0.3, wake_at]))
+    assistant, playback, events_file = assistant_for(stream, storyteller, voice, wake=ScriptedWake([0.3, wake_at]))
     assistant.run()
     events_file.close()
     events = read_events(stream.with_suffix(".jsonl"))
@@ -275,7 +285,7 @@ def test_an_utterance_open_when_the_input_ends_becomes_a_turn(twin, tmp_path: Pa
     assert kinds(events)[:3] == ["speech_start", "speech_end", "turn"]
 
 
-def test_a_failing_turn_is_logged_and_the_assistant_keeps_listening(engine, voice, tmp_path: Path) -> None:
+def test_a_failing_turn_is_logged_and_the_assistant_keeps_listening(scripted, voice, tmp_path: Path) -> None:
     calls = []
 
     def flaky(*args, **kwargs):
@@ -287,7 +297,7 @@ def test_a_failing_turn_is_logged_and_the_assistant_keeps_listening(engine, voic
     stream = write_stream(
         tmp_path / "in.wav", silence(0.5), speak("First question?"), silence(2.5), speak("Second question?"), silence(15.0)
     )
-    assistant, _, events_file = assistant_for(stream, engine, voice, respond=flaky)
+    assistant, _, events_file = assistant_for(stream, scripted, voice, respond=flaky)
     assistant.run()
     events_file.close()
     names = kinds(read_events(stream.with_suffix(".jsonl")))
@@ -332,12 +342,6 @@ def test_sigterm_stops_within_two_seconds_and_systemd_hears_ready(twin, tmp_path
     assert any("STATUS=" in message for message in messages)
 
 
-@pytest.fixture
-def short_replies(engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two-token replies, so the next question does not fall into the reply."""
-    monkeypatch.setattr(engine.settings, "max_tokens", 2)
-
-
 def assistant_turns(engine, voice, stream: Path, configure) -> list[dict]:
     assistant, _, events_file = assistant_for(stream, engine, voice)
     configure(assistant)
@@ -346,7 +350,7 @@ def assistant_turns(engine, voice, stream: Path, configure) -> list[dict]:
     return [event for event in read_events(stream.with_suffix(".jsonl")) if event["event"] == "turn"]
 
 
-def test_history_resets_after_idle_time(engine, voice, tmp_path: Path, short_replies: None) -> None:
+def test_history_resets_after_idle_time(scripted, voice, tmp_path: Path) -> None:
     stream = write_stream(
         tmp_path / "in.wav", silence(0.5), speak("First question?"), silence(8.0), speak("Second question?"), silence(12.0)
     )
@@ -354,18 +358,18 @@ def test_history_resets_after_idle_time(engine, voice, tmp_path: Path, short_rep
     def short_idle(assistant: Assistant) -> None:
         assistant.config.conversation.idle_reset_seconds = 1.0
 
-    engine.reset_history()
+    engine = scripted
     first, second = assistant_turns(engine, voice, stream, short_idle)
     system = engine.system_prompt_tokens
     assert second["tokens"]["context"] == system + second["tokens"]["evaluated_this_turn"]
     assert first["tokens"]["context"] == system + first["tokens"]["evaluated_this_turn"]
 
 
-def test_history_kept_within_idle_time_and_reset_on_request(engine, voice, tmp_path: Path, short_replies: None) -> None:
+def test_history_kept_within_idle_time_and_reset_on_request(scripted, voice, tmp_path: Path) -> None:
     stream = write_stream(
         tmp_path / "in.wav", silence(0.5), speak("First question?"), silence(8.0), speak("Second question?"), silence(12.0)
     )
-    engine.reset_history()
+    engine = scripted
     first, second = assistant_turns(engine, voice, stream, lambda assistant: None)
     assert second["tokens"]["context"] == first["tokens"]["context"] + second["tokens"]["evaluated_this_turn"]
 
@@ -419,8 +423,10 @@ def test_with_a_wake_word_speech_noise_and_music_start_nothing(twin, wake_model:
     assert events == []
 
 
-def test_spoken_wake_word_during_the_reply_is_a_barge_in(twin, wake_model: Path, tmp_path: Path) -> None:
+def test_spoken_wake_word_during_the_reply_is_a_barge_in(storyteller, voice, wake_model: Path, tmp_path: Path) -> None:
+    """The wake model hears the phrase over the reply's echo and stops it."""
     from conftest import WAKE_PHRASE
+    from edge_assistant.wakeword import WakeWordDetector
 
     first = speak("Tell me a long story about dragons.")
     # The reply starts 0.8 s after the question ends (endpointing); speak the wake
@@ -429,15 +435,16 @@ def test_spoken_wake_word_during_the_reply_is_a_barge_in(twin, wake_model: Path,
         tmp_path / "in.wav", silence(1.0), speak(WAKE_PHRASE), silence(0.3), first, silence(2.3),
         speak(WAKE_PHRASE), silence(0.3), speak("What time is it?"), silence(25.0),
     )
-    out = tmp_path / "out.wav"
-    events, _ = run_daemon(
-        twin, stream, "--config", str(wake_config(tmp_path, wake_model, 0.5)), "--output-file", str(out), max_tokens=12
-    )
+    wake = WakeWordDetector([wake_model], 0.5)
+    assistant, playback, events_file = assistant_for(stream, storyteller, voice, wake=wake, echo_gain=0.3)
+    assistant.run()
+    events_file.close()
+    events = read_events(stream.with_suffix(".jsonl"))
     names = kinds(events)
     assert names.count("barge_in") == 1 and names.count("turn") == 2
     barge = events[names.index("barge_in")]
     stopped = events[names.index("barge_in") + 1]
     assert stopped["event"] == "speak_end" and stopped["interrupted"] is True
-    recording, rate = soundfile.read(out)
+    recording, rate = playback.recording(), playback.sample_rate
     next_start = [event["t"] for event in events if event["event"] == "speak_start"][1]
     assert np.abs(recording[int((barge["t"] + 0.05) * rate) : int(next_start * rate)]).max() == 0
