@@ -21,6 +21,7 @@ shrunk, and where in llama.cpp the tensor names and shapes come from.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import io
 import json
@@ -30,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -193,9 +195,134 @@ def _norm_weight(seed: int, name: str, n: int) -> np.ndarray:
     return (1.0 + _normal(seed, name, (n,), 0.05)).astype(np.float32)
 
 
-def _linear(seed: int, name: str, n_out: int, n_in: int, std: float | None = None) -> np.ndarray:
-    # numpy shape (n_out, n_in) == ggml ne [n_in, n_out]
-    return _normal(seed, name, (n_out, n_in), std if std is not None else n_in ** -0.5)
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor: name, numpy shape (ggml ``ne`` reversed), storage type and
+    how to fill it.  ``init`` is ("normal", rng key, std), ("norm", rng key,
+    None), ("absnorm", rng key, None), ("scale", rng key, None), ("const",
+    None, value) or ("rope", None, partial rotary factor).  Shapes and types
+    alone give a file's size, so the same specs describe the real E2B
+    without making its data (``full_size_plan``)."""
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # a GGML type name: F32, F16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K
+    init: tuple[str, str | None, float | None]
+
+    @property
+    def n_params(self) -> int:
+        return int(np.prod(self.shape))
+
+    @property
+    def nbytes(self) -> int:
+        return _type_nbytes(self.shape, self.dtype)
+
+
+def _type_nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    """Bytes of a tensor of ``shape`` stored as ``dtype`` (rows are whole blocks)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[dtype]]
+    if shape[-1] % block:
+        raise ValueError(f"a row of {shape[-1]} values is not whole {dtype} blocks of {block}")
+    return int(np.prod(shape)) // block * size
+
+
+def _values(seed: int, spec: TensorSpec) -> np.ndarray:
+    """The float32 values of a tensor that is small enough to make as floats."""
+    kind, key, arg = spec.init
+    if kind == "normal":
+        return _normal(seed, key, spec.shape, arg)
+    if kind == "norm":
+        return _norm_weight(seed, key, spec.shape[0])
+    if kind == "absnorm":
+        return np.abs(_norm_weight(seed, key, spec.shape[0]))
+    if kind == "scale":
+        return np.full(spec.shape, 0.5 + 0.5 * _rng(seed, key).random(), np.float32)
+    if kind == "const":
+        return np.full(spec.shape, arg, np.float32)
+    if kind == "rope":
+        # proportional RoPE on global layers: rotate the first ``arg`` of the
+        # dims, freeze the rest (freq factor 1e30), as Gemma4Model.generate_extra_tensors
+        n_rot = int(spec.shape[0] * arg)
+        return np.array([1.0] * n_rot + [1e30] * (spec.shape[0] - n_rot), dtype=np.float32)
+    raise ValueError(f"unknown init {kind!r} for {spec.name}")  # pragma: no cover - programming error
+
+
+# K-quants are written as random blocks, never quantized from floats: the
+# full-size model has ~4.6 G weights, and quantizing floats that are noise
+# anyway would only cost time and memory.  gguf 0.19 cannot quantize K-quants.
+QK_K = 256
+_KQUANT_CHUNK_BLOCKS = 1 << 16  # blocks generated at a time (<= 14 MB)
+
+
+def _uniform_std(levels: int) -> float:
+    """Standard deviation of an integer uniform on ``levels`` values."""
+    return float(np.sqrt((levels * levels - 1) / 12))
+
+
+def _rms_uniform(lo: int, hi: int) -> float:
+    """Root mean square of an integer uniform on [lo, hi]."""
+    mean = (lo + hi) / 2
+    return float(np.sqrt(mean * mean + _uniform_std(hi - lo + 1) ** 2))
+
+
+def _pack_scale_min_k4(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
+    """The 12-byte ``scales`` field of block_q4_K / block_q5_K (ggml-common.h)
+    from eight 6-bit sub-block scales and mins per block."""
+    lo_sc, hi_sc, lo_mn, hi_mn = sc[:, :4], sc[:, 4:], mn[:, :4], mn[:, 4:]
+    return np.concatenate([lo_sc | ((hi_sc >> 4) << 6), lo_mn | ((hi_mn >> 4) << 6),
+                           (hi_sc & 0x0F) | ((hi_mn & 0x0F) << 4)], axis=1).astype(np.uint8)
+
+
+def _kquant_blocks(rng: np.random.Generator, n: int, dtype: str, std: float) -> np.ndarray:
+    """``n`` random blocks of a K-quant whose values have mean 0 and standard
+    deviation ``std``: uniform quants, sub-block scales in the upper half of
+    their range, and a fixed super-block scale ``d`` chosen for ``std``.  With
+    mins equal to scales and dmin = d * (levels - 1) / 2, each value is
+    d * scale * (q - (levels - 1) / 2): centred, like trained weights."""
+    def raw(width: int) -> np.ndarray:
+        return np.frombuffer(rng.bytes(n * width), np.uint8).reshape(n, width)
+
+    def f16(x: float) -> np.ndarray:
+        return np.broadcast_to(np.frombuffer(np.float16(x).tobytes(), np.uint8), (n, 2))
+
+    if dtype in ("Q4_K", "Q5_K"):
+        levels = 16 if dtype == "Q4_K" else 32
+        sc = rng.integers(32, 64, (n, 8), dtype=np.uint8)
+        d = std / (_rms_uniform(32, 63) * _uniform_std(levels))
+        qh = [raw(QK_K // 8)] if dtype == "Q5_K" else []  # the fifth bits
+        parts = [f16(d), f16(d * (levels - 1) / 2), _pack_scale_min_k4(sc, sc), *qh, raw(QK_K // 2)]
+    elif dtype == "Q6_K":
+        sign = np.where(rng.random((n, 16)) < 0.5, -1, 1)
+        scales = (sign * rng.integers(32, 128, (n, 16))).astype(np.int8).view(np.uint8)
+        d = std / (_rms_uniform(32, 127) * _uniform_std(64))
+        parts = [raw(QK_K // 2), raw(QK_K // 4), scales, f16(d)]  # ql, qh, scales, d
+    else:  # pragma: no cover - programming error
+        raise ValueError(f"no random blocks for {dtype}")
+    return np.concatenate(parts, axis=1)
+
+
+def _tensor_data(seed: int, spec: TensorSpec) -> Iterator[np.ndarray]:
+    """The bytes of ``spec`` as arrays, in order; K-quants in chunks so a
+    1.6 GB table never sits in memory."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import quantize
+
+    if spec.dtype in ("Q4_K", "Q5_K", "Q6_K"):
+        kind, key, std = spec.init
+        assert kind == "normal", spec
+        rng = _rng(seed, key)
+        n_blocks = spec.n_params // QK_K
+        for start in range(0, n_blocks, _KQUANT_CHUNK_BLOCKS):
+            yield _kquant_blocks(rng, min(_KQUANT_CHUNK_BLOCKS, n_blocks - start), spec.dtype, std)
+        return
+    values = _values(seed, spec)
+    if spec.dtype == "F32":
+        yield values
+    elif spec.dtype == "F16":
+        yield values.astype(np.float16)
+    else:
+        yield quantize(values, GGMLQuantizationType[spec.dtype])
 
 
 # --------------------------------------------------------------------------
@@ -205,18 +332,65 @@ def _tmp_path(final: Path) -> Path:
     return final.with_name(f".{final.name}.tmp-{os.getpid()}")
 
 
-def _write(writer, final: Path) -> None:
+def _add_tensor_infos(writer, specs: Sequence[TensorSpec]) -> None:
+    """Declare ``specs`` in the writer's tensor index (no data yet)."""
+    from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+    for spec in specs:
+        if spec.dtype in ("F32", "F16"):
+            np_dtype = np.dtype(np.float32 if spec.dtype == "F32" else np.float16)
+            writer.add_tensor_info(spec.name, spec.shape, np_dtype, spec.nbytes)
+        else:
+            qtype = GGMLQuantizationType[spec.dtype]
+            block, size = GGML_QUANT_SIZES[qtype]
+            byte_shape = (*spec.shape[:-1], spec.shape[-1] // block * size)
+            writer.add_tensor_info(spec.name, byte_shape, np.dtype(np.uint8), spec.nbytes, raw_dtype=qtype)
+
+
+def _write(writer, final: Path, specs: Sequence[TensorSpec] = (), seed: int = 0) -> None:
+    """Write ``writer``'s metadata and ``specs``' data to ``final``, atomically.
+
+    Tensor data is streamed (GGUFWriter.add_tensor would keep every array in
+    memory until the end): the data section starts at an aligned offset and
+    each tensor is padded to the alignment, as GGUFWriter.write_tensors_to_file
+    does."""
     tmp = _tmp_path(final)
     try:
+        _add_tensor_infos(writer, specs)
         writer.write_header_to_file(path=tmp)
         writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
+        writer.write_ti_data_to_file()
+        out = writer.fout[0]
+        out.write(b"\0" * (-out.tell() % writer.data_alignment))
+        for spec in specs:
+            written = 0
+            for chunk in _tensor_data(seed, spec):
+                out.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+                written += chunk.nbytes
+            assert written == spec.nbytes, (spec, written)
+            out.write(b"\0" * (-written % writer.data_alignment))
         writer.close()
         os.replace(tmp, final)
     except BaseException:
         writer.close()
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _layout_bytes(writer, specs: Sequence[TensorSpec]) -> tuple[int, int]:
+    """(header bytes, file bytes) of a file with ``writer``'s metadata and
+    ``specs``, written without any tensor data."""
+    _add_tensor_infos(writer, specs)
+    with tempfile.TemporaryDirectory() as tmp:
+        header = Path(tmp) / "header.gguf"
+        writer.write_header_to_file(path=header)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        writer.close()
+        size = header.stat().st_size
+    align = writer.data_alignment
+    header_bytes = -(-size // align) * align
+    return header_bytes, header_bytes + sum(-(-spec.nbytes // align) * align for spec in specs)
 
 
 def _add_tokenizer(writer, tok_kv) -> None:
@@ -230,21 +404,110 @@ def _add_tokenizer(writer, tok_kv) -> None:
             writer.add_key_value(key, value, VT[gtype])
 
 
-def build_text_model(path: Path, seed: int, tok_kv, hp: TextHP = TEXT) -> None:
-    """Write the gemma4 text model.  ``hp`` is overridable so tests can build
-    deliberately broken variants (e.g. the shared-KV pitfall in TWIN.md)."""
-    import gguf
-    from gguf.quants import quantize
+# --------------------------------------------------------------------------
+# The text model
+# --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TypeMix:
+    """Which GGML type each text tensor gets.  Matrices follow llama.cpp's
+    Q4_K_M rules (src/llama-quant.cpp llama_tensor_get_type_impl): ``matrix``
+    by default, ``more_bits`` for ffn_down and attn_v in the layers its
+    ``use_more_bits`` picks, and ``fallback`` where a row is not whole
+    256-value blocks (the twin's narrow matrices).  Norms and other 1-D
+    tensors are F32; per_layer_model_proj is never quantized."""
+    token_embd: str
+    per_layer_token_embd: str
+    matrix: str
+    more_bits: str
+    fallback: str
+    file_type: str  # gguf.LlamaFileType member name
 
-    Q = gguf.GGMLQuantizationType
+
+# The twin: small embeddings in Q8_0/Q4_0 (quantized get_rows, the multimodal
+# PLE row-0 cast), narrow matrices F16, and its ffn_down matrices (rows of
+# 256/512) in Q4_K and Q6_K as in Q4_K_M, so the K-quant matmuls that ggml's
+# AMX buffer takes on some CPUs run in every test run.
+TWIN_MIX = TypeMix(token_embd="Q8_0", per_layer_token_embd="Q4_0", matrix="Q4_K", more_bits="Q6_K",
+                   fallback="F16", file_type="MOSTLY_Q8_0")
+# A Q4_K_M file: the tied token embedding gets the output's Q6_K; the
+# per-layer table is Q5_K as in the published E2B files (scripts/TWIN.md).
+Q4_K_M_MIX = TypeMix(token_embd="Q6_K", per_layer_token_embd="Q5_K", matrix="Q4_K", more_bits="Q6_K",
+                     fallback="Q8_0", file_type="MOSTLY_Q4_K_M")
+
+
+def _use_more_bits(i: int, n: int) -> bool:
+    """llama-quant.cpp's use_more_bits: the first and last eighth, and every
+    third layer in between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
+
+
+def _matrix(mix: TypeMix, name: str, key: str, n_out: int, n_in: int, more_bits: bool = False,
+            std: float | None = None) -> TensorSpec:
+    """A weight matrix (numpy shape (n_out, n_in) == ggml ne [n_in, n_out])."""
+    dtype = mix.fallback if n_in % QK_K else (mix.more_bits if more_bits else mix.matrix)
+    return TensorSpec(name, (n_out, n_in), dtype, ("normal", key, std if std is not None else n_in ** -0.5))
+
+
+def _f32(name: str, key: str, n: int) -> TensorSpec:
+    return TensorSpec(name, (n,), "F32", ("norm", key, None))
+
+
+def text_tensor_specs(hp: TextHP = TEXT, mix: TypeMix = TWIN_MIX) -> list[TensorSpec]:
+    """Every tensor of the gemma4 text model, in file order.  Names and shapes
+    from src/models/gemma4.cpp load_arch_tensors; the real E2B has no
+    output.weight (tied to token_embd)."""
+    E, V, P, L = hp.n_embd, hp.n_vocab, hp.n_embd_per_layer, hp.n_layer
+    out = [
+        TensorSpec("token_embd.weight", (V, E), mix.token_embd, ("normal", "token_embd.weight", 1.0)),
+        # per-layer embeddings: [n_embd_per_layer * n_layer, n_vocab]; the largest table
+        TensorSpec("per_layer_token_embd.weight", (V, L * P), mix.per_layer_token_embd,
+                   ("normal", "per_layer_token_embd.weight", 1.0)),
+        TensorSpec("per_layer_model_proj.weight", (L * P, E), "F16",
+                   ("normal", "per_layer_model_proj.weight", E ** -0.5)),
+        _f32("per_layer_proj_norm.weight", "per_layer_proj_norm.weight", P),
+        _f32("output_norm.weight", "output_norm.weight", E),
+        TensorSpec("rope_freqs.weight", (hp.head_dim_full // 2,), "F32", ("rope", None, hp.partial_rotary_full)),
+    ]
+    n_layer_kv = L - hp.n_kv_shared
+    for il in range(L):
+        b = f"blk.{il}."
+        hd, ff = hp.head_dim(il), hp.n_ff_layer(il)
+        has_kv = il < n_layer_kv  # shared-KV layers reuse an earlier layer's cache: no K/V weights
+        out.append(_f32(b + "attn_norm.weight", b + "attn_norm", E))
+        out.append(_matrix(mix, b + "attn_q.weight", b + "attn_q", hp.n_head * hd, E))
+        if has_kv:
+            out.append(_matrix(mix, b + "attn_k.weight", b + "attn_k", hp.n_head_kv * hd, E))
+            # attn_v is counted over the layers that have one (i_attention_wv)
+            out.append(_matrix(mix, b + "attn_v.weight", b + "attn_v", hp.n_head_kv * hd, E,
+                               more_bits=_use_more_bits(il, n_layer_kv)))
+        out.append(_matrix(mix, b + "attn_output.weight", b + "attn_output", E, hp.n_head * hd))
+        out.append(_f32(b + "attn_q_norm.weight", b + "attn_q_norm", hd))
+        if has_kv:
+            out.append(_f32(b + "attn_k_norm.weight", b + "attn_k_norm", hd))
+        out.append(_f32(b + "post_attention_norm.weight", b + "post_attention_norm", E))
+        out.append(TensorSpec(b + "layer_output_scale.weight", (1,), "F32", ("scale", b + "los", None)))
+        out.append(_f32(b + "ffn_norm.weight", b + "ffn_norm", E))
+        out.append(_matrix(mix, b + "ffn_gate.weight", b + "ffn_gate", ff, E))
+        out.append(_matrix(mix, b + "ffn_up.weight", b + "ffn_up", ff, E))
+        out.append(_matrix(mix, b + "ffn_down.weight", b + "ffn_down", E, ff, more_bits=_use_more_bits(il, L)))
+        out.append(_f32(b + "post_ffw_norm.weight", b + "post_ffw_norm", E))
+        out.append(_matrix(mix, b + "inp_gate.weight", b + "inp_gate", P, E))
+        out.append(_matrix(mix, b + "proj.weight", b + "proj", E, P))
+        out.append(_f32(b + "post_norm.weight", b + "post_norm", E))
+    return out
+
+
+def _text_writer(tok_kv, hp: TextHP, mix: TypeMix, label: str):
+    """A GGUFWriter with the gemma4 metadata, in the order
+    convert_hf_to_gguf.py (Gemma4Model) writes it; no tensors yet."""
+    import gguf
+
     arch = "gemma4"
     w = gguf.GGUFWriter(None, arch)
     p = f"{arch}."
-
-    # --- metadata, in the order convert_hf_to_gguf.py (Gemma4Model) writes it
     w.add_type(gguf.GGUFType.MODEL)
-    w.add_name("edge-assistant Gemma 4 E2B twin (random weights)")
-    w.add_description("Tiny random-weight stand-in for gemma-4-E2B-it, made by scripts/make_twin.py")
+    w.add_name(f"edge-assistant Gemma 4 E2B {label} (random weights)")
+    w.add_description(f"Random-weight stand-in for gemma-4-E2B-it ({label}), made by scripts/make_twin.py")
     w.add_uint32(p + "block_count", hp.n_layer)
     w.add_uint32(p + "context_length", hp.n_ctx_train)
     w.add_uint32(p + "embedding_length", hp.n_embd)
@@ -269,98 +532,17 @@ def build_text_model(path: Path, seed: int, tok_kv, hp: TextHP = TEXT) -> None:
     # sliding layers: partial_rotary_factor 1.0
     w.add_uint32(p + "rope.dimension_count", hp.head_dim_full)
     w.add_uint32(p + "rope.dimension_count_swa", hp.head_dim_swa)
-    w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_Q8_0))
+    w.add_uint32("general.file_type", int(gguf.LlamaFileType[mix.file_type]))
     w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     _add_tokenizer(w, tok_kv)
-
-    # --- tensors (shapes from src/models/gemma4.cpp load_arch_tensors)
-    def add(name: str, arr: np.ndarray, qtype=None) -> None:
-        if qtype is None or qtype == Q.F32:
-            w.add_tensor(name, arr.astype(np.float32))
-        elif qtype == Q.F16:
-            w.add_tensor(name, arr.astype(np.float16))
-        else:
-            w.add_tensor(name, quantize(arr, qtype), raw_dtype=qtype)
-
-    E, V, P, L = hp.n_embd, hp.n_vocab, hp.n_embd_per_layer, hp.n_layer
-    # token embeddings (tied with the output head, as in the real model)
-    add("token_embd.weight", _normal(seed, "token_embd.weight", (V, E), 1.0), Q.Q8_0)
-    # per-layer embeddings: [n_embd_per_layer * n_layer, n_vocab]; the largest table
-    add("per_layer_token_embd.weight", _normal(seed, "per_layer_token_embd.weight", (V, L * P), 1.0), Q.Q4_0)
-    add("per_layer_model_proj.weight", _linear(seed, "per_layer_model_proj.weight", L * P, E), Q.F16)
-    add("per_layer_proj_norm.weight", _norm_weight(seed, "per_layer_proj_norm.weight", P))
-    add("output_norm.weight", _norm_weight(seed, "output_norm.weight", E))
-    # proportional RoPE for global layers: rotate the first partial_rotary_full
-    # of the dims, freeze the rest (freq factor 1e30), as Gemma4Model.generate_extra_tensors
-    n_rot = int(hp.head_dim_full * hp.partial_rotary_full / 2)
-    rope = np.array([1.0] * n_rot + [1e30] * (hp.head_dim_full // 2 - n_rot), dtype=np.float32)
-    add("rope_freqs.weight", rope)
-
-    n_layer_kv = L - hp.n_kv_shared
-    for il in range(L):
-        b = f"blk.{il}."
-        hd = hp.head_dim(il)
-        ff = hp.n_ff_layer(il)
-        has_kv = il < n_layer_kv
-        add(b + "attn_norm.weight", _norm_weight(seed, b + "attn_norm", E))
-        add(b + "attn_q.weight", _linear(seed, b + "attn_q", hp.n_head * hd, E), Q.F16)
-        if has_kv:  # shared-KV layers reuse an earlier layer's cache: no K/V weights needed
-            add(b + "attn_k.weight", _linear(seed, b + "attn_k", hp.n_head_kv * hd, E), Q.F16)
-            add(b + "attn_v.weight", _linear(seed, b + "attn_v", hp.n_head_kv * hd, E), Q.F16)
-        add(b + "attn_output.weight", _linear(seed, b + "attn_output", E, hp.n_head * hd), Q.F16)
-        add(b + "attn_q_norm.weight", _norm_weight(seed, b + "attn_q_norm", hd))
-        if has_kv:
-            add(b + "attn_k_norm.weight", _norm_weight(seed, b + "attn_k_norm", hd))
-        add(b + "post_attention_norm.weight", _norm_weight(seed, b + "post_attention_norm", E))
-        add(b + "layer_output_scale.weight", np.array([0.5 + 0.5 * _rng(seed, b + "los").random()], np.float32))
-        add(b + "ffn_norm.weight", _norm_weight(seed, b + "ffn_norm", E))
-        add(b + "ffn_gate.weight", _linear(seed, b + "ffn_gate", ff, E), Q.F16)
-        add(b + "ffn_up.weight", _linear(seed, b + "ffn_up", ff, E), Q.F16)
-        add(b + "ffn_down.weight", _linear(seed, b + "ffn_down", E, ff), Q.F16)
-        add(b + "post_ffw_norm.weight", _norm_weight(seed, b + "post_ffw_norm", E))
-        add(b + "inp_gate.weight", _linear(seed, b + "inp_gate", P, E), Q.F16)
-        add(b + "proj.weight", _linear(seed, b + "proj", E, P), Q.F16)
-        add(b + "post_norm.weight", _norm_weight(seed, b + "post_norm", E))
-
-    _write(w, path)
+    return w
 
 
-@dataclass(frozen=True)
-class TensorSpec:
-    """One projector tensor: name, numpy shape (ggml ``ne`` reversed), storage
-    type and how to fill it.  ``init`` is ("normal", rng key, std), ("norm",
-    rng key, None), ("absnorm", rng key, None), ("scale", rng key, None) or
-    ("const", None, value).  Shapes and types alone give a file's size, so
-    the same specs describe the real E2B projector without making its data."""
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # "F16" or "F32"
-    init: tuple[str, str | None, float | None]
-
-    @property
-    def n_params(self) -> int:
-        return int(np.prod(self.shape))
-
-    @property
-    def nbytes(self) -> int:
-        return self.n_params * (2 if self.dtype == "F16" else 4)
-
-
-def _materialize(seed: int, spec: TensorSpec) -> np.ndarray:
-    kind, key, arg = spec.init
-    if kind == "normal":
-        arr = _normal(seed, key, spec.shape, arg)
-    elif kind == "norm":
-        arr = _norm_weight(seed, key, spec.shape[0])
-    elif kind == "absnorm":
-        arr = np.abs(_norm_weight(seed, key, spec.shape[0]))
-    elif kind == "scale":
-        arr = np.full(spec.shape, 0.5 + 0.5 * _rng(seed, key).random(), np.float32)
-    elif kind == "const":
-        arr = np.full(spec.shape, arg, np.float32)
-    else:  # pragma: no cover - programming error
-        raise ValueError(f"unknown init {kind!r} for {spec.name}")
-    return arr.astype(np.float16 if spec.dtype == "F16" else np.float32)
+def build_text_model(path: Path, seed: int, tok_kv, hp: TextHP = TEXT, mix: TypeMix = TWIN_MIX,
+                     label: str = "twin") -> None:
+    """Write the gemma4 text model.  ``hp`` is overridable so tests can build
+    deliberately broken variants (e.g. the shared-KV pitfall in TWIN.md)."""
+    _write(_text_writer(tok_kv, hp, mix, label), path, text_tensor_specs(hp, mix), seed)
 
 
 def _lin(name: str, key: str, n_out: int, n_in: int, dtype: str = "F16") -> TensorSpec:
@@ -474,7 +656,7 @@ def vision_tensor_specs(hp: VisionHP = VISION, text_embd: int = TEXT.n_embd) -> 
     return out
 
 
-def _mmproj_writer(with_vision: bool, audio: AudioHP, vision: VisionHP, text_embd: int):
+def _mmproj_writer(with_vision: bool, audio: AudioHP, vision: VisionHP, text_embd: int, ftype: str = "F16"):
     """A GGUFWriter with the projector metadata, no tensors yet.
 
     Audio only: the twin's original layout.  With vision: the keys
@@ -485,13 +667,14 @@ def _mmproj_writer(with_vision: bool, audio: AudioHP, vision: VisionHP, text_emb
 
     w = gguf.GGUFWriter(None, "clip")
     w.add_type(gguf.GGUFType.MMPROJ)
+    file_type = int(gguf.LlamaFileType[f"MOSTLY_{ftype}"])
     if not with_vision:
         w.add_name("edge-assistant Gemma 4 E2B twin audio projector (random weights)")
-        w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_F16))
+        w.add_uint32("general.file_type", file_type)
         w.add_bool("clip.has_vision_encoder", False)
     else:
         w.add_name("edge-assistant Gemma 4 E2B twin vision+audio projector (random weights)")
-        w.add_uint32("general.file_type", int(gguf.LlamaFileType.MOSTLY_F16))
+        w.add_uint32("general.file_type", file_type)
         w.add_bool("clip.has_vision_encoder", True)
         w.add_uint32("clip.vision.projection_dim", text_embd)
         w.add_uint32("clip.vision.image_size", vision.image_size)
@@ -517,19 +700,30 @@ def _mmproj_writer(with_vision: bool, audio: AudioHP, vision: VisionHP, text_emb
     return w
 
 
-def build_mmproj(path: Path, seed: int, with_vision: bool = False,
-                 audio: AudioHP = AUDIO, vision: VisionHP = VISION) -> None:
+def _projector_specs(audio: AudioHP, vision: VisionHP | None, text_embd: int,
+                     ftype: str | None) -> dict[str, list[TensorSpec]]:
+    """The projector's tensors per tower; ``ftype`` "F16"/"Q8_0" gives them
+    the types the converter gives a real file, None the twin's own."""
+    towers = {"audio": audio_tensor_specs(audio, text_embd)}
+    if vision is not None:
+        towers["vision"] = vision_tensor_specs(vision, text_embd)
+    if ftype is None:
+        return towers
+    return {tower: [dataclasses.replace(spec, dtype=_converter_dtype(spec, ftype)) for spec in specs]
+            for tower, specs in towers.items()}
+
+
+def build_mmproj(path: Path, seed: int, with_vision: bool = False, audio: AudioHP = AUDIO,
+                 vision: VisionHP = VISION, text_embd: int = TEXT.n_embd, ftype: str | None = None) -> None:
     """Write the twin projector: the gemma4a audio tower alone (default), or
     with a gemma4v vision tower too, laid out like the published E2B mmproj
     files.  The audio tensors are the same in both.  ``audio``/``vision``
-    are overridable for experiments (e.g. how RSS scales with the tower)."""
-    specs = audio_tensor_specs(audio, TEXT.n_embd)
-    if with_vision:
-        specs = specs + vision_tensor_specs(vision, TEXT.n_embd)
-    w = _mmproj_writer(with_vision, audio, vision, TEXT.n_embd)
-    for spec in specs:
-        w.add_tensor(spec.name, _materialize(seed, spec))
-    _write(w, path)
+    are overridable for experiments (e.g. how RSS scales with the tower) and
+    for the full-size twin, which also sets ``text_embd`` and ``ftype``
+    (the converter's types for an "F16" or "Q8_0" file)."""
+    towers = _projector_specs(audio, vision if with_vision else None, text_embd, ftype)
+    specs = [spec for tower in towers.values() for spec in tower]
+    _write(_mmproj_writer(with_vision, audio, vision, text_embd, ftype or "F16"), path, specs, seed)
 
 
 # --------------------------------------------------------------------------
@@ -564,13 +758,6 @@ def _converter_dtype(spec: TensorSpec, ftype: str) -> str:
     return ftype
 
 
-def _type_nbytes(n_params: int, shape: tuple[int, ...], dtype: str) -> int:
-    if dtype == "Q8_0":
-        assert shape[-1] % 32 == 0, shape
-        return n_params // 32 * 34
-    return n_params * (2 if dtype == "F16" else 4)
-
-
 def projector_layout(audio: AudioHP, vision: VisionHP | None, text_embd: int, ftype: str = "F16",
                      converter_types: bool = True) -> dict:
     """Bytes and parameters of a gemma4 projector of the given shape.
@@ -580,38 +767,11 @@ def projector_layout(audio: AudioHP, vision: VisionHP | None, text_embd: int, ft
     without GGUF alignment padding).  ``file_bytes`` is the exact size of a
     file with this script's metadata (32-byte alignment); a converted file
     differs by the size of its extra metadata strings."""
-    from gguf import GGMLQuantizationType as Q
-
-    towers = {"audio": audio_tensor_specs(audio, text_embd)}
-    if vision is not None:
-        towers["vision"] = vision_tensor_specs(vision, text_embd)
-    w = _mmproj_writer(vision is not None, audio, vision or VISION, text_embd)
-    out: dict = {}
-    data = 0
-    for tower, specs in towers.items():
-        params = nbytes = 0
-        for spec in specs:
-            dtype = _converter_dtype(spec, ftype) if converter_types else spec.dtype
-            n = _type_nbytes(spec.n_params, spec.shape, dtype)
-            params += spec.n_params
-            nbytes += n
-            data += -(-n // 32) * 32
-            if dtype == "Q8_0":
-                w.add_tensor_info(spec.name, (*spec.shape[:-1], spec.shape[-1] // 32 * 34), np.dtype(np.uint8), n,
-                                  raw_dtype=Q.Q8_0)
-            else:
-                np_dtype = np.dtype(np.float16 if dtype == "F16" else np.float32)
-                w.add_tensor_info(spec.name, spec.shape, np_dtype, n)
-        out[tower] = {"params": params, "tensors": len(specs), "bytes": nbytes}
-    with tempfile.TemporaryDirectory() as tmp:
-        header = Path(tmp) / "header.gguf"
-        w.write_header_to_file(path=header)
-        w.write_kv_data_to_file()
-        w.write_ti_data_to_file()
-        w.close()
-        size = header.stat().st_size
-    out["header_bytes"] = -(-size // 32) * 32
-    out["file_bytes"] = out["header_bytes"] + data
+    towers = _projector_specs(audio, vision, text_embd, ftype if converter_types else None)
+    out: dict = {tower: {"params": sum(s.n_params for s in specs), "tensors": len(specs),
+                         "bytes": sum(s.nbytes for s in specs)} for tower, specs in towers.items()}
+    writer = _mmproj_writer(vision is not None, audio, vision or VISION, text_embd, ftype)
+    out["header_bytes"], out["file_bytes"] = _layout_bytes(writer, [s for specs in towers.values() for s in specs])
     return out
 
 

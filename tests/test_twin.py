@@ -84,6 +84,39 @@ def test_other_seed_gives_other_weights(twin, tmp_path):
     assert (tmp_path / "p.gguf").read_bytes() != twin.mmproj.read_bytes()
 
 
+@pytest.mark.parametrize("dtype", ["Q4_K", "Q5_K", "Q6_K"])
+def test_random_kquant_blocks_have_the_asked_spread(dtype):
+    """K-quant weights are written as random blocks (gguf cannot quantize
+    them); decoded by gguf's reference dequantizer they must look like the
+    float weights they stand in for: mean ~0, standard deviation as asked."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize
+
+    mt = load_make_twin()
+    std = 1536 ** -0.5
+    blocks = mt._kquant_blocks(np.random.default_rng(0), 4096, dtype, std)
+    values = dequantize(blocks, GGMLQuantizationType[dtype])
+    assert blocks.shape == (4096, mt._type_nbytes((256,), dtype))
+    assert values.shape == (4096, 256) and np.isfinite(values).all()
+    assert abs(values.mean()) < 0.01 * std
+    assert values.std() == pytest.approx(std, rel=0.02)
+
+
+def test_twin_has_amx_eligible_k_quant_matrices():
+    """The small twin carries Q4_K and Q6_K matrices that ggml's AMX buffer
+    would take (amx.cpp supports_op: rows of whole 256-value blocks, a
+    multiple of 32 output rows), laid out by llama.cpp's Q4_K_M rule for
+    ffn_down; they run in every test run (issue 14)."""
+    mt = load_make_twin()
+    specs = {s.name: s for s in mt.text_tensor_specs()}
+    down = [specs[f"blk.{il}.ffn_down.weight"] for il in range(mt.TEXT.n_layer)]
+    assert [s.dtype for s in down] == ["Q6_K", "Q4_K", "Q4_K", "Q6_K", "Q4_K", "Q4_K", "Q6_K", "Q4_K", "Q6_K", "Q6_K"]
+    for s in down:
+        n_out, n_in = s.shape
+        assert n_in % 256 == 0 and n_out % 32 == 0, s
+    assert {s.dtype for s in specs.values()} == {"F32", "F16", "Q8_0", "Q4_0", "Q4_K", "Q6_K"}
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--seed", "1"], "--out"),
     (["--out", "{tmp}/x", "--seed", "minus"], "seed"),
