@@ -1,15 +1,30 @@
 """Voice activity: where the speech is in a clip, so the model only evaluates the
 words (every audio token costs about 35 ms on a Pi 5 after the user stops).
 
-webrtcvad judges 30 ms frames of 16 kHz int16 audio. Single frames flicker in
-noise, so a frame counts as speech only when most of the surrounding 300 ms is
-voiced; that keeps clicks and fan noise from becoming "speech".
+One decision per frame (:class:`VoiceActivity`) serves the streaming
+:class:`Endpointer` and the one-shot :func:`find_speech`. A frame is voiced when
+webrtcvad hears a voice in it AND its speech-band level (above 150 Hz, where hum
+and rumble carry little speech) is NOISE_MARGIN_DB above the tracked noise
+floor. webrtcvad alone adapts its noise model to what came before: after speech
+in digital silence (a noise gate) or in a quiet room, noise that starts later is
+"speech" to it for seconds or for good, and the utterance never ends.
+
+The floor follows the quietest recent level (minimum statistics, for slow
+drift) and jumps to a new steady noise at once: within 400 ms speech moves its
+spectrum by 12 dB or more somewhere, steady noise does not. When the floor
+rises, recent frames are judged again (``Verdict.revoked``), so the silence
+that ends an utterance counts from where the noise began, not from when it was
+recognised. Single frames flicker, so find_speech also wants most of the
+surrounding 300 ms voiced.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass
+from itertools import islice
+from typing import NamedTuple
 
 import numpy as np
 import webrtcvad
@@ -18,14 +33,141 @@ from .audio_io import MODEL_SAMPLE_RATE, Audio
 from .config import EndpointConfig
 from .errors import NoSpeechError
 
-FRAME_MS = 30
+FRAME_MS = 30  # find_speech's frames
 FRAME_SAMPLES = MODEL_SAMPLE_RATE * FRAME_MS // 1000
-SMOOTHING_FRAMES = 10  # 300 ms
+SMOOTHING_MS = 300
 VOICED_RATIO = 0.6
 # Less voiced audio than this is a cough or a click, not a question.
 MIN_SPEECH_MS = 240
 # Kept after the last voiced frame of a streamed utterance: word endings are soft.
 PADDING_AFTER_SPEECH = MODEL_SAMPLE_RATE * 200 // 1000
+
+# Speech-band edges, up to and including 8 kHz: above 150 Hz (mains hum and
+# rumble carry little speech). The level is their sum; steadiness is judged band
+# by band, because a voice can hold its loudness for 400 ms ("in Eu-") but not
+# its spectrum.
+BAND_EDGES_HZ = (150, 500, 1500, 4000, 8001)
+# How far above the noise floor a voiced frame's level must be.
+NOISE_MARGIN_DB = 8.0
+# Within this after a voiced frame, a frame this far above the floor is still
+# speech ("trailing"): webrtcvad drops the soft ends of words in noise (a final
+# "s", a release).
+TAIL_MS = 250
+TAIL_MARGIN_DB = 3.0
+# Levels are averaged over this: single 10-30 ms frames of low-pitched noise
+# (brown, a fan) flicker by several dB.
+LEVEL_BLOCK_MS = 60
+# This long with every band's level within STATIONARY_SPREAD_DB is steady noise;
+# speech in so long a stretch moves some band by 12 dB or more.
+STATIONARY_MS = 400
+STATIONARY_SPREAD_DB = 8.0
+# The floor rises to the quietest level of this long (minimum statistics): longer
+# than any stretch of speech without a pause or a soft sound. Frames this old
+# are judged again when the floor rises.
+FLOOR_HISTORY_MS = 1500
+# A smaller rise of the floor flips no verdict worth taking back.
+REJUDGE_RISE_DB = 1.0
+SILENT_DB = -100.0  # digital silence, and the floor before anything was heard
+SILENT_POWER = 10 ** (SILENT_DB / 10)
+
+
+class Verdict(NamedTuple):
+    voiced: bool  # webrtcvad heard a voice and the level stands clear of the noise
+    trailing: bool  # not voiced, but a softer sound just after voice: part of the speech, no proof of it
+    revoked: int  # how many frames just before this one turned out to be noise
+
+    @property
+    def speech(self) -> bool:
+        return self.voiced or self.trailing
+
+
+class VoiceActivity:
+    """The voiced-frame decision, frame by frame, for the streaming endpointer and
+    the one-shot trimming alike."""
+
+    def __init__(self, aggressiveness: int, frame_ms: int) -> None:
+        samples = MODEL_SAMPLE_RATE * frame_ms // 1000
+        self._vad = webrtcvad.Vad(aggressiveness)
+        bins = np.fft.rfftfreq(samples, 1 / MODEL_SAMPLE_RATE)
+        bands = len(BAND_EDGES_HZ) - 1
+        band_of_bin = np.digitize(bins, BAND_EDGES_HZ) - 1
+        # Parseval, one-sided: each band's mean square, so levels read as dBFS RMS.
+        # A row per real and imaginary part: float32 frames have complex64 spectra.
+        weights = (band_of_bin[:, None] == np.arange(bands)) * (2.0 / samples**2)
+        self._band_weights = np.repeat(weights, 2, axis=0).astype(np.float32)
+        # Small per-frame lists in plain Python: cheaper than numpy calls on them.
+        self._powers: deque[list[float]] = deque(maxlen=max(1, LEVEL_BLOCK_MS // frame_ms))
+        self._band_levels: list[deque[float]] = [deque(maxlen=STATIONARY_MS // frame_ms) for _ in range(bands)]
+        # Per remembered frame: its level, and whether webrtcvad heard a voice.
+        self._levels: deque[float] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)
+        self._heard: deque[bool] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)
+        self._tail_frames = TAIL_MS // frame_ms
+        self._since_voice = self._tail_frames + 1  # frames since webrtcvad and the margin agreed
+        self.floor_db = SILENT_DB
+
+    def reset(self) -> None:
+        """The next frame does not follow the last one. The floor stays: the room
+        is the same."""
+        self._powers.clear()
+        for levels in self._band_levels:
+            levels.clear()
+        self._levels.clear()
+        self._heard.clear()
+        self._since_voice = self._tail_frames + 1
+
+    def push(self, frame: np.ndarray) -> Verdict:
+        """Judge one frame (16 kHz float32, ``frame_ms`` long)."""
+        self._heard.append(self._vad.is_speech(to_pcm16(frame), MODEL_SAMPLE_RATE))
+        self._levels.append(self._level(frame))
+        previous_floor = self.floor_db
+        self._track_floor()
+        if self.floor_db > previous_floor + REJUDGE_RISE_DB:
+            return self._rejudge()
+        voiced, trailing, self._since_voice = self._judge(self._levels[-1], self._heard[-1], self._since_voice)
+        return Verdict(voiced, trailing, 0)
+
+    def _level(self, frame: np.ndarray) -> float:
+        """Speech-band level in dB of the last LEVEL_BLOCK_MS; records the bands'."""
+        parts = np.fft.rfft(frame.astype(np.float32, copy=False)).view(np.float32)
+        self._powers.append(np.dot(parts * parts, self._band_weights).tolist())
+        powers = [sum(band) / len(self._powers) + SILENT_POWER for band in zip(*self._powers)]
+        for levels, power in zip(self._band_levels, powers):
+            levels.append(10 * math.log10(power))
+        return 10 * math.log10(sum(powers))
+
+    def _track_floor(self) -> None:
+        """Down to the newest level at once; up to a steady level at once, else to
+        the quietest remembered level."""
+        levels = self._levels
+        self.floor_db = min(self.floor_db, levels[-1])
+        window = self._band_levels[0].maxlen
+        bands = self._band_levels
+        if len(bands[0]) == window and all(max(band) - min(band) <= STATIONARY_SPREAD_DB for band in bands):
+            self.floor_db = sum(islice(levels, len(levels) - window, None)) / window
+        elif len(levels) == levels.maxlen:
+            self.floor_db = max(self.floor_db, min(levels))
+
+    def _judge(self, level: float, heard: bool, since_voice: int) -> tuple[bool, bool, int]:
+        """One frame against the floor: voiced, trailing, and frames since voice."""
+        voiced = heard and level > self.floor_db + NOISE_MARGIN_DB
+        since_voice = 0 if voiced else since_voice + 1
+        trailing = not voiced and since_voice <= self._tail_frames and level > self.floor_db + TAIL_MARGIN_DB
+        return voiced, trailing, since_voice
+
+    def _rejudge(self) -> Verdict:
+        """The floor rose: judge the remembered frames again. Those after the last
+        one that is still speech were noise."""
+        since_voice = self._tail_frames + 1
+        last_speech = -1
+        for index, (level, heard) in enumerate(zip(self._levels, self._heard)):
+            voiced, trailing, since_voice = self._judge(level, heard, since_voice)
+            if voiced or trailing:
+                last_speech = index
+        self._since_voice = since_voice
+        newest = len(self._levels) - 1
+        if last_speech == newest:
+            return Verdict(voiced, trailing, 0)
+        return Verdict(False, False, newest - 1 - last_speech)
 
 
 @dataclass(frozen=True)
@@ -41,17 +183,15 @@ def to_pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
-def voiced_frames(samples: np.ndarray, aggressiveness: int) -> np.ndarray:
-    """One bool per whole 30 ms frame: did webrtcvad hear a voice."""
-    vad = webrtcvad.Vad(aggressiveness)
-    pcm = to_pcm16(samples)
-    frame_bytes = FRAME_SAMPLES * 2
-    count = len(pcm) // frame_bytes
-    return np.fromiter(
-        (vad.is_speech(pcm[i * frame_bytes : (i + 1) * frame_bytes], MODEL_SAMPLE_RATE) for i in range(count)),
-        dtype=bool,
-        count=count,
-    )
+def speech_frames(samples: np.ndarray, aggressiveness: int) -> np.ndarray:
+    """One bool per whole 30 ms frame: is it speech (see :class:`VoiceActivity`)."""
+    activity = VoiceActivity(aggressiveness, FRAME_MS)
+    speech = np.zeros(len(samples) // FRAME_SAMPLES, dtype=bool)
+    for index in range(len(speech)):
+        verdict = activity.push(samples[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES])
+        speech[max(0, index - verdict.revoked) : index] = False
+        speech[index] = verdict.speech
+    return speech
 
 
 def find_speech(audio: Audio, aggressiveness: int = 2, padding_ms: int = 200) -> SpeechSpan:
@@ -59,12 +199,13 @@ def find_speech(audio: Audio, aggressiveness: int = 2, padding_ms: int = 200) ->
     ``padding_ms`` on each side. Raises :class:`NoSpeechError` if there is none."""
     if audio.sample_rate != MODEL_SAMPLE_RATE:
         raise ValueError(f"find_speech needs {MODEL_SAMPLE_RATE} Hz audio, got {audio.sample_rate}")
-    voiced = voiced_frames(audio.samples, aggressiveness)
-    if voiced.sum() * FRAME_MS < MIN_SPEECH_MS:
+    speech = speech_frames(audio.samples, aggressiveness)
+    if speech.sum() * FRAME_MS < MIN_SPEECH_MS:
         raise NoSpeechError(f"no speech found in the audio ({audio.seconds:.1f} s); nothing was sent to the model")
-    window = np.ones(SMOOTHING_FRAMES) / SMOOTHING_FRAMES
-    ratio = np.convolve(voiced.astype(float), window, mode="same")
-    in_speech = (ratio >= VOICED_RATIO) & voiced
+    smoothing_frames = SMOOTHING_MS // FRAME_MS
+    window = np.ones(smoothing_frames) / smoothing_frames
+    ratio = np.convolve(speech.astype(float), window, mode="same")
+    in_speech = (ratio >= VOICED_RATIO) & speech
     if not in_speech.any():
         raise NoSpeechError(f"no speech found in the audio ({audio.seconds:.1f} s); nothing was sent to the model")
     frames = np.flatnonzero(in_speech)
@@ -105,72 +246,93 @@ class Endpointer:
     end out.
 
     Speech starts when ``start_ms`` of the last 300 ms is voiced; it ends after
-    ``end_silence_ms`` without voice or at ``max_speech_seconds``. The
-    ``pre_roll_ms`` before the start is kept, because webrtcvad notices a word
-    only after its onset.
+    ``end_silence_ms`` without speech (voiced or trailing frames) or at
+    ``max_speech_seconds``. The ``pre_roll_ms`` before the start is kept,
+    because webrtcvad notices a word only after its onset.
     """
 
     def __init__(self, config: EndpointConfig, aggressiveness: int, frame_ms: int) -> None:
         self.config = config
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self.frame_ms = frame_ms
-        self._vad = webrtcvad.Vad(aggressiveness)
-        self._recent: deque[bool] = deque(maxlen=max(1, SMOOTHING_FRAMES * FRAME_MS // frame_ms))
+        self._activity = VoiceActivity(aggressiveness, frame_ms)
+        smoothing_frames = max(1, SMOOTHING_MS // frame_ms)
+        # (end in input time, voiced) of the latest speech frames; before a start
+        # only the voiced ones. Enough for the start decision and for any run of
+        # frames the activity can revoke.
+        self._speech: deque[tuple[int, bool]] = deque(maxlen=max(smoothing_frames, FLOOR_HISTORY_MS // frame_ms) + 1)
         # The frames that triggered the start plus pre_roll_ms before them.
-        self._pre_roll: deque[np.ndarray] = deque(maxlen=self._recent.maxlen + config.pre_roll_ms // frame_ms)
+        self._pre_roll: deque[np.ndarray] = deque(maxlen=smoothing_frames + config.pre_roll_ms // frame_ms)
         self._frames: list[np.ndarray] = []
         self._in_speech = False
         self._start_sample = 0
         self._voiced_frames = 0
-        self._silent_run = 0
-        self._last_voiced_end = 0
+        self._speech_end = 0
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
 
     def reset(self) -> None:
+        self._activity.reset()
         self._pre_roll.clear()
-        self._recent.clear()
+        self._speech.clear()
         self._frames = []
         self._in_speech = False
 
     def push(self, frame: np.ndarray, end_sample: int) -> EndpointEvent | None:
         """One frame of ``frame_ms`` (16 kHz float32); ``end_sample`` is the input
         time of its last sample + 1."""
-        voiced = self._vad.is_speech(to_pcm16(frame), MODEL_SAMPLE_RATE)
-        self._recent.append(voiced)
+        verdict = self._activity.push(frame)
+        if verdict.revoked:
+            self._revoke(end_sample - verdict.revoked * self.frame_samples)
+        if verdict.voiced or (self._in_speech and verdict.trailing):
+            self._speech.append((end_sample, verdict.voiced))
         if not self._in_speech:
             self._pre_roll.append(frame)
-            if voiced and sum(self._recent) * self.frame_ms >= self.config.start_ms:
-                return self._start(end_sample)
+            if verdict.voiced:
+                recent = self._recent_voiced(end_sample)
+                if recent * self.frame_ms >= self.config.start_ms:
+                    return self._start(end_sample, recent)
             return None
         self._frames.append(frame)
-        if voiced:
-            self._voiced_frames += 1
-            self._silent_run = 0
-            self._last_voiced_end = end_sample
-        else:
-            self._silent_run += 1
-        length_ms = len(self._frames) * self.frame_ms
-        if self._silent_run * self.frame_ms >= self.config.end_silence_ms:
+        self._voiced_frames += verdict.voiced
+        if verdict.speech:
+            self._speech_end = end_sample
+        if end_sample - self._speech_end >= self.config.end_silence_ms * MODEL_SAMPLE_RATE // 1000:
             return self._end(forced=False)
-        if length_ms >= self.config.max_speech_seconds * 1000:
+        if len(self._frames) * self.frame_ms >= self.config.max_speech_seconds * 1000:
             return self._end(forced=True)
         return None
 
-    def _start(self, end_sample: int) -> SpeechStarted:
-        recent = list(self._recent)
-        first_voiced = recent.index(True)
-        speech_frames = len(recent) - first_voiced
+    def _recent_voiced(self, end_sample: int) -> int:
+        """Voiced frames among the last SMOOTHING_MS."""
+        since = end_sample - SMOOTHING_MS * MODEL_SAMPLE_RATE // 1000
+        return sum(1 for end, voiced in self._speech if voiced and end > since)
+
+    def _revoke(self, first_end: int) -> None:
+        """Frames ending at ``first_end`` or later were noise after all: in an
+        utterance the silence counts from before them."""
+        popped = False
+        while self._speech and self._speech[-1][0] >= first_end:
+            _, voiced = self._speech.pop()
+            self._voiced_frames -= voiced and self._in_speech
+            popped = True
+        if self._in_speech and popped:
+            self._speech_end = self._speech[-1][0] if self._speech else max(self._start_sample, first_end - self.frame_samples)
+
+    def _start(self, end_sample: int, voiced: int) -> SpeechStarted:
+        # Only this utterance's frames stay, so a revocation counts them.
+        while len(self._speech) > voiced:
+            self._speech.popleft()
+        speech_frames = (end_sample - self._speech[0][0]) // self.frame_samples + 1
         keep = min(len(self._pre_roll), speech_frames + self.config.pre_roll_ms // self.frame_ms)
         self._in_speech = True
         self._frames = list(self._pre_roll)[-keep:]
         self._pre_roll.clear()
         self._start_sample = end_sample - keep * self.frame_samples
-        self._voiced_frames = sum(recent)
-        self._silent_run = 0
-        self._last_voiced_end = end_sample
+        self._voiced_frames = voiced
+        self._speech_end = end_sample
         return SpeechStarted(at_sample=end_sample - speech_frames * self.frame_samples)
 
     def finish(self) -> UtteranceEnded | UtteranceDiscarded | None:
@@ -181,10 +343,10 @@ class Endpointer:
     def _end(self, forced: bool) -> UtteranceEnded | UtteranceDiscarded:
         frames, self._frames = self._frames, []
         self._in_speech = False
-        self._recent.clear()
+        self._speech.clear()
         voiced_ms = self._voiced_frames * self.frame_ms
         if voiced_ms < self.config.min_speech_ms:
             return UtteranceDiscarded(voiced_ms)
         samples = np.concatenate(frames)
-        keep = self._last_voiced_end - self._start_sample + PADDING_AFTER_SPEECH
-        return UtteranceEnded(samples[:keep], self._start_sample, self._last_voiced_end, forced)
+        keep = self._speech_end - self._start_sample + PADDING_AFTER_SPEECH
+        return UtteranceEnded(samples[:keep], self._start_sample, self._speech_end, forced)

@@ -3,7 +3,7 @@
 word + voice activity) as a real-time factor, and the latency from the end of
 speech to the first reply audio, per turn, split by stage.
 
-    python scripts/bench_daemon.py [--wake MODEL.onnx] [--minutes 5]
+    python scripts/bench_daemon.py [--wake MODEL.onnx] [--minutes 5] [--idle-only]
     python scripts/bench_daemon.py --model M.gguf --mmproj P.gguf --voice V.onnx
 
 Without --model it runs on the Gemma 4 twin; without --wake the wake-word cost is
@@ -111,6 +111,7 @@ def main() -> int:
     parser.add_argument("--mmproj", type=Path)
     parser.add_argument("--voice", type=Path)
     parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--idle-only", action="store_true", help="only the idle cost: no model, no turns")
     args = parser.parse_args()
     config = Config()
     config.engine.max_tokens = args.max_tokens
@@ -123,6 +124,8 @@ def main() -> int:
           f"{config.input.frame_ms} ms frames, CPU seconds per second of audio (one core = 1.0):")
     for name, factor in idle_costs(config, stream, args.wake).items():
         print(f"  {name:50s} {factor:.4f}  ({factor * 100:.2f}% of a core)")
+    if args.idle_only:
+        return 0
 
     model, mmproj = (args.model, args.mmproj) if args.model else twin_paths()
     with GemmaEngine(model, mmproj, config.engine) as engine, tempfile.TemporaryDirectory() as workdir:

@@ -44,8 +44,65 @@ def silence(seconds: float) -> np.ndarray:
     return np.zeros(int(seconds * MODEL_SAMPLE_RATE), dtype=np.float32)
 
 
-def noise(seconds: float, level: float = 0.01, seed: int = 0) -> np.ndarray:
-    return (np.random.default_rng(seed).standard_normal(int(seconds * MODEL_SAMPLE_RATE)) * level).astype(np.float32)
+NOISE_KINDS = ("white", "pink", "brown", "hum", "fan")
+# Below this a microphone's own high-pass removes 1/f noise; it also keeps the
+# shaped spectra finite at 0 Hz.
+MIC_HIGH_PASS_HZ = 20.0
+MAINS_HZ = 50.0
+HUM_HARMONICS = 9  # 50 Hz and 100..450 Hz
+FAN_CORNER_HZ = 400.0  # the fan's broadband noise falls 6 dB/octave above this
+FAN_ROTATION_HZ = 20.0  # blade-pass modulation of the broadband noise
+FAN_MODULATION_DEPTH = 0.3
+FAN_BLADE_PASS_HZ = 80.0  # 4 blades at 1200 rpm: the tonal component
+
+
+def noise(seconds: float, level: float = 0.01, seed: int = 0, kind: str = "white") -> np.ndarray:
+    """Steady background noise of RMS ``level`` (white: standard deviation ``level``).
+
+    ``kind``: white; pink (1/f) and brown (1/f²) by shaping white noise's
+    spectrum; hum (50 Hz mains and its harmonics up to 450 Hz); fan (low-pass
+    broadband noise, amplitude-modulated at the rotation rate, plus the blade-pass
+    tone and its second harmonic)."""
+    rng = np.random.default_rng(seed)
+    count = int(seconds * MODEL_SAMPLE_RATE)
+    if kind == "white":
+        return (rng.standard_normal(count) * level).astype(np.float32)
+    t = np.arange(count) / MODEL_SAMPLE_RATE
+    if kind == "pink":
+        shaped = _shaped(rng.standard_normal(count), lambda f: f**-0.5)
+    elif kind == "brown":
+        shaped = _shaped(rng.standard_normal(count), lambda f: 1.0 / f)
+    elif kind == "hum":
+        phases = rng.uniform(0, 2 * np.pi, HUM_HARMONICS)
+        shaped = sum(np.sin(2 * np.pi * MAINS_HZ * k * t + phases[k - 1]) / k for k in range(1, HUM_HARMONICS + 1))
+    elif kind == "fan":
+        broadband = _shaped(rng.standard_normal(count), lambda f: 1.0 / np.sqrt(1.0 + (f / FAN_CORNER_HZ) ** 2))
+        broadband *= 1.0 + FAN_MODULATION_DEPTH * np.sin(2 * np.pi * FAN_ROTATION_HZ * t)
+        tone = np.sin(2 * np.pi * FAN_BLADE_PASS_HZ * t) + 0.5 * np.sin(2 * np.pi * 2 * FAN_BLADE_PASS_HZ * t)
+        shaped = broadband / _rms(broadband) + 0.3 * tone / _rms(tone)
+    else:
+        raise ValueError(f"unknown noise kind {kind!r}: one of {', '.join(NOISE_KINDS)}")
+    return (shaped * (level / _rms(shaped))).astype(np.float32)
+
+
+def _shaped(white: np.ndarray, amplitude) -> np.ndarray:
+    """``white`` with its spectrum multiplied by ``amplitude(frequency)``, nothing
+    below MIC_HIGH_PASS_HZ."""
+    spectrum = np.fft.rfft(white)
+    frequencies = np.fft.rfftfreq(len(white), 1 / MODEL_SAMPLE_RATE)
+    audible = frequencies >= MIC_HIGH_PASS_HZ
+    spectrum[audible] *= amplitude(frequencies[audible])
+    spectrum[~audible] = 0
+    return np.fft.irfft(spectrum, len(white))
+
+
+def _rms(samples: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+
+
+def dbfs(level_db: float) -> float:
+    """An RMS level in dBFS as a linear amplitude (0 dBFS = 1.0)."""
+    return 10 ** (level_db / 20)
 
 
 def tones(seconds: float, seed: int = 0) -> np.ndarray:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE
+from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio
 from edge_assistant.config import EndpointConfig
-from edge_assistant.vad import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded
+from edge_assistant.vad import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded, find_speech
 
-from speech import concat, noise, silence, speak
+from speech import NOISE_KINDS, concat, dbfs, noise, silence, speak
 
 
 def run(samples: np.ndarray, config: EndpointConfig = EndpointConfig(), frame_ms: int = 30) -> list[object]:
@@ -66,3 +69,231 @@ def test_too_little_speech_is_discarded() -> None:
 
 def test_silence_and_faint_noise_produce_nothing() -> None:
     assert run(concat(silence(3.0), noise(3.0, 0.003)).samples) == []
+
+
+# -- background noise -----------------------------------------------------------
+# The end of an utterance must be found within end_silence_ms + 300 ms in steady
+# noise up to -35 dBFS, and when noise starts or rises during or right after the
+# question, whenever the speech is 15 dB or more above it; noise alone must not
+# make a turn. Speech is Piper's, its voiced part at SPEECH_DB (RMS).
+
+SPEECH_DB = -18.0
+QUIET_SPEECH_DB = -30.0
+END_TOLERANCE_MS = 300
+LEAD_SECONDS, TAIL_SECONDS = 1.0, 2.5
+QUESTIONS = ("Set a timer for ten minutes.", "What is the tallest mountain in Europe?")
+BLOCK = MODEL_SAMPLE_RATE // 100  # 10 ms, for the speech's true extent
+VOICED_RANGE_DB = 30.0  # blocks this close to the loudest are the voiced part
+AUDIBLE_BELOW_VOICED_DB = 30.0  # softer blocks do not count to the speech's extent
+
+
+@dataclass(frozen=True)
+class Scene:
+    """The speech alone, placed in a stream, and its 10 ms block levels."""
+
+    speech: np.ndarray
+    levels_db: np.ndarray
+    voiced_db: float
+
+    def with_background(self, background: np.ndarray) -> np.ndarray:
+        return self.speech + background[: len(self.speech)]
+
+    def extent(self, noise_db: float = -np.inf) -> tuple[int, int]:
+        """Where the speech is (input samples): blocks within AUDIBLE_BELOW_VOICED_DB
+        of its voiced level and louder than the noise at the end (a last "s"
+        drowned in noise cannot be found, nor heard)."""
+        audible = np.flatnonzero(self.levels_db > max(self.voiced_db - AUDIBLE_BELOW_VOICED_DB, noise_db))
+        return int(audible[0]) * BLOCK, (int(audible[-1]) + 1) * BLOCK
+
+
+def _block_db(samples: np.ndarray) -> np.ndarray:
+    blocks = samples[: len(samples) // BLOCK * BLOCK].reshape(-1, BLOCK).astype(np.float64)
+    return 10 * np.log10(np.mean(blocks**2, axis=1) + 1e-20)
+
+
+@lru_cache(maxsize=None)
+def scene(text: str, level_db: float = SPEECH_DB) -> Scene:
+    """``text`` with its voiced part at ``level_db`` RMS, after LEAD_SECONDS and
+    before TAIL_SECONDS of nothing."""
+    spoken = speak(text).samples.astype(np.float64)
+    levels = _block_db(spoken)
+    voiced = levels > levels.max() - VOICED_RANGE_DB
+    spoken *= dbfs(level_db - 10 * np.log10(np.mean(10 ** (levels[voiced] / 10))))
+    stream = concat(silence(LEAD_SECONDS), spoken.astype(np.float32), silence(TAIL_SECONDS)).samples
+    stream.flags.writeable = False
+    return Scene(stream, _block_db(stream), level_db)
+
+
+def background(kind: str, level_db: float, length: int, seed: int = 1) -> np.ndarray:
+    return noise(length / MODEL_SAMPLE_RATE + 0.01, dbfs(level_db), seed=seed, kind=kind)[:length]
+
+
+def from_sample(length: int, at: int) -> np.ndarray:
+    """A gain of 0 before ``at`` and 1 from it: noise that starts there."""
+    return (np.arange(length) >= at).astype(np.float32)
+
+
+def ramp_db(length: int, start: int, end: int, from_db: float, to_db: float) -> np.ndarray:
+    """A gain rising in dB from ``from_db`` at ``start`` to ``to_db`` at ``end``, flat outside."""
+    position = np.clip((np.arange(length) - start) / (end - start), 0.0, 1.0)
+    return dbfs(from_db + (to_db - from_db) * position).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Case:
+    where: Scene
+    stream: np.ndarray
+    noise_db: float  # the background's level when the speech ends
+
+
+def steady(kind: str, level_db: float, text: str = QUESTIONS[0], speech_db: float = SPEECH_DB) -> Case:
+    where = scene(text, speech_db)
+    return Case(where, where.with_background(background(kind, level_db, len(where.speech))), level_db)
+
+
+def gated_then_noise(kind: str) -> Case:
+    """A noise gate or suppressor: digital silence under the speech, then noise at
+    -54 dBFS from the moment it ends (webrtcvad alone took all of it for speech)."""
+    where = scene(QUESTIONS[0])
+    length = len(where.speech)
+    after = background(kind, -54.0, length) * from_sample(length, where.extent()[1])
+    return Case(where, where.with_background(after), -54.0)
+
+
+def room_then_appliance(kind: str) -> Case:
+    """A -66 dBFS room; a fan or a kettle at -46 dBFS starts right after the question."""
+    where = scene(QUESTIONS[0])
+    length = len(where.speech)
+    room = background("pink", -66.0, length, seed=2)
+    appliance = background(kind, -46.0, length) * from_sample(length, where.extent()[1])
+    return Case(where, where.with_background(room + appliance), -46.0)
+
+
+def rising_during(kind: str) -> Case:
+    """Noise rising from -60 to -38 dBFS over the question, then steady."""
+    where = scene(QUESTIONS[1])
+    length = len(where.speech)
+    start, end = where.extent()
+    rising = background(kind, 0.0, length) * ramp_db(length, start, end, -60.0, -38.0)
+    return Case(where, where.with_background(rising), -38.0)
+
+
+def run_timed(samples: np.ndarray, frame_ms: int = 30) -> list[tuple[object, int]]:
+    """Each event and the end_sample of the frame that produced it."""
+    endpointer = Endpointer(EndpointConfig(), aggressiveness=2, frame_ms=frame_ms)
+    size = endpointer.frame_samples
+    events = []
+    for start in range(0, len(samples) - size + 1, size):
+        event = endpointer.push(samples[start : start + size], start + size)
+        if event is not None:
+            events.append((event, start + size))
+    return events
+
+
+def end_delays_ms(case: Case, frame_ms: int = 30) -> tuple[float, float]:
+    """(reported speech end − true end, utterance-ended event − true end) in ms,
+    after checking the stream gave one utterance that keeps all of the speech."""
+    start, end = case.where.extent(case.noise_db)
+    ended = [(event, at) for event, at in run_timed(case.stream, frame_ms) if isinstance(event, UtteranceEnded)]
+    assert len(ended) == 1, f"{len(ended)} utterances"
+    utterance, at = ended[0]
+    assert not utterance.forced
+    assert utterance.start_sample <= start, "the first word was clipped"
+    assert utterance.start_sample + len(utterance.samples) >= end, "the last word was clipped"
+    to_ms = 1000 / MODEL_SAMPLE_RATE
+    return (utterance.speech_end_sample - end) * to_ms, (at - end) * to_ms
+
+
+def assert_ends_in_time(case: Case, frame_ms: int = 30) -> None:
+    speech_end_ms, event_ms = end_delays_ms(case, frame_ms)
+    assert speech_end_ms <= END_TOLERANCE_MS
+    assert event_ms <= EndpointConfig().end_silence_ms + END_TOLERANCE_MS
+
+
+@pytest.mark.parametrize("text", QUESTIONS)
+@pytest.mark.parametrize("level_db", [-45.0, -40.0, -35.0])
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_end_found_in_steady_noise(kind: str, level_db: float, text: str) -> None:
+    assert_ends_in_time(steady(kind, level_db, text))
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_quiet_speech_ends_in_noise_15_db_below(kind: str) -> None:
+    assert_ends_in_time(steady(kind, QUIET_SPEECH_DB - 15, speech_db=QUIET_SPEECH_DB))
+
+
+def test_quiet_speech_in_silence() -> None:
+    where = scene(QUESTIONS[0], QUIET_SPEECH_DB)
+    assert_ends_in_time(Case(where, where.speech, -np.inf))
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_gated_speech_then_noise_ends(kind: str, frame_ms: int) -> None:
+    assert_ends_in_time(gated_then_noise(kind), frame_ms)
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_noise_starting_after_the_question_in_a_quiet_room(kind: str) -> None:
+    assert_ends_in_time(room_then_appliance(kind))
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_noise_rising_during_the_question(kind: str) -> None:
+    assert_ends_in_time(rising_during(kind))
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_find_speech_ends_where_the_speech_ends_when_noise_follows(kind: str) -> None:
+    """The one-shot trimming (--once) makes the same decision per frame."""
+    case = gated_then_noise(kind)
+    start, end = case.where.extent(case.noise_db)
+    padding = 200 * MODEL_SAMPLE_RATE // 1000
+    span = find_speech(Audio(case.stream, MODEL_SAMPLE_RATE), padding_ms=200)
+    assert span.start <= start and end <= span.end <= end + END_TOLERANCE_MS * MODEL_SAMPLE_RATE // 1000 + padding
+
+
+NOISE_ONLY_SECONDS = 10.0
+STEP_SECONDS = 2.5
+
+
+def noise_alone(kind: str, shape: str) -> np.ndarray:
+    length = int(NOISE_ONLY_SECONDS * MODEL_SAMPLE_RATE)
+    if shape == "steady":
+        return background(kind, -35.0, length)
+    if shape == "onset":  # digital silence, then noise
+        return background(kind, -35.0, length) * from_sample(length, 2 * MODEL_SAMPLE_RATE)
+    steps = np.repeat(np.array([-60.0, -50.0, -42.0, -35.0]), int(STEP_SECONDS * MODEL_SAMPLE_RATE))[:length]
+    return background(kind, 0.0, length) * dbfs(steps).astype(np.float32)
+
+
+@pytest.mark.parametrize("shape", ["steady", "onset", "steps"])
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_noise_alone_makes_no_utterance(kind: str, shape: str) -> None:
+    """At most a start that is then discarded; never a turn."""
+    events = [type(event) for event, _ in run_timed(noise_alone(kind, shape))]
+    assert UtteranceEnded not in events
+
+
+def delay_table() -> str:
+    """The measured end delays, for tuning: ``python tests/test_endpoint.py``."""
+    rows = [f"{'kind':6s} {'case':22s} {'speech end ms':>13s} {'event ms':>9s}"]
+    for kind in NOISE_KINDS:
+        cases = {
+            **{f"steady {level:.0f} {text.split()[0]}": steady(kind, level, text) for text in QUESTIONS for level in (-45.0, -40.0, -35.0)},
+            f"quiet speech, {QUIET_SPEECH_DB - 15:.0f}": steady(kind, QUIET_SPEECH_DB - 15, speech_db=QUIET_SPEECH_DB),
+            "gated, then -54": gated_then_noise(kind),
+            "room -66, then -46": room_then_appliance(kind),
+            "rising -60 to -38": rising_during(kind),
+        }
+        for name, case in cases.items():
+            try:
+                speech_end, event = end_delays_ms(case)
+                rows.append(f"{kind:6s} {name:22s} {speech_end:13.0f} {event:9.0f}")
+            except AssertionError as error:
+                rows.append(f"{kind:6s} {name:22s} failed: {error}")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(delay_table())
