@@ -14,8 +14,10 @@ import codecs
 import ctypes
 import logging
 import os
+import re
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -144,6 +146,177 @@ def _init_backend() -> None:
         _backend_ready = True
 
 
+# -- Weight placement on CPUs with AMX ------------------------------------------
+# A llama.cpp built with -march=native on an x86 CPU with AMX puts Q4_K/Q6_K (and
+# Q4_0, Q8_0, F16) weights in ggml's AMX buffer, whose matmul crashes with SIGSEGV
+# at the first K-quant matmul (llama.cpp #20824, unfixed). Rebuilding without AMX
+# does not reach existing installs (pip reuses its cached wheel), so the engine
+# keeps every weight out of that buffer at load time instead.
+AMX_CPU_FLAGS = frozenset({"amx_tile", "amx_int8"})
+AMX_BUFFER = "AMX"
+REPACK_BUFFER = "CPU_REPACK"
+# Types whose matrices the x86 CPU_REPACK buffer takes on every CPU with AMX
+# (they all have AVX2): ggml-cpu/repack.cpp ggml_repack_get_optimal_repack_type,
+# Q4_0 -> q4_0_8x8 and Q4_K -> q4_K_8x8, both only for a row count divisible by 8.
+# A tensor forced into CPU_REPACK that it cannot repack crashes the load.
+_X86_REPACKED_TYPES = frozenset({llama_cpp.GGML_TYPE_Q4_0, llama_cpp.GGML_TYPE_Q4_K})
+_REPACK_ROW_MULTIPLE = 8
+# Gemma 4 weights used only as the left operand of a matmul (src/models/gemma4.cpp);
+# the embedding tables are read by get_rows, which a repacked tensor cannot serve.
+_MATMUL_WEIGHT = re.compile(
+    r"blk\.(\d+)\.(attn_q|attn_k|attn_v|attn_output|ffn_gate|ffn_up|ffn_down|inp_gate|proj)\.weight"
+)
+_GGML_BACKEND_DEVICE_TYPE_CPU = 0
+
+
+class _TensorBuftOverride(ctypes.Structure):
+    """llama.h ``llama_model_tensor_buft_override`` (the bindings declare none)."""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+class _GgufInitParams(ctypes.Structure):
+    """gguf.h ``gguf_init_params``."""
+
+    _fields_ = [("no_alloc", ctypes.c_bool), ("ctx", ctypes.c_void_p)]
+
+
+@dataclass(frozen=True)
+class WeightPlacement:
+    """How the model's weights are placed: ``use_extra_bufts`` is llama.cpp's model
+    parameter (AMX and CPU_REPACK buffers on or off); ``repacked`` are the
+    ``tensor_buft_overrides`` patterns of the ``n_repacked`` matrices sent to
+    CPU_REPACK; ``note`` says what was done, for the log."""
+
+    use_extra_bufts: bool = True
+    repacked: tuple[str, ...] = ()
+    n_repacked: int = 0
+    note: str = ""
+
+
+def cpu_amx_flags(cpuinfo: str) -> frozenset[str]:
+    """The AMX flags (``amx_tile``, ``amx_int8``) that /proc/cpuinfo's ``flags`` lines report."""
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            flags.update(value.split())
+    return frozenset(flags & AMX_CPU_FLAGS)
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return ""  # not Linux: no flags to report
+
+
+def _ggml() -> ctypes.CDLL:
+    """The libggml llama_cpp loaded (its dependency libggml-base resolves through it)."""
+    from llama_cpp._ggml import libggml
+
+    for name, restype, argtypes in (
+        ("ggml_backend_dev_by_type", ctypes.c_void_p, [ctypes.c_int]),
+        ("ggml_backend_dev_backend_reg", ctypes.c_void_p, [ctypes.c_void_p]),
+        ("ggml_backend_reg_get_proc_address", ctypes.c_void_p, [ctypes.c_void_p, ctypes.c_char_p]),
+        ("ggml_backend_buft_name", ctypes.c_char_p, [ctypes.c_void_p]),
+        ("gguf_init_from_file", ctypes.c_void_p, [ctypes.c_char_p, _GgufInitParams]),
+        ("gguf_get_n_tensors", ctypes.c_int64, [ctypes.c_void_p]),
+        ("gguf_get_tensor_name", ctypes.c_char_p, [ctypes.c_void_p, ctypes.c_int64]),
+        ("gguf_get_tensor_type", ctypes.c_int, [ctypes.c_void_p, ctypes.c_int64]),
+        ("gguf_get_tensor_ne", ctypes.POINTER(ctypes.c_int64), [ctypes.c_void_p, ctypes.c_int64]),
+        ("gguf_free", None, [ctypes.c_void_p]),
+    ):
+        function = getattr(libggml, name)
+        function.restype, function.argtypes = restype, argtypes
+    return libggml
+
+
+def cpu_extra_buffer_types() -> dict[str, int]:
+    """The CPU backend's extra buffer types by name (e.g. ``AMX``, ``CPU_REPACK``),
+    in the order llama.cpp tries them for a weight (llama-model.cpp make_cpu_buft_list)."""
+    lib = _ggml()
+    device = lib.ggml_backend_dev_by_type(_GGML_BACKEND_DEVICE_TYPE_CPU)
+    if not device:
+        return {}
+    address = lib.ggml_backend_reg_get_proc_address(
+        lib.ggml_backend_dev_backend_reg(device), b"ggml_backend_dev_get_extra_bufts"
+    )
+    if not address:
+        return {}
+    bufts = ctypes.CFUNCTYPE(ctypes.POINTER(ctypes.c_void_p), ctypes.c_void_p)(address)(device)
+    found: dict[str, int] = {}
+    for i in range(64):  # a NULL-terminated array
+        if not bufts or not bufts[i]:
+            break
+        found[lib.ggml_backend_buft_name(bufts[i]).decode()] = bufts[i]
+    return found
+
+
+def gguf_matrices(path: Path) -> list[tuple[str, int, int]]:
+    """(name, GGML type id, rows) of every 2-D tensor in a GGUF file, read by ggml's
+    own GGUF parser (metadata only: a fraction of a second for E2B)."""
+    lib = _ggml()
+    context = lib.gguf_init_from_file(str(path).encode(), _GgufInitParams(True, None))
+    if not context:
+        raise ModelFileError(f"cannot read the tensor list of {path}; {FETCH_HINT}")
+    try:
+        matrices = []
+        for i in range(lib.gguf_get_n_tensors(context)):
+            ne = lib.gguf_get_tensor_ne(context, i)
+            if ne[1] > 1 and ne[2] == 1 and ne[3] == 1:
+                name = lib.gguf_get_tensor_name(context, i).decode()
+                matrices.append((name, lib.gguf_get_tensor_type(context, i), ne[1]))
+        return matrices
+    finally:
+        lib.gguf_free(context)
+
+
+def plan_weight_placement(
+    amx_flags: frozenset[str], extra_buffers: Iterable[str], matrices: Callable[[], list[tuple[str, int, int]]]
+) -> WeightPlacement:
+    """Keep every weight out of ggml's AMX buffer when this ggml has one.
+
+    llama.cpp tries the extra buffer types before plain CPU memory, AMX first; a
+    ``tensor_buft_overrides`` entry naming the CPU buffer type goes through that same
+    list again (llama-model-loader.cpp), so AMX can only be avoided by turning the
+    extra buffer types off (``use_extra_bufts``). That also turns off repacking,
+    which makes decode ~1.5x faster at real size; so the matrices CPU_REPACK takes
+    on x86 are sent there by override. ``matrices`` is only called when needed."""
+    extra = list(extra_buffers)
+    if AMX_BUFFER not in extra:
+        note = "CPU reports AMX but this llama.cpp build has no AMX buffer" if amx_flags else ""
+        return WeightPlacement(note=note)
+    cpu = f"CPU flags {', '.join(sorted(amx_flags))}" if amx_flags else "no AMX flags in /proc/cpuinfo"
+    note = f"ggml offers its AMX buffer ({cpu}), whose matmul crashes (llama.cpp #20824): extra buffer types off"
+    if REPACK_BUFFER not in extra:
+        return WeightPlacement(use_extra_bufts=False, note=note)
+    layers: dict[str, list[str]] = {}
+    for name, ggml_type, rows in matrices():
+        match = _MATMUL_WEIGHT.fullmatch(name)
+        if match and ggml_type in _X86_REPACKED_TYPES and rows % _REPACK_ROW_MULTIPLE == 0:
+            layers.setdefault(match.group(2), []).append(match.group(1))
+    patterns = tuple(rf"^blk\.({'|'.join(ids)})\.{kind}\.weight$" for kind, ids in sorted(layers.items()))
+    n_repacked = sum(len(ids) for ids in layers.values())
+    note += f"; {n_repacked} Q4_0/Q4_K matrices repacked through {REPACK_BUFFER}, the rest in plain CPU memory"
+    return WeightPlacement(use_extra_bufts=False, repacked=patterns, n_repacked=n_repacked, note=note)
+
+
+def _apply_weight_placement(model_params: llama_cpp.llama_model_params, placement: WeightPlacement,
+                            repack_buffer: int | None) -> ctypes.Array | None:
+    """Set ``placement`` on ``model_params``; returns the override array, which must
+    outlive the llama_model_load_from_file call that reads it."""
+    model_params.use_extra_bufts = placement.use_extra_bufts
+    if not placement.repacked:
+        return None
+    overrides = (_TensorBuftOverride * (len(placement.repacked) + 1))()
+    for entry, pattern in zip(overrides, placement.repacked):
+        entry.pattern = pattern.encode()
+        entry.buft = repack_buffer
+    model_params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
+    return overrides
+
+
 def check_gguf(path: Path, what: str) -> None:
     """Fail with a clear message before llama.cpp sees a file it would choke on."""
     if not path.is_file():
@@ -199,7 +372,15 @@ class GemmaEngine:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0
         model_params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if settings.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        extra_buffers = cpu_extra_buffer_types()
+        placement = plan_weight_placement(
+            cpu_amx_flags(_read_cpuinfo()), extra_buffers, lambda: gguf_matrices(self.model_path)
+        )
+        if placement.note:
+            log.info("weights: %s", placement.note)
+        overrides = _apply_weight_placement(model_params, placement, extra_buffers.get(REPACK_BUFFER))
         self._model = llama_cpp.llama_model_load_from_file(str(self.model_path).encode(), model_params)
+        del overrides  # read by the load only
         if not self._model:
             raise ModelFileError(
                 f"cannot load model {self.model_path} (corrupt, truncated or not a Gemma 4 model); {FETCH_HINT}"
