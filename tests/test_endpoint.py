@@ -83,6 +83,7 @@ END_TOLERANCE_MS = 300
 LEAD_SECONDS, TAIL_SECONDS = 1.0, 2.5
 QUESTIONS = ("Set a timer for ten minutes.", "What is the tallest mountain in Europe?")
 BLOCK = MODEL_SAMPLE_RATE // 100  # 10 ms, for the speech's true extent
+QUESTION_AT_ONCE_SAMPLES = 10 * BLOCK  # the stream begins 100 ms before the speech
 VOICED_RANGE_DB = 30.0  # blocks this close to the loudest are the voiced part
 AUDIBLE_BELOW_VOICED_DB = 30.0  # softer blocks do not count to the speech's extent
 
@@ -225,6 +226,17 @@ def test_quiet_speech_ends_in_noise_15_db_below(kind: str) -> None:
 def test_quiet_speech_in_silence() -> None:
     where = scene(QUESTIONS[0], QUIET_SPEECH_DB)
     assert_ends_in_time(Case(where, where.speech, -np.inf))
+
+
+@pytest.mark.parametrize("kind", NOISE_KINDS)
+def test_question_at_once_in_noise(kind: str) -> None:
+    """After a wake word the endpointer starts afresh (reset) with the question
+    already under way: no noise heard alone before it."""
+    where = scene(QUESTIONS[0])
+    start = where.extent()[0] - QUESTION_AT_ONCE_SAMPLES
+    at_once = Scene(where.speech[start:], where.levels_db[start // BLOCK :], where.voiced_db)
+    under = background(kind, -35.0, len(at_once.speech))
+    assert_ends_in_time(Case(at_once, at_once.with_background(under), -35.0))
 
 
 @pytest.mark.parametrize("frame_ms", [10, 20, 30])
