@@ -102,8 +102,9 @@ class VoiceActivity:
         self._levels: deque[float] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)
         self._heard: deque[bool] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)
         self._tail_frames = TAIL_MS // frame_ms
-        self._since_voice = self._tail_frames + 1  # frames since webrtcvad and the margin agreed
+        self._since_voice = 0  # frames since webrtcvad and the margin agreed
         self.floor_db = SILENT_DB
+        self.reset()
 
     def reset(self) -> None:
         """The next frame does not follow the last one. The floor stays: the room
@@ -138,10 +139,9 @@ class VoiceActivity:
     def _track_floor(self) -> None:
         """Down to the newest level at once; up to a steady level at once, else to
         the quietest remembered level."""
-        levels = self._levels
+        levels, bands = self._levels, self._band_levels
         self.floor_db = min(self.floor_db, levels[-1])
-        window = self._band_levels[0].maxlen
-        bands = self._band_levels
+        window = bands[0].maxlen
         if len(bands[0]) == window and all(max(band) - min(band) <= STATIONARY_SPREAD_DB for band in bands):
             self.floor_db = sum(islice(levels, len(levels) - window, None)) / window
         elif len(levels) == levels.maxlen:
@@ -313,27 +313,27 @@ class Endpointer:
     def _revoke(self, first_end: int) -> None:
         """Frames ending at ``first_end`` or later were noise after all: in an
         utterance the silence counts from before them."""
-        popped = False
+        revoked = []
         while self._speech and self._speech[-1][0] >= first_end:
-            _, voiced = self._speech.pop()
-            self._voiced_frames -= voiced and self._in_speech
-            popped = True
-        if self._in_speech and popped:
-            self._speech_end = self._speech[-1][0] if self._speech else max(self._start_sample, first_end - self.frame_samples)
+            revoked.append(self._speech.pop())
+        if self._in_speech and revoked:
+            self._voiced_frames -= sum(voiced for _, voiced in revoked)
+            before = first_end - self.frame_samples
+            self._speech_end = self._speech[-1][0] if self._speech else max(self._start_sample, before)
 
     def _start(self, end_sample: int, voiced: int) -> SpeechStarted:
         # Only this utterance's frames stay, so a revocation counts them.
         while len(self._speech) > voiced:
             self._speech.popleft()
-        speech_frames = (end_sample - self._speech[0][0]) // self.frame_samples + 1
-        keep = min(len(self._pre_roll), speech_frames + self.config.pre_roll_ms // self.frame_ms)
+        run_frames = (end_sample - self._speech[0][0]) // self.frame_samples + 1
+        keep = min(len(self._pre_roll), run_frames + self.config.pre_roll_ms // self.frame_ms)
         self._in_speech = True
         self._frames = list(self._pre_roll)[-keep:]
         self._pre_roll.clear()
         self._start_sample = end_sample - keep * self.frame_samples
         self._voiced_frames = voiced
         self._speech_end = end_sample
-        return SpeechStarted(at_sample=end_sample - speech_frames * self.frame_samples)
+        return SpeechStarted(at_sample=end_sample - run_frames * self.frame_samples)
 
     def finish(self) -> UtteranceEnded | UtteranceDiscarded | None:
         """The input ended: an utterance still open ends here, as if silence had
