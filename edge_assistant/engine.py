@@ -41,7 +41,24 @@ FETCH_HINT = "fetch it with: edge-assistant models download"
 _SILENT_TOKEN_ATTRS = (
     llama_cpp.LLAMA_TOKEN_ATTR_CONTROL | llama_cpp.LLAMA_TOKEN_ATTR_UNUSED | llama_cpp.LLAMA_TOKEN_ATTR_UNKNOWN
 )
-_NO_POST_DECODE_CALLBACK = mtmd_cpp.mtmd_helper_post_decode_callback()  # a NULL function pointer
+SAMPLES_PER_AUDIO_TOKEN = 640  # 16 kHz / 25 tokens per second
+# gemma4a.cpp: the conformer's attention runs in blocks of 12 tokens that see the
+# whole block and 12 tokens before it, never later blocks; its convolutions pad on
+# the left only, and the subsampling reads one mel frame past a token.
+ENCODER_BLOCK_TOKENS = 12
+ENCODER_BLOCK_SAMPLES = ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN  # 480 ms
+CLIP_SAMPLES = MAX_CLIP_SECONDS * 16000  # mtmd encodes longer audio as separate 30 s clips
+
+
+def final_audio_tokens(clip_samples: int) -> int:
+    """How many of a clip's audio tokens no later audio can change: those of the
+    encoder blocks that are complete, one sample past their end (the subsampling
+    convolution reads that far)."""
+    return ENCODER_BLOCK_TOKENS * max(0, (clip_samples - 1) // ENCODER_BLOCK_SAMPLES)
+
+
+class TurnCancelled(Exception):
+    """Raised inside a turn's prefill when the turn was cancelled."""
 
 
 @dataclass
@@ -54,12 +71,25 @@ class TurnStats:
     audio_tokens: int = 0
     generated_tokens: int = 0
     evaluated_this_turn: int = 0
+    after_speech_end: int = 0  # of those, evaluated after the audio ended (the closing text, unfinished audio)
     context_tokens: int = 0  # tokens in the KV cache after the turn
     encode_ms: float = 0.0
     prefill_ms: float = 0.0
     first_token_ms: float = 0.0
     decode_ms: float = 0.0
     stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full" or "cancelled"
+
+
+@dataclass
+class _AudioChunks:
+    """mtmd's chunks for one prompt and the bitmap they were made from."""
+
+    chunks: mtmd_cpp.mtmd_input_chunks_p
+    bitmap: mtmd_cpp.mtmd_bitmap_p
+
+    def free(self) -> None:
+        mtmd_cpp.mtmd_input_chunks_free(self.chunks)
+        mtmd_cpp.mtmd_bitmap_free(self.bitmap)
 
 
 @dataclass
@@ -346,7 +376,7 @@ class GemmaEngine:
         self.mmproj_path = mmproj_path
         self.settings = settings
         self.threads = settings.threads or physical_cores()
-        self._cancel = threading.Event()
+        self._active: AudioTurn | None = None  # the turn cancel() reaches
         self._model = None
         self._ctx = None
         self._mtmd = None
@@ -361,6 +391,8 @@ class GemmaEngine:
         self._user_turn = self.chat_format.user_turn(self._marker)
         self._user_turn_tokens = len(self.tokenize(self._user_turn))
         self._turn_end_tokens = self.tokenize(self.chat_format.turn_end)
+        self._n_embd = llama_cpp.llama_model_n_embd_inp(self._model)
+        self._audio_prefix_tokens, self._audio_suffix_tokens = self._split_user_turn()
         self._n_past = 0
         self._n_system = 0
         self.system_prompt_tokens = self._evaluate_system_prompt()
@@ -515,9 +547,11 @@ class GemmaEngine:
         self._n_past = n_past
 
     def cancel(self) -> None:
-        """Stop the turn in progress (from another thread) at the next chunk or
-        token; the cancelled turn leaves no trace in the conversation."""
-        self._cancel.set()
+        """Stop the turn in progress (from another thread) at its next sub-batch
+        or token; the cancelled turn leaves no trace in the conversation."""
+        turn = self._active
+        if turn is not None:
+            turn.cancel()
 
     def _decode_tokens(self, tokens: list[int], want_logits: bool) -> None:
         """Evaluate text tokens in n_batch pieces; logits only for the last one."""
@@ -546,102 +580,151 @@ class GemmaEngine:
     def audio_token_estimate(self, seconds: float) -> int:
         return int(np.ceil(seconds * AUDIO_TOKENS_PER_SECOND))
 
+    def begin_turn(self, expected_seconds: float, speech_ended: bool = False) -> AudioTurn:
+        """Open a user turn for up to ``expected_seconds`` of audio (for the context
+        check); feed it, end its audio, generate, then commit or roll back.
+        ``speech_ended``: the whole recording is already there (a file), so every
+        token counts as evaluated after the end of speech."""
+        return AudioTurn(self, expected_seconds, speech_ended)
+
     def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None) -> TurnReply:
-        """Answer one spoken turn given as 16 kHz mono float32 samples.
+        """Answer one spoken turn given as 16 kHz mono float32 samples, through the
+        same :class:`AudioTurn` a stream feeds. All of it is fed at once: the
+        result is the same as feeding it in steps, and one encoder pass is the
+        cheapest when the whole recording is already there.
 
         ``on_text`` receives the reply text as it is generated (hidden blocks
         included: the caller filters). Returns the whole text and what it cost.
         """
+        turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True)
+        text = ""
+        try:
+            turn.feed(samples)
+            turn.end_audio()
+            text = turn.generate(on_text)
+        except TurnCancelled:
+            turn.stats.stopped_by = "cancelled"
+        finally:
+            if turn.stats.stopped_by in ("", "cancelled"):
+                turn.rollback()  # cancelled or failed: no trace in the cache
+            else:
+                turn.commit()
+        return TurnReply(text, turn.stats)
+
+    def _check_room(self, expected_seconds: float) -> None:
+        """Make room for a turn of ``expected_seconds``: forget the history if the
+        context would overflow; refuse audio that cannot fit even then."""
         if not self.settings.keep_history:
             self.reset_history()
-        stats = TurnStats()
-        started = time.perf_counter()
-        needed = self._user_turn_tokens + self.audio_token_estimate(len(samples) / self.audio_sample_rate)
-        needed += self.settings.max_tokens + 4
+        needed = self._user_turn_tokens + self.audio_token_estimate(expected_seconds) + self.settings.max_tokens + 4
         if self._n_past + needed > self.settings.n_ctx and self._n_past > self._n_system:
             log.info("context would overflow (%d + %d > %d): history reset", self._n_past, needed, self.settings.n_ctx)
             self.reset_history()
         if self._n_system + needed > self.settings.n_ctx:
             raise UsageError(
-                f"audio of {len(samples) / self.audio_sample_rate:.1f} s does not fit the context "
+                f"audio of {expected_seconds:.1f} s does not fit the context "
                 f"(engine.n_ctx = {self.settings.n_ctx}); shorten it or raise engine.n_ctx"
             )
-        n_past_before = self._n_past
-        self._cancel.clear()
-        self._evaluate_prompt(self._user_turn, samples, stats)
-        stats.prefill_ms -= stats.encode_ms  # encode time was measured inside the prefill span
-        text = self._generate(stats, started, on_text)
-        if stats.stopped_by == "cancelled":
-            self._truncate(n_past_before)
-            stats.context_tokens = self._n_past
-            return TurnReply(text, stats)
-        if self.settings.keep_history:
-            # Close the model's turn in the cache so the next turn continues from it.
-            self._decode_tokens(self._turn_end_tokens, want_logits=False)
-        stats.evaluated_this_turn = self._n_past - n_past_before
-        stats.context_tokens = self._n_past
-        return TurnReply(text, stats)
 
-    def _evaluate_prompt(self, user_turn: str, samples: np.ndarray, stats: TurnStats) -> None:
-        """Tokenize the user turn with the audio in place of the marker, then run
-        each chunk: text chunks are decoded, audio chunks encoded by the conformer
-        and their embeddings decoded into the context."""
-        prefill_started = time.perf_counter()
+    def _split_user_turn(self) -> tuple[list[int], list[int]]:
+        """The user turn's text tokens before and after its audio, exactly as mtmd
+        tokenizes them (the audio begin and end markers included)."""
+        chunks = self._tokenize_with_audio(np.zeros(self.audio_sample_rate, dtype=np.float32), self._user_turn)
+        try:
+            texts = []
+            for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks.chunks)):
+                chunk = mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index)
+                if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
+                    count = ctypes.c_size_t()
+                    tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
+                    texts.append([tokens[i] for i in range(count.value)])
+        finally:
+            chunks.free()
+        if len(texts) != 2:
+            raise ModelFileError(f"unexpected prompt layout from the audio projector {self.mmproj_path} ({len(texts)} text pieces)")
+        return texts[0], texts[1]
+
+    def _tokenize_with_audio(self, samples: np.ndarray, text: str) -> _AudioChunks:
+        """mtmd's chunks for ``text`` with ``samples`` in place of its marker."""
         samples = np.ascontiguousarray(samples, dtype=np.float32)
         bitmap = mtmd_cpp.mtmd_bitmap_init_from_audio(len(samples), samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
         chunks = mtmd_cpp.mtmd_input_chunks_init()
-        try:
-            text = mtmd_cpp.mtmd_input_text()
-            encoded = user_turn.encode("utf-8")
-            text.text, text.text_len = encoded, len(encoded)
-            text.add_special, text.parse_special = False, True
-            bitmaps = (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap)
-            status = mtmd_cpp.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(text), bitmaps, 1)
-            if status != 0:
-                raise RuntimeError(f"mtmd_tokenize failed with status {status}")
-            count = mtmd_cpp.mtmd_input_chunks_size(chunks)
-            for index in range(count):
-                if self._cancel.is_set():
-                    break
-                chunk = mtmd_cpp.mtmd_input_chunks_get(chunks, index)
-                is_last = index == count - 1
-                self._evaluate_chunk(chunk, is_last, stats)
-        finally:
-            mtmd_cpp.mtmd_input_chunks_free(chunks)
-            mtmd_cpp.mtmd_bitmap_free(bitmap)
-        stats.prefill_ms += (time.perf_counter() - prefill_started) * 1000
+        result = _AudioChunks(chunks, bitmap)
+        prompt = mtmd_cpp.mtmd_input_text()
+        encoded = text.encode("utf-8")
+        prompt.text, prompt.text_len = encoded, len(encoded)
+        prompt.add_special, prompt.parse_special = False, True
+        bitmaps = (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap)
+        status = mtmd_cpp.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(prompt), bitmaps, 1)
+        if status != 0:
+            result.free()
+            raise RuntimeError(f"mtmd_tokenize failed with status {status}")
+        return result
 
-    def _evaluate_chunk(self, chunk: mtmd_cpp.mtmd_input_chunk_p, is_last: bool, stats: TurnStats) -> None:
-        n_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
-        new_n_past = llama_cpp.llama_pos(self._n_past)  # the helpers add to it
-        if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
-            stats.prompt_tokens += n_tokens
-            status = mtmd_cpp.mtmd_helper_eval_chunk_single(
-                self._mtmd, self._ctx, chunk, self._n_past, 0, self.settings.n_batch, is_last, ctypes.byref(new_n_past)
-            )
-        else:
-            stats.audio_tokens += n_tokens
-            encode_started = time.perf_counter()
-            status = mtmd_cpp.mtmd_encode_chunk(self._mtmd, chunk)
-            stats.encode_ms += (time.perf_counter() - encode_started) * 1000
+    def _encode_clip(self, samples: np.ndarray, stats: TurnStats) -> np.ndarray:
+        """Run the audio encoder over one clip (at most 30 s): its tokens'
+        embeddings, (n_tokens, n_embd) float32."""
+        chunks = self._tokenize_with_audio(samples, self._marker)
+        try:
+            audio = [
+                mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index)
+                for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks.chunks))
+                if mtmd_cpp.mtmd_input_chunk_get_type(mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index))
+                == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_AUDIO
+            ]
+            if len(audio) != 1:
+                raise RuntimeError(f"a clip of {len(samples)} samples gave {len(audio)} audio chunks, not one")
+            n_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(audio[0])
+            started = time.perf_counter()
+            status = mtmd_cpp.mtmd_encode_chunk(self._mtmd, audio[0])
+            stats.encode_ms += (time.perf_counter() - started) * 1000
             if status != 0:
                 raise RuntimeError(f"audio encoder failed with status {status}")
-            embeddings = mtmd_cpp.mtmd_get_output_embd(self._mtmd)
-            status = mtmd_cpp.mtmd_helper_decode_image_chunk(
-                self._mtmd, self._ctx, chunk, embeddings, self._n_past, 0, self.settings.n_batch,
-                ctypes.byref(new_n_past), _NO_POST_DECODE_CALLBACK, None,
-            )
-        if status != 0:
-            raise RuntimeError(f"evaluating a prompt chunk failed with status {status}")
-        self._n_past = new_n_past.value
+            output = mtmd_cpp.mtmd_get_output_embd(self._mtmd)
+            return np.ctypeslib.as_array(output, shape=(n_tokens * self._n_embd,)).reshape(n_tokens, self._n_embd).copy()
+        finally:
+            chunks.free()
 
-    def _generate(self, stats: TurnStats, started: float, on_text: Callable[[str], None] | None) -> str:
+    def _decode_embeddings(self, embeddings: np.ndarray, cancelled: threading.Event) -> None:
+        """Evaluate audio embeddings into the cache in n_batch pieces, as mtmd's
+        helper does for Gemma 4 audio (causal, one position per token); stops
+        between pieces when the turn is cancelled."""
+        n_batch = self.settings.n_batch
+        for start in range(0, len(embeddings), n_batch):
+            if cancelled.is_set():
+                raise TurnCancelled()
+            piece = np.ascontiguousarray(embeddings[start : start + n_batch], dtype=np.float32)
+            batch = llama_cpp.llama_batch_init(len(piece), self._n_embd, 1)
+            try:
+                ctypes.memmove(batch.embd, piece.ctypes.data, piece.nbytes)
+                for index in range(len(piece)):
+                    batch.pos[index] = self._n_past + index
+                    batch.n_seq_id[index] = 1
+                    batch.seq_id[index][0] = 0
+                    batch.logits[index] = False
+                batch.n_tokens = len(piece)
+                status = llama_cpp.llama_decode(self._ctx, batch)
+            finally:
+                llama_cpp.llama_batch_free(batch)
+            if status != 0:
+                raise RuntimeError(f"llama_decode of audio embeddings failed with status {status}")
+            self._n_past += len(piece)
+
+    def check_cache(self) -> None:
+        """The KV cache holds exactly the positions the bookkeeping says."""
+        last = llama_cpp.llama_memory_seq_pos_max(self._memory, 0)
+        if last != self._n_past - 1:
+            raise RuntimeError(f"KV cache drifted: it ends at position {last}, the engine expects {self._n_past - 1}")
+
+    def _generate(
+        self, stats: TurnStats, started: float, on_text: Callable[[str], None] | None, cancelled: threading.Event
+    ) -> str:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         generation_started = time.perf_counter()
         stats.stopped_by = "max_tokens"
         for _ in range(self.settings.max_tokens):
-            if self._cancel.is_set():
+            if cancelled.is_set():
                 stats.stopped_by = "cancelled"
                 break
             token = self._sampler.sample(self._ctx)
@@ -669,3 +752,175 @@ class GemmaEngine:
         self._sampler.reset()
         stats.decode_ms = (time.perf_counter() - generation_started) * 1000
         return "".join(pieces)
+
+
+class AudioTurn:
+    """One user turn, driven step by step on the engine's thread: the fixed text
+    before the audio is evaluated when the turn opens, audio is fed as it is
+    heard, :meth:`end_audio` closes it, :meth:`generate` answers, and
+    :meth:`commit` keeps the turn in the conversation or :meth:`rollback` removes
+    it from the KV cache.
+
+    Streaming is exact: each fed step re-encodes the current 30 s clip from its
+    start (as the one-shot path encodes it) and evaluates only the tokens no later
+    audio can change (:func:`final_audio_tokens`). Audio tokens are causal in the
+    language model, so the cache ends up as if the whole clip had been evaluated
+    at once. Only another thread's :meth:`cancel` is safe to call concurrently.
+    """
+
+    def __init__(self, engine: GemmaEngine, expected_seconds: float, speech_ended: bool = False) -> None:
+        if engine._active is not None:
+            raise RuntimeError("a turn is already open on this engine")
+        engine._check_room(expected_seconds)
+        self.engine = engine
+        self.stats = TurnStats()
+        self._cancelled = threading.Event()
+        self._opened = time.perf_counter()
+        self._start = engine._n_past
+        self._speech_end = engine._n_past if speech_ended else None  # cache position when the speech ended
+        self._samples = np.zeros(0, dtype=np.float32)
+        self._clip_tokens: list[int] = []  # per 30 s clip: audio tokens in the cache
+        self._clip_whole: list[bool] = []  # per clip: all its tokens are in the cache
+        self._audio_ended = False
+        self._closed = False
+        engine._active = self
+        try:
+            self._evaluate_text(engine._audio_prefix_tokens, want_logits=False)
+        except BaseException:
+            self.rollback()
+            raise
+        self._audio_start = engine._n_past
+
+    # -- driving the turn ---------------------------------------------------------
+
+    def cancel(self) -> None:
+        """From any thread: stop at the next sub-batch or token."""
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    @property
+    def fed_samples(self) -> int:
+        return len(self._samples)
+
+    def feed(self, samples: np.ndarray) -> None:
+        """Append heard audio; evaluate the tokens it made final."""
+        if self._audio_ended:
+            raise RuntimeError("audio fed after end_audio()")
+        self._samples = np.concatenate([self._samples, np.asarray(samples, dtype=np.float32)])
+        self._advance(final=False)
+
+    def end_audio(self, keep_samples: int | None = None) -> None:
+        """The utterance is over; it is the first ``keep_samples`` fed (all by
+        default: the endpointer trims trailing silence). Evaluates what is left of
+        the audio and the text that closes the user turn, ready to generate."""
+        if keep_samples is not None and keep_samples < len(self._samples):
+            self._samples = self._samples[:keep_samples]
+            self._forget_tokens_beyond_audio()
+        if not len(self._samples):
+            raise ValueError("a turn needs audio")
+        if self._speech_end is None:
+            self._speech_end = self.engine._n_past
+        self._advance(final=True)
+        self._evaluate_text(self.engine._audio_suffix_tokens, want_logits=True)
+        self._audio_ended = True
+        self.stats.after_speech_end = self.engine._n_past - self._speech_end
+
+    def next_token_logits(self) -> np.ndarray:
+        """The model's logits for the first reply token (after :meth:`end_audio`):
+        what exactness checks compare."""
+        if not self._audio_ended:
+            raise RuntimeError("no logits before end_audio()")
+        engine = self.engine
+        n_vocab = llama_cpp.llama_vocab_n_tokens(engine._vocab)
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._ctx, -1), shape=(n_vocab,)).copy()
+
+    def generate(self, on_text: Callable[[str], None] | None = None, started: float | None = None) -> str:
+        """The reply, token by token to ``on_text``; ``started`` (perf_counter) is
+        where first_token_ms counts from, by default the turn's opening."""
+        if not self._audio_ended:
+            raise RuntimeError("generate() before end_audio()")
+        engine = self.engine
+        return engine._generate(self.stats, started if started is not None else self._opened, on_text, self._cancelled)
+
+    def commit(self) -> None:
+        """Keep the turn: close the model's turn in the cache (with history on) so
+        the next turn continues from it."""
+        engine = self.engine
+        try:
+            if engine.settings.keep_history:
+                engine._decode_tokens(engine._turn_end_tokens, want_logits=False)
+            engine.check_cache()
+        except BaseException:
+            self.rollback()
+            raise
+        self._close()
+
+    def rollback(self) -> None:
+        """Remove the whole turn from the cache, as if it had never started."""
+        if not self._closed:
+            self.engine._truncate(self._start)
+            self._close()
+
+    # -- internals ---------------------------------------------------------------
+
+    def _close(self) -> None:
+        self.stats.evaluated_this_turn = self.engine._n_past - self._start
+        self.stats.context_tokens = self.engine._n_past
+        self.engine._active = None
+        self._closed = True
+
+    def _evaluate_text(self, tokens: list[int], want_logits: bool) -> None:
+        if self._cancelled.is_set():
+            raise TurnCancelled()
+        started = time.perf_counter()
+        self.engine._decode_tokens(tokens, want_logits)
+        self.stats.prompt_tokens += len(tokens)
+        self.stats.prefill_ms += (time.perf_counter() - started) * 1000
+
+    def _clip(self, index: int) -> np.ndarray:
+        return self._samples[index * CLIP_SAMPLES : (index + 1) * CLIP_SAMPLES]
+
+    def _advance(self, final: bool) -> None:
+        """Encode and evaluate every audio token that is final now (all of them
+        when ``final``), clip by clip, in order. A clip followed by more audio is
+        a whole 30 s clip: all its tokens are final."""
+        clips = -(-len(self._samples) // CLIP_SAMPLES)
+        for index in range(clips):
+            if index == len(self._clip_tokens):
+                self._clip_tokens.append(0)
+                self._clip_whole.append(False)
+            if self._clip_whole[index]:
+                continue
+            clip = self._clip(index)
+            whole = final or index < clips - 1
+            wanted = None if whole else final_audio_tokens(len(clip))
+            if wanted is not None and wanted <= self._clip_tokens[index]:
+                return  # nothing new is final yet
+            embeddings = self.engine._encode_clip(clip, self.stats)
+            upto = len(embeddings) if wanted is None else min(wanted, len(embeddings))
+            new = embeddings[self._clip_tokens[index] : upto]
+            if len(new):
+                started = time.perf_counter()
+                self.engine._decode_embeddings(new, self._cancelled)
+                self.stats.prefill_ms += (time.perf_counter() - started) * 1000
+                self.stats.audio_tokens += len(new)
+            self._clip_tokens[index] = upto
+            self._clip_whole[index] = whole
+
+    def _forget_tokens_beyond_audio(self) -> None:
+        """After the audio was cut short: drop the evaluated tokens the shorter
+        audio changes (from its last clip's last complete encoder block on)."""
+        clips = -(-len(self._samples) // CLIP_SAMPLES)
+        self._clip_tokens = self._clip_tokens[:clips]
+        self._clip_whole = self._clip_whole[:clips]
+        if self._clip_tokens:
+            last = clips - 1
+            self._clip_tokens[last] = min(self._clip_tokens[last], final_audio_tokens(len(self._clip(last))))
+            self._clip_whole[last] = False
+        kept = self._audio_start + sum(self._clip_tokens)
+        if kept < self.engine._n_past:
+            self.stats.audio_tokens -= self.engine._n_past - kept
+            self.engine._truncate(kept)

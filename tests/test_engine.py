@@ -35,6 +35,8 @@ def test_second_turn_evaluates_only_its_new_tokens(engine: GemmaEngine) -> None:
 
     for stats in (first, second):
         assert stats.evaluated_this_turn == stats.prompt_tokens + stats.audio_tokens + stats.generated_tokens + TURN_END_TOKENS
+        # A whole recording: every prompt token is evaluated after the speech ended.
+        assert stats.after_speech_end == stats.prompt_tokens + stats.audio_tokens
     # The system prompt and the first turn are reused, not evaluated again.
     assert second.context_tokens == system + first.evaluated_this_turn + second.evaluated_this_turn
     assert second.evaluated_this_turn < second.context_tokens - system
@@ -114,3 +116,97 @@ def test_every_kv_cache_type_answers(twin, kv_cache_type: str) -> None:
     with GemmaEngine(twin.model, twin.mmproj, settings) as engine:
         stats = engine.respond(speak("Hello?").samples).stats
         assert stats.audio_tokens > 0 and stats.generated_tokens + (stats.stopped_by == "end_of_turn") >= 1
+
+
+# -- the turn session: exact streaming, rollback, cancellation --
+
+
+def question_of(seconds: float) -> np.ndarray:
+    """Speech (and the pauses of a talker) filling ``seconds``."""
+    sentence = np.concatenate([speak("What is the tallest mountain in Europe and how high is it?").samples, silence(0.3)])
+    return np.resize(sentence, int(seconds * 16000)).astype(np.float32)
+
+
+def first_token_logits(engine: GemmaEngine, audio: np.ndarray, step_seconds: float | None, keep: int | None = None):
+    """The logits for the first reply token after feeding ``audio`` in steps (None:
+    at once) and ending it at ``keep`` samples; the turn is rolled back."""
+    turn = engine.begin_turn(len(audio) / 16000)
+    try:
+        step = len(audio) if step_seconds is None else int(step_seconds * 16000)
+        for start in range(0, len(audio), step):
+            turn.feed(audio[start : start + step])
+        turn.end_audio(keep)
+        return turn.next_token_logits(), turn.stats
+    finally:
+        turn.rollback()
+
+
+@pytest.mark.parametrize(("seconds", "steps"), [(5.0, (0.3, 1.0, 2.7)), (40.0, (4.1, 9.7))], ids=["5s", "40s"])
+def test_streamed_audio_gives_the_one_shot_logits(engine: GemmaEngine, seconds: float, steps: tuple[float, ...]) -> None:
+    """Gemma 4's audio encoder sees no later block and audio tokens are causal in
+    the model: fed in steps, the cache and the next-token logits are the same as
+    with the whole clip at once (40 s crosses mtmd's 30 s clip boundary)."""
+    engine.reset_history()
+    audio = question_of(seconds)
+    expected, one_shot = first_token_logits(engine, audio, None)
+    for step in steps:
+        logits, stats = first_token_logits(engine, audio, step)
+        np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+        assert stats.audio_tokens == one_shot.audio_tokens
+        # Only the last unfinished encoder block (<= 12 tokens) and the closing text
+        # are left when the audio ends.
+        assert stats.after_speech_end <= 12 + len(engine._audio_suffix_tokens)
+    assert engine.context_tokens == engine.system_prompt_tokens
+    engine.check_cache()
+
+
+def test_audio_cut_back_at_the_end_equals_the_shorter_clip(engine: GemmaEngine) -> None:
+    """The endpointer ends an utterance after trailing silence was already fed:
+    tokens made from the extra audio are taken back out of the cache."""
+    engine.reset_history()
+    audio = question_of(5.0)
+    expected, _ = first_token_logits(engine, audio[:70000], None)
+    logits, stats = first_token_logits(engine, np.concatenate([audio, silence(1.0)]), 0.5, keep=70000)
+    np.testing.assert_allclose(logits, expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+    assert stats.audio_tokens == engine.audio_token_estimate(70000 / 16000)
+
+
+def test_a_failure_mid_prefill_rolls_the_turn_back_and_the_next_turn_works(
+    engine: GemmaEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine.reset_history()
+    first = engine.respond(speak("Hello there.").samples).stats
+    before = engine.context_tokens
+    real = engine._decode_embeddings
+
+    def fail_after_some(embeddings, cancelled):
+        real(embeddings[:5], cancelled)  # the cache has moved on when it fails
+        raise RuntimeError("injected decode failure")
+
+    monkeypatch.setattr(engine, "_decode_embeddings", fail_after_some)
+    with pytest.raises(RuntimeError, match="injected"):
+        engine.respond(speak("What time is it?").samples)
+    monkeypatch.undo()
+    assert engine.context_tokens == before
+    engine.check_cache()
+    second = engine.respond(speak("What time is it?").samples).stats
+    assert second.context_tokens == first.context_tokens + second.evaluated_this_turn
+
+
+def test_cancel_is_per_turn(engine: GemmaEngine) -> None:
+    """A cancel with no turn open (a barge-in that came late) does not cancel the
+    next turn; a cancel during a turn's prefill rolls it back."""
+    engine.reset_history()
+    engine.cancel()
+    assert engine.respond(speak("Hello?").samples).stats.stopped_by != "cancelled"
+    before = engine.context_tokens
+    turn = engine.begin_turn(5.0)
+    turn.feed(question_of(2.0))
+    turn.cancel()
+    from edge_assistant.engine import TurnCancelled
+
+    with pytest.raises(TurnCancelled):
+        turn.feed(question_of(2.0))
+    turn.rollback()
+    assert engine.context_tokens == before
+    engine.check_cache()
