@@ -55,7 +55,7 @@ WAKE_REPLAY_MS = 1000
 # the user is not already speaking: a question said in one breath with the wake
 # word, or after a short pause, gets no tone over it. Users who wait for the tone
 # pause longer than this.
-EARCON_DELAY_MS = 500
+EARCON_DELAY_MS = 600
 # The earcon and its echo are kept out of the utterance like the reply's echo; a
 # 0.16 s tone at earcons.volume rings out sooner than speech at full level.
 EARCON_ECHO_TAIL_MS = 120
@@ -264,7 +264,7 @@ class Assistant:
         if self._earcon_decision_at is None or self._now < self._earcon_decision_at:
             return
         self._earcon_decision_at = None
-        if self.endpointer.in_speech:
+        if self.endpointer.voice_heard:
             log.debug("the question follows the wake word at once: no listening earcon")
             return
         tone = self._chime("listening")

@@ -273,6 +273,12 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    @property
+    def voice_heard(self) -> bool:
+        """A voiced frame since the last reset: speech has started or may be
+        starting (``in_speech`` needs ``start_ms`` of it)."""
+        return self._in_speech or any(voiced for _, voiced in self._speech)
+
     def reset(self) -> None:
         self._activity.reset()
         self._pre_roll.clear()
