@@ -10,7 +10,12 @@ writes ``DIR/twin-e2b.gguf`` and ``DIR/twin-e2b-mmproj.gguf`` (audio only);
 ``gemma4v`` vision tower as well, laid out like the published E2B mmproj files
 (for checking ``edge-assistant models slim``).  ``ensure_twin()`` keeps a
 fingerprint-keyed cache of the twin for the tests and scripts/bench_once.py.
-Same seed (and
+
+    python scripts/make_twin.py --full-size --out DIR [--seed N] [--projector-type f16|q8_0]
+
+writes the same model at E2B's real size instead (``DIR/e2b-full-size.gguf``,
+Q4_K_M mix, ~3.1 GB, and a real-size audio projector; ``ensure_full_size_twin()``
+caches it), for measuring time and memory at real size.  Same seed (and
 same generator source, data, gguf and numpy) -> byte-identical files.  The
 weights are noise: the twin produces gibberish, but with the real Gemma 4
 tokenizer, chat template, layer layout (sliding/global pattern, shared KV,
@@ -31,7 +36,7 @@ import shutil
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -781,6 +786,67 @@ def e2b_projector_estimate(ftype: str = "F16") -> dict:
 
 
 # --------------------------------------------------------------------------
+# The full-size twin: E2B's real shapes and a Q4_K_M type mix (--full-size)
+# --------------------------------------------------------------------------
+# google/gemma-4-E2B-it's text model (config.json text_config, as
+# conversion/gemma.py Gemma4Model writes it): the doubled FFN is on the 20
+# shared-KV layers (use_double_wide_mlp: layers >= block_count - num_kv_shared_layers).
+E2B_TEXT = TextHP(n_embd=E2B_TEXT_EMBD, n_layer=35, n_kv_shared=20, n_head=8, n_head_kv=1,
+                  head_dim_swa=256, head_dim_full=512, n_ff=6144, n_embd_per_layer=256)
+E2B_Q4_K_M_BYTES = 3_106_738_272  # unsloth/gemma-4-E2B-it-GGUF gemma-4-E2B-it-Q4_K_M.gguf (REFERENCE.md)
+FULL_MODEL_NAME = "e2b-full-size.gguf"
+PROJECTOR_TYPES = ("F16", "Q8_0")
+FULL_SIZE_LABEL = "full-size twin"
+
+
+def _check_projector_type(projector_type: str) -> None:
+    if projector_type not in PROJECTOR_TYPES:
+        raise TwinError(f"projector type must be one of {', '.join(PROJECTOR_TYPES)}, got {projector_type!r}")
+
+
+def full_mmproj_name(projector_type: str) -> str:
+    return f"e2b-full-size-mmproj-{projector_type.lower()}.gguf"
+
+
+def full_size_plan(projector_type: str = "F16") -> dict[str, list[TensorSpec]]:
+    """The full-size twin's tensors: {"model": ..., "mmproj": ...}, in file order,
+    with the types they get (no data is made)."""
+    towers = _projector_specs(E2B_AUDIO, None, E2B_TEXT.n_embd, projector_type)
+    return {"model": text_tensor_specs(E2B_TEXT, Q4_K_M_MIX), "mmproj": towers["audio"]}
+
+
+def full_size_layout(projector_type: str = "F16") -> dict[str, int]:
+    """Exact file sizes of the full-size twin, from its plan and metadata alone."""
+    plan = full_size_plan(projector_type)
+    _, model = _layout_bytes(_text_writer(load_tokenizer_kv(), E2B_TEXT, Q4_K_M_MIX, FULL_SIZE_LABEL), plan["model"])
+    mmproj = projector_layout(E2B_AUDIO, None, E2B_TEXT.n_embd, projector_type)["file_bytes"]
+    return {"model": model, "mmproj": mmproj}
+
+
+def build_full_size(out_dir: Path, seed: int = 0, projector_type: str = "F16") -> tuple[Path, Path]:
+    """Write ``out_dir/e2b-full-size.gguf`` (E2B's text model at its real size,
+    Q4_K_M mix) and its audio-only projector at real size in
+    ``projector_type`` (F16 or Q8_0); returns their paths.  Streams every
+    tensor, so memory stays at a few hundred MB."""
+    seed = _check_seed(seed)
+    _check_projector_type(projector_type)
+    out_dir = Path(out_dir)
+    _prepare_out_dir(out_dir)
+    model, mmproj = out_dir / FULL_MODEL_NAME, out_dir / full_mmproj_name(projector_type)
+    try:
+        build_text_model(model, seed, load_tokenizer_kv(), E2B_TEXT, Q4_K_M_MIX, FULL_SIZE_LABEL)
+        build_full_size_mmproj(mmproj, seed, projector_type)
+    except OSError as e:
+        raise TwinError(f"cannot write the full-size twin into {out_dir}: {e.strerror or e}") from e
+    return model, mmproj
+
+
+def build_full_size_mmproj(path: Path, seed: int, projector_type: str) -> None:
+    """The real-size E2B audio projector (the published files' audio half)."""
+    build_mmproj(path, seed, audio=E2B_AUDIO, text_embd=E2B_TEXT.n_embd, ftype=projector_type)
+
+
+# --------------------------------------------------------------------------
 # Entry points
 # --------------------------------------------------------------------------
 def _check_seed(seed: object) -> int:
@@ -838,6 +904,40 @@ def twin_cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "twin"
 
 
+def _cache_root(cache_root: Path | None) -> Path:
+    return Path(cache_root).expanduser() if cache_root is not None else twin_cache_root()
+
+
+def _cached_entry(root: Path, entry: str, names: tuple[str, ...], build: Callable[[Path], object]) -> Path:
+    """``root/entry``, holding the files ``names``; if any is missing, ``build``
+    writes them all into a fresh temporary directory next to it, which is
+    renamed into place only when complete, so an aborted or concurrent run
+    never leaves a half-built entry (a concurrent loser keeps the winner's)."""
+    final = root / entry
+
+    def complete() -> bool:
+        return all((final / name).is_file() for name in names)
+
+    if complete():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry}.tmp-", dir=root))
+    try:
+        build(tmp)
+        if final.exists() and not complete():
+            shutil.rmtree(final, ignore_errors=True)  # damaged by hand: replace it
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not complete():  # lost a race only if the winner is complete
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if not complete():
+        raise TwinError(f"twin cache {final} incomplete after build")
+    return final
+
+
 def ensure_twin(seed: int = 0, cache_root: Path | None = None, with_vision: bool = False) -> tuple[Path, Path]:
     """Return the cached twin for ``seed``, building it first if needed:
     (model, audio-only projector), or (model, vision+audio projector) with
@@ -846,45 +946,44 @@ def ensure_twin(seed: int = 0, cache_root: Path | None = None, with_vision: bool
     The cache entry is ``CACHE_ROOT/<twin_fingerprint(seed)>/`` (CACHE_ROOT:
     ``cache_root``, else $EDGE_ASSISTANT_TWIN_CACHE, else
     ~/.cache/edge-assistant/twin), so a changed generator, data file, gguf
-    or numpy gets a fresh entry.  Model and audio projector are built into
-    a fresh temporary directory next to it and renamed into place only
-    when both are complete, so an aborted or concurrent run never leaves a
-    half-built entry.  The vision+audio projector is added to a complete
-    entry on first request (written to a temporary name and renamed)."""
+    or numpy gets a fresh entry.  Model and audio projector are built
+    together (``_cached_entry``).  The vision+audio projector is added to a
+    complete entry on first request (written to a temporary name and renamed)."""
     seed = _check_seed(seed)
-    fp = twin_fingerprint(seed)
-    root = Path(cache_root).expanduser() if cache_root is not None else twin_cache_root()
-    final = root / fp
-    model, mmproj = final / MODEL_NAME, final / MMPROJ_NAME
-
-    def complete() -> bool:
-        return model.is_file() and mmproj.is_file()
-
+    root = _cache_root(cache_root)
     try:
-        if not complete():
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{fp}.tmp-", dir=root))
-            try:
-                build_twin(tmp, seed)
-                if final.exists() and not complete():
-                    shutil.rmtree(final, ignore_errors=True)  # damaged by hand: replace it
-                try:
-                    os.rename(tmp, final)
-                except OSError:
-                    if not complete():  # lost a race only if the winner is complete
-                        raise
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            if not complete():
-                raise TwinError(f"twin cache {final} incomplete after build")
+        final = _cached_entry(root, twin_fingerprint(seed), (MODEL_NAME, MMPROJ_NAME), lambda tmp: build_twin(tmp, seed))
         if not with_vision:
-            return model, mmproj
+            return final / MODEL_NAME, final / MMPROJ_NAME
         av = final / MMPROJ_AV_NAME
         if not av.is_file():
             build_mmproj(av, seed, with_vision=True)
-        return model, av
+        return final / MODEL_NAME, av
     except OSError as e:
         raise TwinError(f"cannot build the twin cache in {root}: {e.strerror or e}") from e
+
+
+def ensure_full_size_twin(seed: int = 0, cache_root: Path | None = None,
+                          projector_type: str = "F16") -> tuple[Path, Path]:
+    """Return the cached full-size twin for ``seed`` (model, audio projector of
+    ``projector_type``), building it first if needed (~3.4 GB, about a minute).
+
+    Its entry is ``CACHE_ROOT/full-size-<twin_fingerprint(seed)>/``, next to the
+    small twin's and built the same way, with the F16 projector; a Q8_0
+    projector is added to a complete entry on first request."""
+    seed = _check_seed(seed)
+    _check_projector_type(projector_type)
+    root = _cache_root(cache_root)
+    names = (FULL_MODEL_NAME, full_mmproj_name("F16"))
+    try:
+        final = _cached_entry(root, f"full-size-{twin_fingerprint(seed)}", names,
+                              lambda tmp: build_full_size(tmp, seed, "F16"))
+        mmproj = final / full_mmproj_name(projector_type)
+        if not mmproj.is_file():
+            build_full_size_mmproj(mmproj, seed, projector_type)
+        return final / FULL_MODEL_NAME, mmproj
+    except OSError as e:
+        raise TwinError(f"cannot build the full-size twin cache in {root}: {e.strerror or e}") from e
 
 
 class _Parser(argparse.ArgumentParser):
@@ -899,6 +998,14 @@ def _seed_arg(text: str) -> int:
         raise argparse.ArgumentTypeError(f"invalid seed {text!r} (expected an integer >= 0)") from None
 
 
+def _build(args: argparse.Namespace) -> list[Path]:
+    """The files the command line asks for, built; their paths."""
+    if args.full_size:
+        return list(build_full_size(args.out, args.seed, args.projector_type.upper()))
+    model, _ = build_twin(args.out, args.seed, with_vision=args.with_vision)
+    return [model.with_name(n) for n in [MODEL_NAME, MMPROJ_NAME] + ([MMPROJ_AV_NAME] if args.with_vision else [])]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _Parser(prog="make_twin", description="Build the tiny random-weight Gemma 4 E2B twin (model + audio projector).")
     ap.add_argument("--out", required=True, type=Path, help="output directory")
@@ -906,17 +1013,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--with-vision", action="store_true",
                     help=f"also write {MMPROJ_AV_NAME}: a projector with a gemma4v vision tower as well as the "
                          "audio tower, laid out like the published E2B mmproj files")
+    ap.add_argument("--full-size", action="store_true",
+                    help=f"instead write {FULL_MODEL_NAME} (E2B's real shapes, Q4_K_M mix, ~2.8 GB) and its real-size "
+                         "audio projector (scripts/TWIN.md)")
+    ap.add_argument("--projector-type", choices=[t.lower() for t in PROJECTOR_TYPES],
+                    help="with --full-size: the projector's type (default f16)")
     args = ap.parse_args(argv)
+    if args.full_size and args.with_vision:
+        ap.error("--with-vision is not available with --full-size")
+    if args.projector_type and not args.full_size:
+        ap.error("--projector-type needs --full-size")
+    args.projector_type = args.projector_type or "f16"
     try:
-        model, _ = build_twin(args.out, args.seed, with_vision=args.with_vision)
+        paths = _build(args)
     except TwinError as e:
         print(f"make_twin: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("make_twin: interrupted", file=sys.stderr)
         return 130
-    names = [MODEL_NAME, MMPROJ_NAME] + ([MMPROJ_AV_NAME] if args.with_vision else [])
-    for path in (model.with_name(n) for n in names):
+    for path in paths:
         print(f"{path} ({path.stat().st_size} bytes)")
     return 0
 

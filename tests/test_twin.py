@@ -123,6 +123,9 @@ def test_twin_has_amx_eligible_k_quant_matrices():
     (["--out", "{tmp}/x", "--seed", "-3"], "seed"),
     (["--out", "{tmp}/file"], "not a directory"),
     (["--out", "{tmp}/x", "--bogus"], "unrecognized"),
+    (["--out", "{tmp}/x", "--projector-type", "q8_0"], "needs --full-size"),
+    (["--out", "{tmp}/x", "--full-size", "--with-vision"], "not available with --full-size"),
+    (["--out", "{tmp}/x", "--full-size", "--projector-type", "q4_0"], "invalid choice"),
 ])
 def test_cli_bad_args_one_line_error(tmp_path, args, needle):
     (tmp_path / "file").write_text("I am a file\n")
@@ -242,6 +245,116 @@ def test_ensure_twin_unusable_cache_root_is_a_twin_error(tmp_path):
     blocker.write_text("not a directory\n")
     with pytest.raises(mt.TwinError, match="cannot build the twin cache"):
         mt.ensure_twin(0, cache_root=blocker / "cache")
+
+
+def test_ensure_full_size_twin_has_its_own_entry_and_adds_a_q8_0_projector(tmp_path, monkeypatch):
+    mt = load_make_twin()
+    calls = []
+
+    def build_full_size(out_dir, seed=0, projector_type="F16"):
+        calls.append(("model", projector_type))
+        Path(out_dir, mt.FULL_MODEL_NAME).write_bytes(b"model")
+        Path(out_dir, mt.full_mmproj_name(projector_type)).write_bytes(projector_type.encode())
+
+    def build_full_size_mmproj(path, seed, projector_type):
+        calls.append(("mmproj", projector_type))
+        Path(path).write_bytes(projector_type.encode())
+
+    monkeypatch.setattr(mt, "build_full_size", build_full_size)
+    monkeypatch.setattr(mt, "build_full_size_mmproj", build_full_size_mmproj)
+    entry = tmp_path / f"full-size-{mt.twin_fingerprint(0)}"
+    assert mt.ensure_full_size_twin(0, cache_root=tmp_path) == (entry / "e2b-full-size.gguf",
+                                                                 entry / "e2b-full-size-mmproj-f16.gguf")
+    model, q8 = mt.ensure_full_size_twin(0, cache_root=tmp_path, projector_type="Q8_0")
+    assert q8 == entry / "e2b-full-size-mmproj-q8_0.gguf" and q8.read_bytes() == b"Q8_0"
+    mt.ensure_full_size_twin(0, cache_root=tmp_path, projector_type="Q8_0")
+    assert calls == [("model", "F16"), ("mmproj", "Q8_0")]
+    with pytest.raises(mt.TwinError, match="projector type"):
+        mt.ensure_full_size_twin(0, cache_root=tmp_path, projector_type="Q4_0")
+
+
+# Published E2B layout (google/gemma-4-E2B-it, as llama.cpp reads it): every 5th
+# layer global; layers 15-34 share KV and have the doubled FFN; Q4_K_M gives
+# ffn_down Q6_K where llama-quant's use_more_bits(i, 35) holds, attn_v Q6_K where
+# use_more_bits(i, 15) holds over the 15 layers that have one.
+E2B_GLOBAL_LAYERS = [4, 9, 14, 19, 24, 29, 34]
+E2B_Q6_K_FFN_DOWN = [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30, 31, 32, 33, 34]
+E2B_Q6_K_ATTN_V = [0, 3, 6, 9, 12, 13, 14]
+
+
+def test_full_size_plan_is_e2b():
+    """The full-size twin's tensor plan (names, shapes, types, bytes) against E2B
+    and the published Q4_K_M file, without writing 3 GB."""
+    mt = load_make_twin()
+    plan = mt.full_size_plan("F16")
+    model = {s.name: s for s in plan["model"]}
+    assert len(model) == len(plan["model"])  # no duplicates
+    assert (model["token_embd.weight"].shape, model["token_embd.weight"].dtype) == ((262144, 1536), "Q6_K")
+    assert (model["per_layer_token_embd.weight"].shape, model["per_layer_token_embd.weight"].dtype) == \
+        ((262144, 35 * 256), "Q5_K")
+    assert (model["per_layer_model_proj.weight"].shape, model["per_layer_model_proj.weight"].dtype) == \
+        ((35 * 256, 1536), "F16")
+    assert model["rope_freqs.weight"].shape == (256,)
+    assert "output.weight" not in model  # tied
+    for il in range(35):
+        b = f"blk.{il}."
+        hd = 512 if il in E2B_GLOBAL_LAYERS else 256
+        ff = 6144 * (2 if il >= 15 else 1)
+        assert model[b + "attn_q.weight"].shape == (8 * hd, 1536)
+        assert model[b + "attn_output.weight"].shape == (1536, 8 * hd)
+        assert model[b + "ffn_gate.weight"].shape == model[b + "ffn_up.weight"].shape == (ff, 1536)
+        assert model[b + "ffn_down.weight"].shape == (1536, ff)
+        assert model[b + "inp_gate.weight"].shape == (256, 1536) and model[b + "proj.weight"].shape == (1536, 256)
+        assert (b + "attn_k.weight" in model) == (b + "attn_v.weight" in model) == (il < 15)
+        if il < 15:
+            assert model[b + "attn_k.weight"].shape == model[b + "attn_v.weight"].shape == (hd, 1536)
+    q6_down = [il for il in range(35) if model[f"blk.{il}.ffn_down.weight"].dtype == "Q6_K"]
+    q6_v = [il for il in range(15) if model[f"blk.{il}.attn_v.weight"].dtype == "Q6_K"]
+    assert (q6_down, q6_v) == (E2B_Q6_K_FFN_DOWN, E2B_Q6_K_ATTN_V)
+    matrices = [s for s in plan["model"] if s.name.startswith("blk.") and len(s.shape) == 2]
+    assert {s.dtype for s in matrices} == {"Q4_K", "Q6_K"}
+    assert {s.dtype for s in plan["model"] if len(s.shape) == 1} == {"F32"}
+    params = sum(s.n_params for s in plan["model"])
+    assert 4.6e9 < params < 4.7e9  # 2.75 G of them in the two embedding tables
+
+    sizes = mt.full_size_layout("F16")
+    assert sizes["model"] == pytest.approx(mt.E2B_Q4_K_M_BYTES, rel=0.01)
+    real = mt.e2b_projector_estimate("F16")
+    assert sum(s.nbytes for s in plan["mmproj"]) == real["audio"]["bytes"]  # the published file's audio half
+    assert sizes["mmproj"] == pytest.approx(real["header_bytes"] + real["audio"]["bytes"], abs=64_000)
+    q8 = mt.full_size_plan("Q8_0")["mmproj"]
+    assert sum(s.nbytes for s in q8) == mt.e2b_projector_estimate("Q8_0")["audio"]["bytes"]
+    print(f"\nfull-size twin: model {sizes['model']:,} B (published Q4_K_M {mt.E2B_Q4_K_M_BYTES:,} B), "
+          f"audio projector F16 {sizes['mmproj']:,} B, Q8_0 {mt.full_size_layout('Q8_0')['mmproj']:,} B")
+
+
+FULL_SIZE_ENV = "EDGE_ASSISTANT_FULL_SIZE"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.environ.get(FULL_SIZE_ENV) != "1",
+                    reason=f"writes ~3.7 GB and loads it; set {FULL_SIZE_ENV}=1 to run")
+def test_full_size_twin_loads_and_answers():
+    """The full-size twin, built (or taken from the cache), loaded by the real
+    engine in a subprocess and answering 2 s of audio."""
+    mt = load_make_twin()
+    model, mmproj = mt.ensure_full_size_twin(0)
+    sizes = mt.full_size_layout("F16")
+    assert (model.stat().st_size, mmproj.stat().st_size) == (sizes["model"], sizes["mmproj"])
+    code = """
+        import sys
+        from pathlib import Path
+        import numpy as np
+        from edge_assistant.config import EngineConfig
+        from edge_assistant.engine import GemmaEngine
+        t = np.arange(2 * 16000, dtype=np.float32) / 16000
+        with GemmaEngine(Path(sys.argv[1]), Path(sys.argv[2]), EngineConfig(max_tokens=4)) as engine:
+            stats = engine.respond((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)).stats
+        print("TURN " + "OK", stats.audio_tokens, stats.generated_tokens)
+    """
+    r = run_py(code, model, mmproj, timeout=900)
+    assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-3000:])
+    assert "TURN OK 50 4" in r.stdout
 
 
 def test_bench_once_uses_the_same_cache(twin):
