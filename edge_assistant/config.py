@@ -145,6 +145,9 @@ class ConversationConfig:
     # A turn still running after this is cancelled; one that then does not return
     # stops the systemd watchdog, so systemd restarts the service.
     turn_timeout_seconds: float = 120.0
+    # Evaluate the question while it is spoken, so only its last half second and
+    # the closing text are left when it ends; false: all of it after it ends.
+    stream_audio: bool = True
 
 
 @dataclass

@@ -42,7 +42,7 @@ from .engine import GemmaEngine
 from .errors import TurnStuckError, UsageError
 from .systemd import Notifier
 from .tts import PiperSpeech, StreamingSpeaker
-from .turn import run_turn
+from .turn import SpeechStream, run_turn
 from .vad import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,11 @@ class EventLog:
 class _Turn:
     """The turn the worker is running, as the audio loop sees it."""
 
-    thread: threading.Thread
     done: threading.Event
     wake_sample: int | None
-    speech_end_sample: int
-    started: float  # time.monotonic() when the worker started: turns are timed in wall time
+    speech_end_sample: int  # input time; for a stream, known when the speech ends
+    started: float | None  # time.monotonic() when the speech ended: turns are timed in wall time from there
+    stream: SpeechStream | None = None  # the question, while it is still spoken
     speaker: StreamingSpeaker | None = None
     cancelled_at: float | None = None  # time.monotonic() of a timeout's cancel
 
@@ -137,6 +137,7 @@ class Assistant:
         self._deadline: int | None = None  # end of the capture or follow-up window
         self._wake_sample: int | None = None
         self._turn: _Turn | None = None
+        self._stream: SpeechStream | None = None  # the utterance being heard and fed to its turn
         self._speaking_since: int | None = None
         self._echo_guard_until = 0
         self._last_activity = 0
@@ -165,6 +166,7 @@ class Assistant:
     def stop(self) -> None:
         self._stop.set()
         self.source.stop()
+        self._drop_stream()
         self.engine.cancel()
 
     def push_to_talk(self) -> None:
@@ -248,6 +250,7 @@ class Assistant:
         """Listen for the question, replaying what was heard since the wake phrase
         ended: the detector fires a little after the phrase, and a question said in
         the same breath has begun by then."""
+        self._drop_stream()
         self.endpointer.reset()
         self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
         self._set_state(State.CAPTURING)
@@ -273,9 +276,24 @@ class Assistant:
 
     def _listen(self, samples: np.ndarray, end_sample: int) -> None:
         if end_sample <= self._echo_guard_until:
+            self._drop_stream()
             self.endpointer.reset()  # what is heard now is our own sound
             return
-        self._on_endpoint(self.endpointer.push(samples, end_sample))
+        was_speech = self.endpointer.in_speech
+        event = self.endpointer.push(samples, end_sample)
+        if was_speech and self._stream is not None:
+            self._stream.append(samples)
+        self._on_endpoint(event)
+        if self._stream is not None and self.wait_for_replies:
+            self._wait_for_feeding(self._stream)
+
+    def _wait_for_feeding(self, stream: SpeechStream) -> None:
+        """File input: let the worker feed what has been heard before reading on."""
+        turn = self._turn
+        while not stream.taken(0.2):
+            if turn is None or turn.done.is_set():
+                return
+            self._feed_watchdog()
 
     def _on_endpoint(self, event: EndpointEvent | None) -> None:
         if isinstance(event, SpeechStarted):
@@ -283,40 +301,69 @@ class Assistant:
             self._deadline = None
             if self.state is not State.CAPTURING:
                 self._set_state(State.CAPTURING)
+            if self.config.conversation.stream_audio:
+                self._stream = SpeechStream(self.config.endpoint.max_speech_seconds)
+                self._stream.append(self.endpointer.utterance_so_far())
+                self._start_turn(self._stream)
         elif isinstance(event, UtteranceDiscarded):
             log.info("ignored %d ms of voice: shorter than endpoint.min_speech_ms", event.voiced_ms)
+            self._drop_stream()
             self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
         elif isinstance(event, UtteranceEnded):
             self.events.emit("speech_end", event.speech_end_sample, seconds=round(len(event.samples) / MODEL_SAMPLE_RATE, 3))
-            self._start_turn(event)
+            self._end_question(event)
+
+    def _drop_stream(self) -> None:
+        """The utterance being streamed is not a question (too short, interrupted
+        by the wake word, our own sound): its turn rolls back and ends silently."""
+        if self._stream is not None:
+            self._stream.discard()
+            self._stream = None
 
     # -- turns -----------------------------------------------------------------
 
-    def _start_turn(self, utterance: UtteranceEnded) -> None:
-        conversation = self.config.conversation
-        idle_seconds = (self._now - self._last_activity) / MODEL_SAMPLE_RATE
-        if self._reset_requested.is_set() or (self.turns and idle_seconds > conversation.idle_reset_seconds):
-            self._reset_requested.clear()
-            self.engine.reset_history()
-            log.info("conversation history reset")
-        done = threading.Event()
-        speech = Audio(utterance.samples, MODEL_SAMPLE_RATE)
-        turn = _Turn(
-            thread=threading.Thread(target=self._run_turn, args=(speech, done), name="turn", daemon=True),
-            done=done,
-            wake_sample=self._wake_sample,
-            speech_end_sample=utterance.speech_end_sample,
-            started=time.monotonic(),
-        )
-        self._turn = turn
+    def _end_question(self, utterance: UtteranceEnded) -> None:
+        """The question ended: its streamed turn finishes it, or a turn starts now."""
+        stream, self._stream = self._stream, None
+        turn = self._turn
+        if stream is None:
+            turn = self._start_turn(Audio(utterance.samples, MODEL_SAMPLE_RATE))
+        elif turn is None or turn.stream is not stream or turn.done.is_set():
+            log.info("the question's turn already failed: nothing to answer")
+            self._finish_turn()
+            return
+        else:
+            stream.end(len(utterance.samples))
+        turn.speech_end_sample = utterance.speech_end_sample
+        turn.wake_sample = self._wake_sample
+        turn.started = time.monotonic()
         self._wake_sample = None
         self._deadline = None
         self._earcon_decision_at = None
         self._set_state(State.THINKING)
-        turn.thread.start()
         if self.wait_for_replies:
             self._wait_for_turn(turn)
             self._update_turn()
+
+    def _start_turn(self, speech: Audio | SpeechStream) -> _Turn:
+        """Start the worker for one question, after the previous worker is done
+        (the audio loop never waits for it: the new worker does)."""
+        conversation = self.config.conversation
+        idle_seconds = (self._now - self._last_activity) / MODEL_SAMPLE_RATE
+        reset = self._reset_requested.is_set() or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
+        self._reset_requested.clear()
+        previous = self._turn.done if self._turn is not None else None
+        turn = _Turn(
+            done=threading.Event(),
+            wake_sample=self._wake_sample,
+            speech_end_sample=self._now,
+            started=None,
+            stream=speech if isinstance(speech, SpeechStream) else None,
+        )
+        self._turn = turn
+        worker = threading.Thread(target=self._run_turn, args=(turn, speech, reset, previous), name="turn", daemon=True)
+        worker.start()
+        return turn
 
     def _wait_for_turn(self, turn: _Turn, limit: float | None = None) -> None:
         """Block the loop until the turn returns (file input, end of input), still
@@ -334,7 +381,7 @@ class Assistant:
         stop feeding the systemd watchdog so systemd restarts the service, or,
         without a watchdog, end the run with an error."""
         turn = self._turn
-        if turn is None or turn.done.is_set() or self._stuck:
+        if turn is None or turn.done.is_set() or self._stuck or turn.started is None:
             return
         now = time.monotonic()
         timeout = self.config.conversation.turn_timeout_seconds
@@ -358,10 +405,15 @@ class Assistant:
             return
         raise TurnStuckError(f"{message}; restart edge-assistant")
 
-    def _run_turn(self, speech: Audio, done: threading.Event) -> None:
-        turn = self._turn
-        assert turn is not None
+    def _run_turn(
+        self, turn: _Turn, speech: Audio | SpeechStream, reset_history: bool, previous: threading.Event | None
+    ) -> None:
         try:
+            if previous is not None:
+                previous.wait()  # one turn at a time on the engine
+            if reset_history:
+                self.engine.reset_history()
+                log.info("conversation history reset")
             speaker = turn.speaker = StreamingSpeaker(self.voice, self.playback)
             result = self._respond(self.engine, speech, speaker, time.perf_counter())
             if result.stopped_by == "cancelled":
@@ -382,7 +434,7 @@ class Assistant:
             self.events.emit("error", turn.speech_end_sample, message=f"{type(error).__name__}: {error}")
             self._chime("error")
         finally:
-            done.set()
+            turn.done.set()
 
     def _update_turn(self) -> None:
         """Follow the worker and the playback from the audio loop."""
@@ -395,6 +447,12 @@ class Assistant:
         if turn is None or not turn.done.is_set() or busy:
             return
         self._turn = None
+        if turn.started is None:
+            return  # it ended (failed, or was dropped) while its question was still being heard
+        self._finish_turn()
+
+    def _finish_turn(self) -> None:
+        """After a reply (or a question that got none): listen again."""
         if self._speaking_since is not None:
             self.events.emit("speak_end", self._now)
             self._speaking_since = None

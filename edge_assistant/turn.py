@@ -1,12 +1,15 @@
 """One spoken turn: prepared audio → engine → filtered text → streamed speech.
 
 ``edge-assistant --once`` runs exactly one of these; the daemon runs one per
-utterance with the same engine and speaker, so there is one turn code path.
+utterance with the same engine and speaker, so there is one turn code path. The
+daemon hands over a :class:`SpeechStream` as soon as speech starts, so the
+question is evaluated while it is still being spoken.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -15,7 +18,7 @@ import numpy as np
 
 from .audio_io import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
-from .engine import MAX_CLIP_SECONDS, TurnReply
+from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, TurnCancelled, TurnReply
 from .errors import AudioInputError
 from .reply_text import HiddenBlockFilter, SentenceSplitter
 from .tts import StreamingSpeaker
@@ -53,6 +56,122 @@ class Responder(Protocol):
     def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None) -> TurnReply: ...
 
 
+# A streamed question is fed to the engine in steps of at least this much audio
+# (two encoder blocks), and of at least a quarter of what was fed before: every
+# step re-encodes the clip from its start, so steps grow with the question to keep
+# the encoder's share of the CPU bounded.
+MIN_FEED_SAMPLES = 2 * ENCODER_BLOCK_SAMPLES
+FEED_GROWTH = 4
+
+
+class SpeechStream:
+    """One utterance's audio while it is heard: the audio loop appends and ends or
+    discards it without ever waiting; the turn worker takes it in growing steps.
+    """
+
+    def __init__(self, max_seconds: float) -> None:
+        self.max_seconds = max_seconds  # the longest it can become (for the context check)
+        self._condition = threading.Condition()
+        self._parts: list[np.ndarray] = []
+        self._pending = 0  # samples appended, not yet taken
+        self._taken = 0
+        self._keep: int | None = None  # set when the utterance ended: its length
+        self._discarded = False
+        self._waiting = False  # the worker waits for more audio
+        self.ended_at: float | None = None  # perf_counter() when the speech ended
+        self.samples = np.zeros(0, dtype=np.float32)  # all of it, once ended
+
+    def append(self, samples: np.ndarray) -> None:
+        with self._condition:
+            if self._keep is None and not self._discarded:
+                self._parts.append(np.asarray(samples, dtype=np.float32))
+                self._pending += len(samples)
+                self._condition.notify_all()
+
+    def end(self, keep_samples: int) -> None:
+        """The utterance is the first ``keep_samples`` appended (the endpointer trims
+        the silence after the last word)."""
+        with self._condition:
+            self.ended_at = time.perf_counter()
+            self._keep = keep_samples
+            self._condition.notify_all()
+
+    def discard(self) -> None:
+        """Not a question after all (a cough, a reset): the turn is dropped."""
+        with self._condition:
+            self._discarded = True
+            self._condition.notify_all()
+
+    @property
+    def open(self) -> bool:
+        with self._condition:
+            return self._keep is None and not self._discarded
+
+    def taken(self, timeout: float) -> bool:
+        """For file input, where input time is not wall time: wait up to ``timeout``
+        seconds for the worker to have fed every step the audio so far allows (so
+        runs are reproducible); True once it has."""
+        with self._condition:
+            return self._condition.wait_for(
+                lambda: self._discarded or self._keep is not None or (self._waiting and self._pending < self._due()),
+                timeout,
+            )
+
+    def _due(self) -> int:
+        return max(MIN_FEED_SAMPLES, self._taken // FEED_GROWTH)
+
+    def next_step(self) -> tuple[np.ndarray, bool]:
+        """(audio to feed, whether the utterance has ended); blocks until a step is
+        due. Raises :class:`TurnCancelled` when the stream was discarded."""
+        with self._condition:
+            while True:
+                if self._discarded:
+                    raise TurnCancelled()
+                if self._keep is not None or self._pending >= self._due():
+                    break
+                self._waiting = True
+                self._condition.notify_all()
+                self._condition.wait()
+                self._waiting = False
+            step = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
+            self._parts, self._pending = [step], 0  # kept whole: ``samples`` is the utterance
+            new = step[self._taken :]
+            self._taken = len(step)
+            ended = self._keep is not None
+            if ended:
+                self.samples = step[: self._keep]
+            return new, ended
+
+    @property
+    def keep_samples(self) -> int | None:
+        return self._keep
+
+
+def respond_streamed(engine: Any, stream: SpeechStream, on_text: Callable[[str], None] | None) -> TurnReply:
+    """Evaluate a question while it is spoken, then answer it: the same
+    :class:`~edge_assistant.engine.AudioTurn` as a whole recording, fed in steps.
+    A discarded or cancelled stream rolls the turn back and reports "cancelled"."""
+    turn = engine.begin_turn(stream.max_seconds)
+    text = ""
+    try:
+        while True:
+            step, ended = stream.next_step()
+            if len(step):
+                turn.feed(step)
+            if ended:
+                break
+        turn.end_audio(stream.keep_samples)
+        text = turn.generate(on_text, started=stream.ended_at)
+    except TurnCancelled:
+        turn.stats.stopped_by = "cancelled"
+    finally:
+        if turn.stats.stopped_by in ("", "cancelled"):
+            turn.rollback()
+        else:
+            turn.commit()
+    return TurnReply(text, turn.stats)
+
+
 @dataclass
 class TurnResult:
     reply: str
@@ -74,11 +193,15 @@ class TurnResult:
         }
 
 
-def run_turn(engine: Responder, speech: Audio, speaker: StreamingSpeaker | None, started: float) -> TurnResult:
-    """Send prepared speech to the engine and speak the reply as it streams.
+def run_turn(
+    engine: Responder, speech: Audio | SpeechStream, speaker: StreamingSpeaker | None, started: float
+) -> TurnResult:
+    """Send speech to the engine and speak the reply as it streams.
 
     ``started`` is the ``perf_counter()`` at which this turn's clock began (the
-    end of the user's speech); stage timings are measured from it.
+    end of the user's speech); stage timings are measured from it. A
+    :class:`SpeechStream` is evaluated while it is spoken, and its clock starts
+    when it ends.
     """
     hidden = HiddenBlockFilter()
     splitter = SentenceSplitter()
@@ -90,8 +213,16 @@ def run_turn(engine: Responder, speech: Audio, speaker: StreamingSpeaker | None,
             if speaker is not None:
                 speaker.say(sentence)
 
+    def on_text(piece: str) -> None:
+        hand_over(splitter.feed(hidden.feed(piece)))
+
     engine_started = time.perf_counter()
-    reply = engine.respond(speech.samples, on_text=lambda piece: hand_over(splitter.feed(hidden.feed(piece))))
+    if isinstance(speech, SpeechStream):
+        reply = respond_streamed(engine, speech, on_text)
+        started = engine_started = speech.ended_at or time.perf_counter()
+        speech = Audio(speech.samples, MODEL_SAMPLE_RATE)
+    else:
+        reply = engine.respond(speech.samples, on_text=on_text)
     hand_over(splitter.feed(hidden.flush()) + splitter.flush())
     engine_done = time.perf_counter()
     speech_stats = speaker.finish() if speaker is not None else None

@@ -273,6 +273,11 @@ class Endpointer:
     def in_speech(self) -> bool:
         return self._in_speech
 
+    def utterance_so_far(self) -> np.ndarray:
+        """The open utterance's audio from its start, pre-roll included: what its
+        UtteranceEnded.samples will begin with."""
+        return np.concatenate(self._frames) if self._in_speech and self._frames else np.zeros(0, dtype=np.float32)
+
     @property
     def voice_heard(self) -> bool:
         """A voiced frame since the last reset: speech has started or may be

@@ -20,6 +20,7 @@ import soundfile
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
 from edge_assistant.config import Config
 from edge_assistant.daemon import EARCON_DELAY_MS, Assistant, EventLog
+from edge_assistant.engine import ENCODER_BLOCK_TOKENS
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 
@@ -77,18 +78,29 @@ def test_noise_produces_no_turn(twin, tmp_path: Path) -> None:
     assert "turn" not in kinds(events)
 
 
-def test_two_questions_two_turns_second_evaluates_only_new_tokens(scripted, voice, tmp_path: Path) -> None:
+@pytest.mark.parametrize("stream_audio", [True, False], ids=["streamed", "after-speech"])
+def test_two_questions_two_turns_second_evaluates_only_new_tokens(
+    scripted, voice, tmp_path: Path, stream_audio: bool
+) -> None:
     """A scripted reply of known length: the twin's own would be a different text,
-    spoken for a different time, on every CPU type."""
+    spoken for a different time, on every CPU type. Streamed, only the last
+    unfinished encoder block and the closing text are left when the question ends."""
     first, second = speak("What is the capital of France?"), speak("And of Spain?")
     stream = write_stream(tmp_path / "in.wav", silence(0.5), first, silence(6.0), second, silence(6.0))
-    events = run_assistant(stream, scripted, voice)
+    events = run_assistant(stream, scripted, voice, stream_audio=stream_audio)
     turns = [event for event in events if event["event"] == "turn"]
     assert len(turns) == 2
     assert [turn["reply"] for turn in turns] == [SCRIPTED_REPLY] * 2
     one, two = (turn["tokens"] for turn in turns)
     assert two["evaluated_this_turn"] == two["prompt"] + two["audio"] + two["generated"] + 2
     assert two["context"] == one["context"] + two["evaluated_this_turn"]
+    closing_text = len(scripted._audio_suffix_tokens)
+    for tokens, question in ((one, first), (two, second)):
+        assert abs(tokens["audio"] - 25 * (question.seconds + 0.5)) <= 15  # the question, with pre-roll and padding
+        if stream_audio:
+            assert tokens["after_speech_end"] <= ENCODER_BLOCK_TOKENS + closing_text
+        else:
+            assert tokens["after_speech_end"] == tokens["prompt"] + tokens["audio"]
 
 
 def test_own_reply_heard_through_the_microphone_starts_no_turn(storyteller, voice, tmp_path: Path) -> None:
@@ -154,10 +166,12 @@ def voice() -> PiperSpeech:
 
 def assistant_for(
     stream: Path, engine, voice, wake=None, respond=run_turn, events_path: Path | None = None, echo_gain: float = 0.0,
+    stream_audio: bool = True,
 ):
     """The daemon's state machine on a file, with the shipped configuration
     (listening earcon included)."""
     config = Config()
+    config.conversation.stream_audio = stream_audio
     events_file = (events_path or stream.with_suffix(".jsonl")).open("w")
     playback = VirtualPlayback(voice.sample_rate)
     assistant = Assistant(
@@ -208,8 +222,9 @@ def utterance_recorder(heard: list[np.ndarray]):
     """``respond`` for the Assistant that keeps the audio each turn was given."""
 
     def respond(engine, speech, speaker, started):
-        heard.append(speech.samples)
-        return run_turn(engine, speech, speaker, started)
+        result = run_turn(engine, speech, speaker, started)
+        heard.append(speech.samples)  # a streamed question is complete once its turn has run
+        return result
 
     return respond
 

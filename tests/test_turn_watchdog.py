@@ -57,6 +57,7 @@ def two_questions(tmp_path: Path) -> Path:
 def assistant(stream: Path, engine: FakeEngine, respond, notifier: Notifier, events: list[str]) -> Assistant:
     config = Config()
     config.conversation.turn_timeout_seconds = 0.3
+    config.conversation.stream_audio = False  # the turn gets the whole question: these turns never read a stream
     log = EventLog(None)
     emit = log.emit
     log.emit = lambda kind, at, **fields: (events.append(kind), emit(kind, at, **fields))  # type: ignore[method-assign]
