@@ -94,8 +94,8 @@ class _Turn:
     wake_sample: int | None
     speech_end_sample: int  # input time; for a stream, known when the speech ends
     started: float | None  # time.monotonic() when the speech ended: turns are timed in wall time from there
+    speaker: StreamingSpeaker
     stream: SpeechStream | None = None  # the question, while it is still spoken
-    speaker: StreamingSpeaker | None = None
     cancelled_at: float | None = None  # time.monotonic() of a timeout's cancel
 
 
@@ -136,7 +136,8 @@ class Assistant:
         self._now = 0  # input time, in samples
         self._deadline: int | None = None  # end of the capture or follow-up window
         self._wake_sample: int | None = None
-        self._turn: _Turn | None = None
+        self._turn: _Turn | None = None  # the turn the loop follows
+        self._worker_done: threading.Event | None = None  # set when the last started worker is done with the engine
         self._stream: SpeechStream | None = None  # the utterance being heard and fed to its turn
         self._speaking_since: int | None = None
         self._echo_guard_until = 0
@@ -160,8 +161,7 @@ class Assistant:
     @property
     def turn_running(self) -> bool:
         """A worker is still inside the engine: it must not be freed under it."""
-        turn = self._turn
-        return turn is not None and not turn.done.is_set()
+        return self._worker_done is not None and not self._worker_done.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -231,14 +231,15 @@ class Assistant:
             if not self.config.conversation.barge_in:
                 return True
             self.events.emit("barge_in", self._now, state=self.state.value)
-            self.engine.cancel()
             turn = self._turn
             if turn is not None:
-                if turn.speaker is not None:
-                    turn.speaker.cancel()
-                turn.done.wait()  # the cancelled turn returns at its next token
+                # Never waits: the silenced speaker queues nothing more, the engine
+                # stops the turn at its next sub-batch or token and rolls it back,
+                # and the next turn's worker waits for this one.
+                turn.speaker.cancel()
+                self.engine.cancel()
                 self._turn = None
-            self.playback.stop()  # after the worker is done: nothing can be queued behind it
+            self.playback.stop()
             if self.state is State.SPEAKING:
                 self.events.emit("speak_end", self._now, interrupted=True)
             self._speaking_since = None
@@ -352,15 +353,17 @@ class Assistant:
         idle_seconds = (self._now - self._last_activity) / MODEL_SAMPLE_RATE
         reset = self._reset_requested.is_set() or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
         self._reset_requested.clear()
-        previous = self._turn.done if self._turn is not None else None
+        previous = self._worker_done
         turn = _Turn(
             done=threading.Event(),
             wake_sample=self._wake_sample,
             speech_end_sample=self._now,
             started=None,
+            speaker=StreamingSpeaker(self.voice, self.playback),
             stream=speech if isinstance(speech, SpeechStream) else None,
         )
         self._turn = turn
+        self._worker_done = turn.done
         worker = threading.Thread(target=self._run_turn, args=(turn, speech, reset, previous), name="turn", daemon=True)
         worker.start()
         return turn
@@ -392,8 +395,7 @@ class Assistant:
             self.events.emit("turn_timeout", turn.speech_end_sample, seconds=round(now - turn.started, 1))
             turn.cancelled_at = now
             self.engine.cancel()
-            if turn.speaker is not None:
-                turn.speaker.cancel()
+            turn.speaker.cancel()
             return
         if now - turn.cancelled_at < self.cancel_grace_seconds:
             return
@@ -414,8 +416,7 @@ class Assistant:
             if reset_history:
                 self.engine.reset_history()
                 log.info("conversation history reset")
-            speaker = turn.speaker = StreamingSpeaker(self.voice, self.playback)
-            result = self._respond(self.engine, speech, speaker, time.perf_counter())
+            result = self._respond(self.engine, speech, turn.speaker, time.perf_counter())
             if result.stopped_by == "cancelled":
                 return
             self.turns += 1

@@ -90,6 +90,7 @@ class StreamingSpeaker:
         self._queue: queue.Queue[object] = queue.Queue()
         self._error: BaseException | None = None
         self._cancelled = threading.Event()
+        self._writing = threading.Lock()  # cancel() waits out a write in progress, never a synthesis
         self._thread = threading.Thread(target=self._run, name="tts", daemon=True)
         self._thread.start()
 
@@ -97,8 +98,10 @@ class StreamingSpeaker:
         self._queue.put(sentence)
 
     def cancel(self) -> None:
-        """Drop the sentences not yet spoken (barge-in)."""
-        self._cancelled.set()
+        """Drop the sentences not yet spoken (barge-in). Once it returns nothing
+        more reaches the sink, so a playback stopped after it stays silent."""
+        with self._writing:
+            self._cancelled.set()
 
     def finish(self) -> SpeechStats:
         """Wait until everything queued has been spoken; re-raise a worker error."""
@@ -124,11 +127,12 @@ class StreamingSpeaker:
         started = time.perf_counter()
         samples = self.speech.synthesize(sentence)
         self.stats.synth_ms += (time.perf_counter() - started) * 1000
-        if not len(samples) or self._cancelled.is_set():
-            return
-        if self.stats.first_audio_at is None:
-            self.stats.first_audio_at = time.perf_counter()
-        log.debug("speaking %.2f s: %s", len(samples) / self.speech.sample_rate, sentence)
-        self.stats.sentences += 1
-        self.stats.audio_seconds += len(samples) / self.speech.sample_rate
-        self.sink.write(samples, self.speech.sample_rate)
+        with self._writing:
+            if not len(samples) or self._cancelled.is_set():
+                return
+            if self.stats.first_audio_at is None:
+                self.stats.first_audio_at = time.perf_counter()
+            log.debug("speaking %.2f s: %s", len(samples) / self.speech.sample_rate, sentence)
+            self.stats.sentences += 1
+            self.stats.audio_seconds += len(samples) / self.speech.sample_rate
+            self.sink.write(samples, self.speech.sample_rate)
