@@ -9,6 +9,20 @@ import pytest
 from twin_generator import load_make_twin
 
 
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """``cli.main`` points the root logger at the sys.stderr of the test that
+    called it (pytest's capture of that test); later tests must not log into
+    that closed stream ("--- Logging error ---" in their output)."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 # --------------------------------------------------------------------------
 # Gemma 4 E2B twin (scripts/make_twin.py): tiny random-weight model + audio
 # projector that the real llama.cpp loads.  make_twin.ensure_twin() builds it
