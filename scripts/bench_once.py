@@ -32,13 +32,18 @@ QUESTIONS = ("What is the tallest mountain in Europe?", "And how high is it?")
 PI5_MS_PER_PROMPT_TOKEN = 1000 / 30  # published llama.cpp E2B figure (REFERENCE.md)
 
 
-def twin_paths() -> tuple[Path, Path]:
-    """The Gemma 4 twin from the shared cache (built on first use), the same
-    files the tests use: see make_twin.ensure_twin."""
+def load_make_twin():  # noqa: ANN201 - the module
     spec = importlib.util.spec_from_file_location("make_twin", ROOT / "scripts" / "make_twin.py")
     make_twin = importlib.util.module_from_spec(spec)
     sys.modules["make_twin"] = make_twin
     spec.loader.exec_module(make_twin)
+    return make_twin
+
+
+def twin_paths() -> tuple[Path, Path]:
+    """The Gemma 4 twin from the shared cache (built on first use), the same
+    files the tests use: see make_twin.ensure_twin."""
+    make_twin = load_make_twin()
     try:
         return make_twin.ensure_twin(0)
     except make_twin.TwinError as e:
