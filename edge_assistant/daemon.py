@@ -280,10 +280,12 @@ class Assistant:
             self._drop_stream()
             self.endpointer.reset()  # what is heard now is our own sound
             return
-        was_speech = self.endpointer.in_speech
+        was_speech, was_pausing = self.endpointer.in_speech, self.endpointer.pausing
         event = self.endpointer.push(samples, end_sample)
         if was_speech and self._stream is not None:
             self._stream.append(samples)
+            if self.endpointer.pausing and not was_pausing:
+                self._stream.hurry()  # the end-of-speech silence is the time to catch up
         self._on_endpoint(event)
         if self._stream is not None and self.wait_for_replies:
             self._wait_for_feeding(self._stream)

@@ -599,7 +599,7 @@ class GemmaEngine:
         turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True)
         text = ""
         try:
-            turn.feed(samples)
+            turn.feed(samples, evaluate=False)
             turn.end_audio()
             text = turn.generate(on_text)
         except TurnCancelled:
@@ -805,12 +805,14 @@ class AudioTurn:
     def fed_samples(self) -> int:
         return len(self._samples)
 
-    def feed(self, samples: np.ndarray) -> None:
-        """Append heard audio; evaluate the tokens it made final."""
+    def feed(self, samples: np.ndarray, evaluate: bool = True) -> None:
+        """Append heard audio and evaluate the tokens it made final; ``evaluate``
+        False when :meth:`end_audio` follows at once (one encoder pass, not two)."""
         if self._audio_ended:
             raise RuntimeError("audio fed after end_audio()")
         self._samples = np.concatenate([self._samples, np.asarray(samples, dtype=np.float32)])
-        self._advance(final=False)
+        if evaluate:
+            self._advance(final=False)
 
     def end_audio(self, keep_samples: int | None = None) -> None:
         """The utterance is over; it is the first ``keep_samples`` fed (all by

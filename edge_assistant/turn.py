@@ -78,6 +78,7 @@ class SpeechStream:
         self._keep: int | None = None  # set when the utterance ended: its length
         self._discarded = False
         self._waiting = False  # the worker waits for more audio
+        self._hurry = False  # the next step is due now, whatever its size
         self.ended_at: float | None = None  # perf_counter() when the speech ended
         self.samples = np.zeros(0, dtype=np.float32)  # all of it, once ended
 
@@ -94,6 +95,13 @@ class SpeechStream:
         with self._condition:
             self.ended_at = time.perf_counter()
             self._keep = keep_samples
+            self._condition.notify_all()
+
+    def hurry(self) -> None:
+        """The speaker paused: feed what has been heard now, so that only the end
+        of the last word is left if this is the end of the question."""
+        with self._condition:
+            self._hurry = True
             self._condition.notify_all()
 
     def discard(self) -> None:
@@ -118,7 +126,7 @@ class SpeechStream:
             )
 
     def _due(self) -> int:
-        return max(MIN_FEED_SAMPLES, self._taken // FEED_GROWTH)
+        return 1 if self._hurry else max(MIN_FEED_SAMPLES, self._taken // FEED_GROWTH)
 
     def next_step(self) -> tuple[np.ndarray, bool]:
         """(audio to feed, whether the utterance has ended); blocks until a step is
@@ -133,6 +141,7 @@ class SpeechStream:
                 self._condition.notify_all()
                 self._condition.wait()
                 self._waiting = False
+            self._hurry = False
             step = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
             self._parts, self._pending = [step], 0  # kept whole: ``samples`` is the utterance
             new = step[self._taken :]
@@ -157,7 +166,7 @@ def respond_streamed(engine: Any, stream: SpeechStream, on_text: Callable[[str],
         while True:
             step, ended = stream.next_step()
             if len(step):
-                turn.feed(step)
+                turn.feed(step, evaluate=not ended)
             if ended:
                 break
         turn.end_audio(stream.keep_samples)

@@ -268,10 +268,17 @@ class Endpointer:
         self._start_sample = 0
         self._voiced_frames = 0
         self._speech_end = 0
+        self._last_end = 0  # input time after the last frame pushed
 
     @property
     def in_speech(self) -> bool:
         return self._in_speech
+
+    @property
+    def pausing(self) -> bool:
+        """In an utterance, and silent for longer than the padding kept after
+        speech: if the silence lasts, the utterance ends where it now would."""
+        return self._in_speech and self._last_end - self._speech_end > PADDING_AFTER_SPEECH
 
     def utterance_so_far(self) -> np.ndarray:
         """The open utterance's audio from its start, pre-roll included: what its
@@ -294,6 +301,7 @@ class Endpointer:
     def push(self, frame: np.ndarray, end_sample: int) -> EndpointEvent | None:
         """One frame of ``frame_ms`` (16 kHz float32); ``end_sample`` is the input
         time of its last sample + 1."""
+        self._last_end = end_sample
         verdict = self._activity.push(frame)
         if verdict.revoked:
             self._revoke(end_sample - verdict.revoked * self.frame_samples)
