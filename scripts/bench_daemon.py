@@ -39,7 +39,12 @@ SENTENCES = (
     "We will leave for the station at eight.",
     "That film was much longer than I expected.",
 )
-QUESTIONS = ("What is the tallest mountain in Europe?", "How far away is the moon?", "Set a timer for five minutes.")
+QUESTIONS = (
+    "What is the tallest mountain in Europe?",
+    "How far away is the moon?",
+    # About 5 s: long enough for streaming to matter.
+    "My sister is flying in from Lisbon tomorrow evening, so what time should we leave for the airport?",
+)
 
 
 def spoken(voice: PiperSpeech, text: str) -> np.ndarray:
