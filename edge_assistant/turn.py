@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio_io import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
-from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, TurnCancelled, TurnReply
+from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, TurnCancelled, TurnReply, TurnStats
 from .errors import AudioInputError
 from .reply_text import HiddenBlockFilter, SentenceSplitter
 from .tts import StreamingSpeaker
@@ -160,7 +160,10 @@ def respond_streamed(engine: Any, stream: SpeechStream, on_text: Callable[[str],
     """Evaluate a question while it is spoken, then answer it: the same
     :class:`~edge_assistant.engine.AudioTurn` as a whole recording, fed in steps.
     A discarded or cancelled stream rolls the turn back and reports "cancelled"."""
-    turn = engine.begin_turn(stream.max_seconds)
+    try:
+        turn = engine.begin_turn(stream.max_seconds)
+    except TurnCancelled:  # stopped while the text before the audio was evaluated
+        return TurnReply("", TurnStats(stopped_by="cancelled"))
     text = ""
     try:
         while True:
