@@ -50,6 +50,27 @@ ENCODER_BLOCK_SAMPLES = ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN  # 480 ms
 CLIP_SAMPLES = MAX_CLIP_SECONDS * 16000  # mtmd encodes longer audio as separate 30 s clips
 
 
+def encoder_reach_tokens(layers: int) -> int:
+    """How far a difference at the start of an encoded window can travel forward
+    through the conformer, in tokens, plus a block of margin. Encoding from a
+    window start instead of the clip's start changes only its first token (the
+    mel frame and the subsampling padding there); each layer's attention carries
+    that into the next block (up to 24 tokens on) and its causal convolution 4
+    further: 24 * layers + 4 (292 for E2B's 12 layers)."""
+    return 24 * layers + 4 + ENCODER_BLOCK_TOKENS
+
+
+def audio_encoder_layers(mmproj_path: Path) -> int:
+    """``clip.audio.block_count`` from the projector file."""
+    from gguf import GGUFReader
+
+    try:
+        field = GGUFReader(str(mmproj_path)).fields["clip.audio.block_count"]
+        return int(field.parts[field.data[0]][0])
+    except (KeyError, ValueError, OSError) as error:
+        raise ModelFileError(f"cannot read the audio encoder's layer count from {mmproj_path}: {error}") from None
+
+
 def final_audio_tokens(clip_samples: int) -> int:
     """How many of a clip's audio tokens no later audio can change: those of the
     encoder blocks that are complete, one sample past their end (the subsampling
@@ -393,6 +414,7 @@ class GemmaEngine:
         self._turn_end_tokens = self.tokenize(self.chat_format.turn_end)
         self._n_embd = llama_cpp.llama_model_n_embd_inp(self._model)
         self._audio_prefix_tokens, self._audio_suffix_tokens = self._split_user_turn()
+        self.encoder_reach_tokens = encoder_reach_tokens(audio_encoder_layers(mmproj_path))
         self._n_past = 0
         self._n_system = 0
         self.system_prompt_tokens = self._evaluate_system_prompt()
@@ -901,9 +923,15 @@ class AudioTurn:
             wanted = None if whole else final_audio_tokens(len(clip))
             if wanted is not None and wanted <= self._clip_tokens[index]:
                 return  # nothing new is final yet
-            embeddings = self.engine._encode_clip(clip, self.stats)
-            upto = len(embeddings) if wanted is None else min(wanted, len(embeddings))
-            new = embeddings[self._clip_tokens[index] : upto]
+            # Encode from a block boundary far enough back that the window's own
+            # start cannot reach the tokens needed: the same values as from the
+            # clip's start, for a bounded cost per step.
+            done = self._clip_tokens[index]
+            skipped = max(0, done - self.engine.encoder_reach_tokens) // ENCODER_BLOCK_TOKENS * ENCODER_BLOCK_TOKENS
+            embeddings = self.engine._encode_clip(clip[skipped * SAMPLES_PER_AUDIO_TOKEN :], self.stats)
+            total = skipped + len(embeddings)
+            upto = total if wanted is None else min(wanted, total)
+            new = embeddings[done - skipped : upto - skipped]
             if len(new):
                 started = time.perf_counter()
                 self.engine._decode_embeddings(new, self._cancelled)
