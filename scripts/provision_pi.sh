@@ -55,37 +55,8 @@ usage() {
 
 # --- output: one line per step, "ok" when already right -----------------------------
 
-ok() { printf 'ok      %s\n' "$*"; }
-note() { printf '        %s\n' "$*"; }
-warn() { printf 'warn    %s\n' "$*"; }
-die() {
-    printf 'error   %s\n' "$*" >&2
-    exit 1
-}
-
-# A step that changes something (or would, in a dry run).
-change() {
-    CHANGES=$((CHANGES + 1))
-    if $DRY_RUN; then
-        printf 'would   %s\n' "$*"
-    else
-        printf 'change  %s\n' "$*"
-    fi
-}
-
-# Every command that changes the system goes through run: shown, then executed
-# unless this is a dry run. A failure stops the script with one line naming it.
-run() {
-    show_command "$@"
-    $DRY_RUN && return
-    "$@" || die "command failed with exit code $?: $*"
-}
-
-show_command() {
-    local quoted
-    printf -v quoted '%q ' "$@"
-    printf '        $ %s\n' "${quoted% }"
-}
+# shellcheck source=lib/steps.sh disable=SC1091
+source "$SOURCE_DIR/scripts/lib/steps.sh"
 
 # The service's own commands (model download) run as the service user, not as root.
 run_as_service_user() {
@@ -435,47 +406,14 @@ check_config() {
     fi
 }
 
-# "filename size role" per [[file]] of the manifest that ships in the package (plain
-# awk: Python 3.10 on Ubuntu 22.04 has no tomllib).
-manifest_files() {
-    awk -F' = ' '
-        function flush() { if (name != "") print name, size, role; name = size = role = "" }
-        /^\[\[file\]\]/ { flush() }
-        $1 == "filename" { name = $2; gsub(/"/, "", name) }
-        $1 == "size" { size = $2 }
-        $1 == "role" { role = $2; gsub(/"/, "", role) }
-        END { flush() }
-    ' "$SOURCE_DIR/edge_assistant/manifest.toml"
-}
+# shellcheck source=lib/manifest.sh disable=SC1091
+source "$SOURCE_DIR/scripts/lib/manifest.sh"
 
-# The audio-only copy of the projector that `models slim` writes and resolve() prefers
-# (edge_assistant.models.audio_projector_path): mmproj-F16.gguf -> mmproj-F16.audio.gguf.
+# The projector and its audio-only copy, as paths.
 projector_files() {
-    local name
-    name="$(manifest_files | awk '$3 == "mmproj" {print $1; exit}')"
-    printf '%s %s\n' "$MODELS_DIR/$name" "$MODELS_DIR/${name%.gguf}.audio.gguf"
-}
-
-# Files of the manifest that are absent or of the wrong size, as "filename size".
-missing_models() {
-    local name size path
-    while read -r name size _; do
-        path="$MODELS_DIR/$name"
-        if [[ ! -f "$path" || "$(stat -c %s "$path")" != "$size" ]]; then
-            printf '%s %s\n' "$name" "$size"
-        fi
-    done < <(manifest_files)
-}
-
-missing_model_bytes() {
-    local total source slim
-    total="$(missing_models | awk '{sum += $2} END {printf "%.0f\n", sum}')"
-    read -r source slim < <(projector_files)
-    if [[ ! -f "$slim" ]]; then
-        # The slim copy is smaller than its source; count the source's size.
-        total=$((total + $(manifest_files | awk '$3 == "mmproj" {print $2; exit}')))
-    fi
-    echo "$total"
+    local source slim
+    read -r source slim < <(projector_names)
+    printf '%s %s\n' "$MODELS_DIR/$source" "$MODELS_DIR/$slim"
 }
 
 install_models() {

@@ -84,34 +84,8 @@ usage() {
 
 # --- output: one line per step, "ok" when already right -----------------------------
 
-ok() { printf 'ok      %s\n' "$*"; }
-note() { printf '        %s\n' "$*"; }
-warn() { printf 'warn    %s\n' "$*"; }
-die() {
-    printf 'error   %s\n' "$*" >&2
-    exit 1
-}
-
-change() {
-    CHANGES=$((CHANGES + 1))
-    if $DRY_RUN; then
-        printf 'would   %s\n' "$*"
-    else
-        printf 'change  %s\n' "$*"
-    fi
-}
-
-run() {
-    show_command "$@"
-    $DRY_RUN && return
-    "$@" || die "command failed with exit code $?: $*"
-}
-
-show_command() {
-    local quoted
-    printf -v quoted '%q ' "$@"
-    printf '        $ %s\n' "${quoted% }"
-}
+# shellcheck source=lib/steps.sh disable=SC1091
+source "$SOURCE_DIR/scripts/lib/steps.sh"
 
 # A command inside the userland, with the models directory bound where the
 # configuration expects it. Arguments must not contain spaces: older proot-distro
@@ -476,45 +450,10 @@ check_config() {
     fi
 }
 
-# --- models (the same manifest reading as provision_pi.sh) ---------------------------
+# --- models: the manifest as scripts/lib/manifest.sh reads it ------------------------
 
-manifest_files() {
-    awk -F' = ' '
-        function flush() { if (name != "") print name, size, role; name = size = role = "" }
-        /^\[\[file\]\]/ { flush() }
-        $1 == "filename" { name = $2; gsub(/"/, "", name) }
-        $1 == "size" { size = $2 }
-        $1 == "role" { role = $2; gsub(/"/, "", role) }
-        END { flush() }
-    ' "$SOURCE_DIR/edge_assistant/manifest.toml"
-}
-
-# The source projector and its audio-only copy (models slim), as file names.
-projector_names() {
-    local name
-    name="$(manifest_files | awk '$3 == "mmproj" {print $1; exit}')"
-    printf '%s %s\n' "$name" "${name%.gguf}.audio.gguf"
-}
-
-missing_models() {
-    local name size path
-    while read -r name size _; do
-        path="$MODELS_DIR/$name"
-        if [[ ! -f "$path" || "$(stat -c %s "$path")" != "$size" ]]; then
-            printf '%s %s\n' "$name" "$size"
-        fi
-    done < <(manifest_files)
-}
-
-missing_model_bytes() {
-    local total source slim
-    total="$(missing_models | awk '{sum += $2} END {printf "%.0f\n", sum}')"
-    read -r source slim < <(projector_names)
-    if [[ ! -f "$MODELS_DIR/$slim" ]]; then
-        total=$((total + $(manifest_files | awk '$3 == "mmproj" {print $2; exit}')))
-    fi
-    echo "$total"
-}
+# shellcheck source=lib/manifest.sh disable=SC1091
+source "$SOURCE_DIR/scripts/lib/manifest.sh"
 
 install_models() {
     if ! $WITH_MODELS; then

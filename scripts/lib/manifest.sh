@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# The model manifest as the provisioning scripts read it (provision_pi.sh,
+# provision_termux.sh): plain awk, since Python 3.10 on Ubuntu 22.04 has no tomllib.
+# Needs SOURCE_DIR (the repository) and MODELS_DIR (where the files go).
+
+# "filename size role" per [[file]] of the manifest that ships in the package.
+manifest_files() {
+    awk -F' = ' '
+        function flush() { if (name != "") print name, size, role; name = size = role = "" }
+        /^\[\[file\]\]/ { flush() }
+        $1 == "filename" { name = $2; gsub(/"/, "", name) }
+        $1 == "size" { size = $2 }
+        $1 == "role" { role = $2; gsub(/"/, "", role) }
+        END { flush() }
+    ' "$SOURCE_DIR/edge_assistant/manifest.toml"
+}
+
+# The source projector and the audio-only copy `models slim` writes, which resolve()
+# prefers (edge_assistant.models.audio_projector_path), as file names:
+# mmproj-F16.gguf -> mmproj-F16.audio.gguf.
+projector_names() {
+    local name
+    name="$(manifest_files | awk '$3 == "mmproj" {print $1; exit}')"
+    printf '%s %s\n' "$name" "${name%.gguf}.audio.gguf"
+}
+
+# Files of the manifest that are absent or of the wrong size, as "filename size".
+missing_models() {
+    local name size path
+    while read -r name size _; do
+        path="$MODELS_DIR/$name"
+        if [[ ! -f "$path" || "$(stat -c %s "$path")" != "$size" ]]; then
+            printf '%s %s\n' "$name" "$size"
+        fi
+    done < <(manifest_files)
+}
+
+# Bytes still to download; the slim copy is smaller than its source, so a missing
+# one counts as the source's size.
+missing_model_bytes() {
+    local total slim
+    total="$(missing_models | awk '{sum += $2} END {printf "%.0f\n", sum}')"
+    read -r _ slim < <(projector_names)
+    if [[ ! -f "$MODELS_DIR/$slim" ]]; then
+        total=$((total + $(manifest_files | awk '$3 == "mmproj" {print $2; exit}')))
+    fi
+    echo "$total"
+}
