@@ -115,6 +115,8 @@ set_paths() {
     CONFIG="$ETC_DIR/config.toml"
     STATE_DIR="$PREFIX/var/lib/edge-assistant"
     MODELS_DIR="$STATE_DIR/models"
+    # shellcheck disable=SC2034  # read by lib/manifest.sh's install_models
+    CLI_MODELS_DIR="$MODELS_DIR"
     CACHE_DIR="$PREFIX/var/cache/edge-assistant"
     UNIT_SOURCE="$SOURCE_DIR/systemd/$SERVICE.service"
     UNIT_FILE="/etc/systemd/system/$SERVICE.service"
@@ -409,41 +411,15 @@ check_config() {
 # shellcheck source=lib/manifest.sh disable=SC1091
 source "$SOURCE_DIR/scripts/lib/manifest.sh"
 
-# The projector and its audio-only copy, as paths.
-projector_files() {
-    local source slim
-    read -r source slim < <(projector_names)
-    printf '%s %s\n' "$MODELS_DIR/$source" "$MODELS_DIR/$slim"
-}
-
-install_models() {
-    if ! $WITH_MODELS; then
-        note "models: skipped (--no-models); the service needs them: run this script without"
-        note "--no-models, or $CLI models download --dir $MODELS_DIR"
-        return
-    fi
-    local missing source slim
-    missing="$(missing_models)"
-    read -r source slim < <(projector_files)
-    if [[ -z "$missing" && -f "$slim" ]]; then
-        ok "models: all files in $MODELS_DIR (check hashes: edge-assistant models verify --dir $MODELS_DIR)"
-        return
-    fi
-    if [[ -n "$missing" ]]; then
-        change "models: download $(wc -l <<<"$missing") files, $(gb "$(awk '{s += $2} END {print s}' <<<"$missing")"), into $MODELS_DIR"
-        note "resumable and sha256-verified; if it stops, run this script again"
-        run_as_service_user "$CLI" --config "$CONFIG" models download --dir "$MODELS_DIR"
-    fi
-    if [[ ! -f "$slim" ]]; then
-        change "models: audio-only projector $slim (less RAM than the vision+audio file)"
-        run_as_service_user "$CLI" models slim "$source" "$slim"
-    fi
+# edge-assistant as the service runs it, for install_models.
+models_cli() {
+    run_as_service_user "$CLI" --config "$CONFIG" "$@"
 }
 
 models_present() {
-    local source slim
-    read -r source slim < <(projector_files)
-    [[ -z "$(missing_models)" && -f "$slim" ]]
+    local slim
+    read -r _ slim < <(projector_names)
+    [[ -z "$(missing_models)" && -f "$MODELS_DIR/$slim" ]]
 }
 
 install_service() {
@@ -598,7 +574,6 @@ filesystem_of() {
     df -P -- "$(existing_parent "$1")" | awk 'NR == 2 {print $1}'
 }
 
-gb() { awk -v b="$1" 'BEGIN {printf "%.1f GB", b / 1e9}'; }
 gib() { awk -v b="$1" 'BEGIN {printf "%.1f GiB", b / 1073741824}'; }
 
 summary() {

@@ -455,29 +455,13 @@ check_config() {
 # shellcheck source=lib/manifest.sh disable=SC1091
 source "$SOURCE_DIR/scripts/lib/manifest.sh"
 
-install_models() {
-    if ! $WITH_MODELS; then
-        note "models: skipped (--no-models); edge-assistant needs them: run this script"
-        note "without --no-models, or: edge-assistant models download"
-        return
-    fi
-    local missing source slim
-    missing="$(missing_models)"
-    read -r source slim < <(projector_names)
-    if [[ -z "$missing" && -f "$MODELS_DIR/$slim" ]]; then
-        ok "models: all files in $MODELS_DIR (check hashes: edge-assistant models verify)"
-        return
-    fi
-    if [[ -n "$missing" ]]; then
-        change "models: download $(wc -l <<<"$missing") files, $(gb "$(awk '{s += $2} END {print s}' <<<"$missing")"), into $MODELS_DIR"
-        note "resumable and sha256-verified; if it stops, run this script again"
-        in_distro "$GUEST_CLI" --config "$GUEST_CONFIG" models download --dir "$GUEST_MODELS"
-    fi
-    if [[ ! -f "$MODELS_DIR/$slim" ]]; then
-        change "models: audio-only projector $slim (less RAM than the vision+audio file)"
-        in_distro "$GUEST_CLI" models slim "$GUEST_MODELS/$source" "$GUEST_MODELS/$slim"
-    fi
+# edge-assistant inside the userland, for install_models.
+# shellcheck disable=SC2034  # read by lib/manifest.sh's install_models
+CLI_MODELS_DIR="$GUEST_MODELS"
+models_cli() {
+    in_distro "$GUEST_CLI" --config "$GUEST_CONFIG" "$@"
 }
+
 
 # --- the commands and the boot entry -------------------------------------------------
 
@@ -733,7 +717,6 @@ existing_parent() {
     echo "$dir"
 }
 
-gb() { awk -v b="$1" 'BEGIN {printf "%.1f GB", b / 1e9}'; }
 gib() { awk -v b="$1" 'BEGIN {printf "%.1f GiB", b / 1073741824}'; }
 
 summary() {

@@ -1,7 +1,10 @@
 # shellcheck shell=bash
 # The model manifest as the provisioning scripts read it (provision_pi.sh,
 # provision_termux.sh): plain awk, since Python 3.10 on Ubuntu 22.04 has no tomllib.
-# Needs SOURCE_DIR (the repository) and MODELS_DIR (where the files go).
+# Needs SOURCE_DIR (the repository) and MODELS_DIR (where the files go); for
+# install_models also WITH_MODELS, CLI_MODELS_DIR (MODELS_DIR as the installed
+# edge-assistant sees it) and a function models_cli that runs that edge-assistant
+# with its configuration, as the service would (lib/steps.sh for the output).
 
 # "filename size role" per [[file]] of the manifest that ships in the package.
 manifest_files() {
@@ -45,4 +48,30 @@ missing_model_bytes() {
         total=$((total + $(manifest_files | awk '$3 == "mmproj" {print $2; exit}')))
     fi
     echo "$total"
+}
+
+# Download what is missing and write the audio-only projector, through the installed
+# edge-assistant (resumable, sha256-verified).
+install_models() {
+    if ! $WITH_MODELS; then
+        note "models: skipped (--no-models); edge-assistant needs them: run this script"
+        note "without --no-models, or: edge-assistant models download --dir $CLI_MODELS_DIR"
+        return
+    fi
+    local missing source slim
+    missing="$(missing_models)"
+    read -r source slim < <(projector_names)
+    if [[ -z "$missing" && -f "$MODELS_DIR/$slim" ]]; then
+        ok "models: all files in $MODELS_DIR (check hashes: edge-assistant models verify --dir $CLI_MODELS_DIR)"
+        return
+    fi
+    if [[ -n "$missing" ]]; then
+        change "models: download $(wc -l <<<"$missing") files, $(gb "$(awk '{s += $2} END {print s}' <<<"$missing")"), into $MODELS_DIR"
+        note "resumable and sha256-verified; if it stops, run this script again"
+        models_cli models download --dir "$CLI_MODELS_DIR"
+    fi
+    if [[ ! -f "$MODELS_DIR/$slim" ]]; then
+        change "models: audio-only projector $MODELS_DIR/$slim (less RAM than the vision+audio file)"
+        models_cli models slim "$CLI_MODELS_DIR/$source" "$CLI_MODELS_DIR/$slim"
+    fi
 }

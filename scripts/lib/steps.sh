@@ -34,3 +34,6 @@ show_command() {
     printf -v quoted '%q ' "$@"
     printf '        $ %s\n' "${quoted% }"
 }
+
+# Bytes as gigabytes, for messages.
+gb() { awk -v b="$1" 'BEGIN {printf "%.1f GB", b / 1e9}'; }
