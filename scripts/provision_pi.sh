@@ -47,6 +47,7 @@ WITH_SERVICE=true
 UNINSTALL=false
 PURGE=false
 PREFIX=""
+# shellcheck disable=SC2034  # counted by lib/steps.sh
 CHANGES=0
 
 usage() {
@@ -535,23 +536,9 @@ remove_user() {
     fi
 }
 
-remove_path() {
-    local path="$1" what="$2"
-    if [[ -e "$path" ]]; then
-        change "$what: remove $path"
-        run rm -rf -- "$path"
-    else
-        ok "$what: no $path"
-    fi
-}
 
 # --- helpers ------------------------------------------------------------------------
 
-write_file_from_string() {
-    local content="$1" path="$2" mode="$3"
-    printf '%s\n' "$content" >"$WORK_DIR/string"
-    run install -m "$mode" "$WORK_DIR/string" "$path"
-}
 
 package_installed() {
     dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null | grep -qx installed
@@ -562,31 +549,14 @@ os_release() {
     sed -n "s/^$1=//p" /etc/os-release | tr -d '"'
 }
 
-existing_parent() {
-    local dir="$1"
-    while [[ ! -d "$dir" ]]; do
-        dir="$(dirname "$dir")"
-    done
-    echo "$dir"
-}
 
 filesystem_of() {
     df -P -- "$(existing_parent "$1")" | awk 'NR == 2 {print $1}'
 }
 
-gib() { awk -v b="$1" 'BEGIN {printf "%.1f GiB", b / 1073741824}'; }
 
 summary() {
-    echo
-    local changes="$CHANGES changes"
-    ((CHANGES != 1)) || changes="1 change"
-    if ((CHANGES == 0)); then
-        echo "nothing to change"
-    elif $DRY_RUN; then
-        echo "$changes would be made (dry run)"
-    else
-        echo "$changes made"
-    fi
+    report_changes
     $UNINSTALL && return
     echo
     if [[ -n "$PREFIX" ]]; then

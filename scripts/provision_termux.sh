@@ -76,6 +76,7 @@ FORCE=false
 UNINSTALL=false
 PURGE=false
 DISTRO=debian
+# shellcheck disable=SC2034  # counted by lib/steps.sh
 CHANGES=0
 
 usage() {
@@ -662,17 +663,17 @@ uninstall() {
         else
             ok "userland: no $DISTRO"
         fi
-        remove_path "userland mark" "$CREATED_MARK"
+        remove_path "$CREATED_MARK" "userland mark"
     elif [[ -n "$ROOTFS" ]]; then
         note "userland: $DISTRO was there before; only edge-assistant's files leave it"
-        remove_path "venv" "$ROOTFS$GUEST_OPT"
-        remove_path "config" "$ROOTFS$GUEST_ETC"
+        remove_path "$ROOTFS$GUEST_OPT" "venv"
+        remove_path "$ROOTFS$GUEST_ETC" "config"
     else
         ok "userland: no $DISTRO"
     fi
-    remove_path "logs" "$LOG_DIR"
+    remove_path "$LOG_DIR" "logs"
     if $PURGE; then
-        remove_path "models" "$STATE_DIR"
+        remove_path "$STATE_DIR" "models"
     else
         note "kept: models in $MODELS_DIR (remove them with --uninstall --purge)"
     fi
@@ -691,45 +692,14 @@ remove_ours() {
     fi
 }
 
-remove_path() {
-    local what="$1" path="$2"
-    if [[ -e "$path" ]]; then
-        change "$what: remove $path"
-        run rm -rf -- "$path"
-    else
-        ok "$what: no $path"
-    fi
-}
 
 # --- helpers ------------------------------------------------------------------------
 
-write_file_from_string() {
-    local content="$1" path="$2" mode="$3"
-    printf '%s\n' "$content" >"$WORK_DIR/string"
-    run install -m "$mode" "$WORK_DIR/string" "$path"
-}
 
-existing_parent() {
-    local dir="$1"
-    while [[ ! -d "$dir" ]]; do
-        dir="$(dirname "$dir")"
-    done
-    echo "$dir"
-}
 
-gib() { awk -v b="$1" 'BEGIN {printf "%.1f GiB", b / 1073741824}'; }
 
 summary() {
-    echo
-    local changes="$CHANGES changes"
-    ((CHANGES != 1)) || changes="1 change"
-    if ((CHANGES == 0)); then
-        echo "nothing to change"
-    elif $DRY_RUN; then
-        echo "$changes would be made (dry run)"
-    else
-        echo "$changes made"
-    fi
+    report_changes
     $UNINSTALL && return
     cat <<EOF
 
