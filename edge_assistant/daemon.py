@@ -20,6 +20,7 @@ start a turn from it.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import faulthandler
 import json
@@ -435,6 +436,9 @@ class Assistant:
         except Exception as error:  # one failed turn must not stop the assistant
             log.exception("turn failed")
             self.events.emit("error", turn.speech_end_sample, message=f"{type(error).__name__}: {error}")
+            turn.speaker.cancel()
+            with contextlib.suppress(Exception):
+                turn.speaker.finish()  # its thread ends too, not left waiting for sentences
             self._chime("error")
         finally:
             turn.done.set()
