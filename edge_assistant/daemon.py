@@ -281,12 +281,16 @@ class Assistant:
             self._drop_stream()
             self.endpointer.reset()  # what is heard now is our own sound
             return
-        was_speech, was_pausing = self.endpointer.in_speech, self.endpointer.pausing
+        was_speech = self.endpointer.in_speech
         event = self.endpointer.push(samples, end_sample)
         if was_speech and self._stream is not None:
             self._stream.append(samples)
-            if self.endpointer.pausing and not was_pausing:
-                self._stream.hurry()  # the end-of-speech silence is the time to catch up
+            # The end-of-speech silence is the time to catch up and close the turn.
+            length_if_ended = self.endpointer.length_if_ended
+            if length_if_ended is not None:
+                self._stream.pause(length_if_ended)
+            elif self.endpointer.in_speech:
+                self._stream.resume()
         self._on_endpoint(event)
         if self._stream is not None and self.wait_for_replies:
             self._wait_for_feeding(self._stream)

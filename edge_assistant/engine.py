@@ -804,6 +804,8 @@ class AudioTurn:
         self._clip_tokens: list[int] = []  # per 30 s clip: audio tokens in the cache
         self._clip_whole: list[bool] = []  # per clip: all its tokens are in the cache
         self._audio_ended = False
+        self._heard = self._samples  # all audio fed, before end_audio() trimmed it
+        self._position_lock = threading.Lock()  # _speech_end is noted from the audio thread
         self._closed = False
         engine._active = self
         try:
@@ -836,21 +838,45 @@ class AudioTurn:
         if evaluate:
             self._advance(final=False)
 
-    def end_audio(self, keep_samples: int | None = None) -> None:
+    def note_speech_end(self) -> None:
+        """From any thread, when the speaker stopped: tokens the cache holds now
+        were evaluated while they spoke; the rest count as after the end."""
+        with self._position_lock:
+            if self._speech_end is None:
+                self._speech_end = self.engine._n_past
+
+    def end_audio(self, keep_samples: int | None = None, early: bool = False) -> None:
         """The utterance is over; it is the first ``keep_samples`` fed (all by
         default: the endpointer trims trailing silence). Evaluates what is left of
-        the audio and the text that closes the user turn, ready to generate."""
-        if keep_samples is not None and keep_samples < len(self._samples):
-            self._samples = self._samples[:keep_samples]
-            self._forget_tokens_beyond_audio()
-        if not len(self._samples):
+        the audio and the text that closes the user turn, ready to generate.
+
+        ``early``: said while the speaker pauses, before the endpoint decides;
+        :meth:`reopen_audio` undoes it if they go on."""
+        if not len(self._samples) or keep_samples == 0:
             raise ValueError("a turn needs audio")
-        if self._speech_end is None:
-            self._speech_end = self.engine._n_past
+        if not early:
+            self.note_speech_end()
+        self._heard = self._samples
+        if keep_samples is not None and keep_samples < len(self._samples):
+            self._forget_tokens_beyond(keep_samples)
+            self._samples = self._samples[:keep_samples]
         self._advance(final=True)
         self._evaluate_text(self.engine._audio_suffix_tokens, want_logits=True)
         self._audio_ended = True
-        self.stats.after_speech_end = self.engine._n_past - self._speech_end
+        self._count_after_speech_end()
+
+    def reopen_audio(self) -> None:
+        """Undo an early :meth:`end_audio`: the speaker went on after a pause.
+        The closing text and the audio tokens the end changed leave the cache;
+        the tokens final before it stay, and feeding continues from all the audio
+        heard."""
+        if not self._audio_ended:
+            raise RuntimeError("reopen_audio() without end_audio()")
+        self._truncate(self.engine._n_past - len(self.engine._audio_suffix_tokens))
+        self.stats.prompt_tokens -= len(self.engine._audio_suffix_tokens)
+        self._forget_tokens_beyond(len(self._samples))
+        self._samples = self._heard
+        self._audio_ended = False
 
     def next_token_logits(self) -> np.ndarray:
         """The model's logits for the first reply token (after :meth:`end_audio`):
@@ -866,6 +892,8 @@ class AudioTurn:
         where first_token_ms counts from, by default the turn's opening."""
         if not self._audio_ended:
             raise RuntimeError("generate() before end_audio()")
+        self.note_speech_end()
+        self._count_after_speech_end()
         engine = self.engine
         return engine._generate(self.stats, started if started is not None else self._opened, on_text, self._cancelled)
 
@@ -940,17 +968,32 @@ class AudioTurn:
             self._clip_tokens[index] = upto
             self._clip_whole[index] = whole
 
-    def _forget_tokens_beyond_audio(self) -> None:
-        """After the audio was cut short: drop the evaluated tokens the shorter
-        audio changes (from its last clip's last complete encoder block on)."""
-        clips = -(-len(self._samples) // CLIP_SAMPLES)
+    def _count_after_speech_end(self) -> None:
+        with self._position_lock:
+            if self._speech_end is not None:
+                self.stats.after_speech_end = self.engine._n_past - self._speech_end
+
+    def _forget_tokens_beyond(self, samples: int) -> None:
+        """Keep only the audio tokens the first ``samples`` make final (up to the
+        last complete encoder block of their last clip): what no change to the
+        audio after them can alter."""
+        clips = -(-samples // CLIP_SAMPLES)
         self._clip_tokens = self._clip_tokens[:clips]
         self._clip_whole = self._clip_whole[:clips]
         if self._clip_tokens:
             last = clips - 1
-            self._clip_tokens[last] = min(self._clip_tokens[last], final_audio_tokens(len(self._clip(last))))
+            last_clip_samples = samples - last * CLIP_SAMPLES
+            self._clip_tokens[last] = min(self._clip_tokens[last], final_audio_tokens(last_clip_samples))
             self._clip_whole[last] = False
         kept = self._audio_start + sum(self._clip_tokens)
         if kept < self.engine._n_past:
             self.stats.audio_tokens -= self.engine._n_past - kept
-            self.engine._truncate(kept)
+            self._truncate(kept)
+
+    def _truncate(self, n_past: int) -> None:
+        """Drop cache positions from ``n_past`` on; those evaluated before the
+        speech ended were not, after all, so they count again if re-evaluated."""
+        with self._position_lock:
+            self.engine._truncate(n_past)
+            if self._speech_end is not None:
+                self._speech_end = min(self._speech_end, n_past)

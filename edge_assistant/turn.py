@@ -67,6 +67,11 @@ FEED_GROWTH = 4
 class SpeechStream:
     """One utterance's audio while it is heard: the audio loop appends and ends or
     discards it without ever waiting; the turn worker takes it in growing steps.
+
+    While the speaker pauses, the audio loop says where the utterance would end
+    (:meth:`pause`); the worker ends the audio there early and waits
+    (:meth:`await_end`), so that when the endpoint confirms it nothing is left to
+    evaluate, and if the speaker goes on it reopens the audio and feeds on.
     """
 
     def __init__(self, max_seconds: float) -> None:
@@ -76,9 +81,10 @@ class SpeechStream:
         self._pending = 0  # samples appended, not yet taken
         self._taken = 0
         self._keep: int | None = None  # set when the utterance ended: its length
+        self._pause_keep: int | None = None  # while the speaker pauses: its length if the pause lasts
         self._discarded = False
-        self._waiting = False  # the worker waits for more audio
-        self._hurry = False  # the next step is due now, whatever its size
+        self._waiting = False  # the worker waits for more audio, or for the pause's outcome
+        self._on_end: Callable[[], None] | None = None
         self.ended_at: float | None = None  # perf_counter() when the speech ended
         self.samples = np.zeros(0, dtype=np.float32)  # all of it, once ended
 
@@ -95,14 +101,35 @@ class SpeechStream:
         with self._condition:
             self.ended_at = time.perf_counter()
             self._keep = keep_samples
+            on_end = self._on_end
             self._condition.notify_all()
+        if on_end is not None:
+            on_end()
 
-    def hurry(self) -> None:
-        """The speaker paused: feed what has been heard now, so that only the end
-        of the last word is left if this is the end of the question."""
+    def when_ended(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` the moment the utterance ends (now if it has), from the
+        thread that ends it: how the turn counts what it evaluates afterwards."""
         with self._condition:
-            self._hurry = True
-            self._condition.notify_all()
+            ended = self._keep is not None
+            if not ended:
+                self._on_end = callback
+        if ended:
+            callback()
+
+    def pause(self, keep_samples: int) -> None:
+        """The speaker paused: if the silence lasts, the utterance is the first
+        ``keep_samples`` appended. Feeding catches up now, then ends early."""
+        with self._condition:
+            if self._pause_keep != keep_samples:
+                self._pause_keep = keep_samples
+                self._condition.notify_all()
+
+    def resume(self) -> None:
+        """The speaker went on after a pause."""
+        with self._condition:
+            if self._pause_keep is not None:
+                self._pause_keep = None
+                self._condition.notify_all()
 
     def discard(self) -> None:
         """Not a question after all (a cough, a reset): the turn is dropped."""
@@ -117,8 +144,8 @@ class SpeechStream:
 
     def taken(self, timeout: float) -> bool:
         """For file input, where input time is not wall time: wait up to ``timeout``
-        seconds for the worker to have fed every step the audio so far allows (so
-        runs are reproducible); True once it has."""
+        seconds for the worker to have fed every step the audio so far allows, or
+        to wait on a pause's outcome (so runs are reproducible); True once it has."""
         with self._condition:
             return self._condition.wait_for(
                 lambda: self._discarded or self._keep is not None or (self._waiting and self._pending < self._due()),
@@ -126,7 +153,9 @@ class SpeechStream:
             )
 
     def _due(self) -> int:
-        return 1 if self._hurry else max(MIN_FEED_SAMPLES, self._taken // FEED_GROWTH)
+        if self._pause_keep is not None:
+            return 1 if self._pause_keep > self._taken else self._pending + 1  # all heard, or nothing more
+        return max(MIN_FEED_SAMPLES, self._taken // FEED_GROWTH)
 
     def next_step(self) -> tuple[np.ndarray, bool]:
         """(audio to feed, whether the utterance has ended); blocks until a step is
@@ -135,13 +164,9 @@ class SpeechStream:
             while True:
                 if self._discarded:
                     raise TurnCancelled()
-                if self._keep is not None or self._pending >= self._due():
+                if self._keep is not None or self._pending >= self._due() or self.pause_end() is not None:
                     break
-                self._waiting = True
-                self._condition.notify_all()
-                self._condition.wait()
-                self._waiting = False
-            self._hurry = False
+                self._wait()
             step = np.concatenate(self._parts) if self._parts else np.zeros(0, dtype=np.float32)
             self._parts, self._pending = [step], 0  # kept whole: ``samples`` is the utterance
             new = step[self._taken :]
@@ -151,6 +176,39 @@ class SpeechStream:
                 self.samples = step[: self._keep]
             return new, ended
 
+    def pause_end(self) -> int | None:
+        """Where the utterance ends if the current pause lasts, once the worker has
+        taken that much audio; None while the speaker speaks."""
+        with self._condition:
+            if self._keep is None and self._pause_keep is not None and self._pause_keep <= self._taken:
+                return self._pause_keep
+            return None
+
+    def await_end(self, keep_samples: int) -> bool:
+        """After ending the audio early at ``keep_samples``: wait for the pause's
+        outcome. True when the utterance ended there; False when the speaker went
+        on or the end moved (reopen the audio and feed on)."""
+        with self._condition:
+            while True:
+                if self._discarded:
+                    raise TurnCancelled()
+                if self._keep is not None:
+                    if self._keep != keep_samples:
+                        return False
+                    self._parts, self._pending = [np.concatenate(self._parts)], 0
+                    self._taken = len(self._parts[0])
+                    self.samples = self._parts[0][: self._keep]
+                    return True
+                if self._pause_keep != keep_samples:
+                    return False
+                self._wait()
+
+    def _wait(self) -> None:
+        self._waiting = True
+        self._condition.notify_all()
+        self._condition.wait()
+        self._waiting = False
+
     @property
     def keep_samples(self) -> int | None:
         return self._keep
@@ -159,20 +217,30 @@ class SpeechStream:
 def respond_streamed(engine: Any, stream: SpeechStream, on_text: Callable[[str], None] | None) -> TurnReply:
     """Evaluate a question while it is spoken, then answer it: the same
     :class:`~edge_assistant.engine.AudioTurn` as a whole recording, fed in steps.
-    A discarded or cancelled stream rolls the turn back and reports "cancelled"."""
+    A pause ends the audio early; the endpoint then finds the turn ready to
+    generate. A discarded or cancelled stream rolls the turn back and reports
+    "cancelled"."""
     try:
         turn = engine.begin_turn(stream.max_seconds)
     except TurnCancelled:  # stopped while the text before the audio was evaluated
         return TurnReply("", TurnStats(stopped_by="cancelled"))
+    stream.when_ended(turn.note_speech_end)
     text = ""
     try:
-        while True:
+        ready = False
+        while not ready:
             step, ended = stream.next_step()
             if len(step):
                 turn.feed(step, evaluate=not ended)
             if ended:
+                turn.end_audio(stream.keep_samples)
                 break
-        turn.end_audio(stream.keep_samples)
+            pause_end = stream.pause_end()
+            if pause_end is not None:
+                turn.end_audio(pause_end, early=True)
+                ready = stream.await_end(pause_end)
+                if not ready:
+                    turn.reopen_audio()
         text = turn.generate(on_text, started=stream.ended_at)
     except TurnCancelled:
         turn.stats.stopped_by = "cancelled"

@@ -280,6 +280,15 @@ class Endpointer:
         speech: if the silence lasts, the utterance ends where it now would."""
         return self._in_speech and self._last_end - self._speech_end > PADDING_AFTER_SPEECH
 
+    @property
+    def length_if_ended(self) -> int | None:
+        """While pausing: the samples the utterance keeps if the silence lasts
+        (its UtteranceEnded.samples); what a turn can be closed on early."""
+        return self._kept_samples() if self.pausing else None
+
+    def _kept_samples(self) -> int:
+        return self._speech_end - self._start_sample + PADDING_AFTER_SPEECH
+
     def utterance_so_far(self) -> np.ndarray:
         """The open utterance's audio from its start, pre-roll included: what its
         UtteranceEnded.samples will begin with."""
@@ -367,5 +376,4 @@ class Endpointer:
         if voiced_ms < self.config.min_speech_ms:
             return UtteranceDiscarded(voiced_ms)
         samples = np.concatenate(frames)
-        keep = self._speech_end - self._start_sample + PADDING_AFTER_SPEECH
-        return UtteranceEnded(samples[:keep], self._start_sample, self._speech_end, forced)
+        return UtteranceEnded(samples[: self._kept_samples()], self._start_sample, self._speech_end, forced)

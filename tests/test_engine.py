@@ -171,6 +171,44 @@ def test_audio_cut_back_at_the_end_equals_the_shorter_clip(engine: GemmaEngine) 
     assert stats.audio_tokens == engine.audio_token_estimate(70000 / 16000)
 
 
+def test_audio_closed_early_in_a_pause_and_reopened_gives_the_one_shot_logits(engine: GemmaEngine) -> None:
+    """The speaker paused, the turn was closed early, then they went on: the
+    reopened turn ends with the same cache as the whole question at once."""
+    engine.reset_history()
+    audio = question_of(5.0)
+    expected, one_shot = first_token_logits(engine, audio, None)
+    turn = engine.begin_turn(5.0)
+    try:
+        for start in range(0, 52000, 8000):
+            turn.feed(audio[start : start + 8000])
+        turn.end_audio(45000, early=True)
+        turn.reopen_audio()
+        turn.feed(audio[56000:])
+        turn.end_audio()
+        np.testing.assert_allclose(turn.next_token_logits(), expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+        assert (turn.stats.audio_tokens, turn.stats.prompt_tokens) == (one_shot.audio_tokens, one_shot.prompt_tokens)
+    finally:
+        turn.rollback()
+    engine.check_cache()
+
+
+def test_audio_closed_early_leaves_nothing_to_evaluate_after_the_speech_ends(engine: GemmaEngine) -> None:
+    engine.reset_history()
+    audio = np.concatenate([question_of(5.0), silence(0.5)])
+    expected, _ = first_token_logits(engine, audio[:70000], None)
+    turn = engine.begin_turn(6.0)
+    try:
+        turn.feed(audio)
+        turn.end_audio(70000, early=True)
+        turn.note_speech_end()  # the endpoint confirms the pause
+        np.testing.assert_allclose(turn.next_token_logits(), expected, rtol=0, atol=1e-3 * np.abs(expected).max())
+        turn.generate()
+        assert turn.stats.after_speech_end == 0
+    finally:
+        turn.rollback()
+    engine.check_cache()
+
+
 def test_a_failure_mid_prefill_rolls_the_turn_back_and_the_next_turn_works(
     engine: GemmaEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,166 @@
+"""The streamed turn's control flow, with a fake engine: what the worker feeds,
+when it closes the audio early in a pause, and how it reopens it."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from edge_assistant.engine import TurnReply, TurnStats
+from edge_assistant.turn import MIN_FEED_SAMPLES, SpeechStream, respond_streamed
+
+
+class RecordingTurn:
+    """Stands in for AudioTurn: records the calls the worker makes."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+        self.stats = TurnStats()
+        self.fed = 0
+        self.step_taken = threading.Event()
+
+    def note_speech_end(self) -> None:
+        self.calls.append(("speech_end",))
+
+    def feed(self, samples: np.ndarray, evaluate: bool = True) -> None:
+        self.fed += len(samples)
+        self.calls.append(("feed", len(samples), evaluate))
+        self.step_taken.set()
+
+    def end_audio(self, keep_samples: int | None = None, early: bool = False) -> None:
+        self.calls.append(("end_audio", keep_samples, early))
+        self.step_taken.set()
+
+    def reopen_audio(self) -> None:
+        self.calls.append(("reopen",))
+
+    def generate(self, on_text=None, started=None) -> str:
+        self.calls.append(("generate",))
+        self.stats.stopped_by = "end_of_turn"
+        return "reply"
+
+    def commit(self) -> None:
+        self.calls.append(("commit",))
+
+    def rollback(self) -> None:
+        self.calls.append(("rollback",))
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.turn = RecordingTurn()
+
+    def begin_turn(self, expected_seconds: float) -> RecordingTurn:
+        return self.turn
+
+
+def start_worker(stream: SpeechStream) -> tuple[FakeEngine, threading.Thread, list[TurnReply]]:
+    engine, replies = FakeEngine(), []
+    worker = threading.Thread(target=lambda: replies.append(respond_streamed(engine, stream, None)), daemon=True)
+    worker.start()
+    return engine, worker, replies
+
+
+def settle(stream: SpeechStream) -> None:
+    assert stream.taken(5.0)
+
+
+def without_speech_end(calls: list[tuple]) -> list[tuple]:
+    return [call for call in calls if call[0] != "speech_end"]
+
+
+def test_a_lasting_pause_closes_the_turn_before_the_endpoint() -> None:
+    stream = SpeechStream(30.0)
+    engine, worker, replies = start_worker(stream)
+    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
+    settle(stream)
+    stream.append(np.zeros(3000, dtype=np.float32))
+    stream.pause(MIN_FEED_SAMPLES + 1000)  # the silence started 2000 samples ago
+    settle(stream)
+    assert engine.turn.calls[-1] == ("end_audio", MIN_FEED_SAMPLES + 1000, True)
+    stream.append(np.zeros(5000, dtype=np.float32))  # more silence: nothing to do
+    settle(stream)
+    stream.end(MIN_FEED_SAMPLES + 1000)
+    worker.join(5.0)
+    assert without_speech_end(engine.turn.calls) == [
+        ("feed", MIN_FEED_SAMPLES, True),
+        ("feed", 3000, True),
+        ("end_audio", MIN_FEED_SAMPLES + 1000, True),
+        ("generate",),
+        ("commit",),
+    ]
+    assert ("speech_end",) in engine.turn.calls
+    assert len(stream.samples) == MIN_FEED_SAMPLES + 1000
+    assert replies[0].text == "reply"
+
+
+def test_speech_after_a_pause_reopens_the_audio_and_feeds_on() -> None:
+    stream = SpeechStream(30.0)
+    engine, worker, _ = start_worker(stream)
+    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
+    stream.pause(MIN_FEED_SAMPLES - 500)
+    settle(stream)
+    stream.resume()
+    stream.append(np.ones(MIN_FEED_SAMPLES, dtype=np.float32))
+    settle(stream)
+    stream.end(2 * MIN_FEED_SAMPLES)
+    worker.join(5.0)
+    assert without_speech_end(engine.turn.calls) == [
+        ("feed", MIN_FEED_SAMPLES, True),
+        ("end_audio", MIN_FEED_SAMPLES - 500, True),
+        ("reopen",),
+        ("feed", MIN_FEED_SAMPLES, True),
+        ("end_audio", 2 * MIN_FEED_SAMPLES, False),
+        ("generate",),
+        ("commit",),
+    ]
+
+
+def test_an_end_other_than_the_pause_reopens_and_ends_there() -> None:
+    """A revoked noise frame moves the end of speech: the early close is undone."""
+    stream = SpeechStream(30.0)
+    engine, worker, _ = start_worker(stream)
+    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
+    stream.pause(MIN_FEED_SAMPLES - 500)
+    settle(stream)
+    stream.end(MIN_FEED_SAMPLES - 3000)
+    worker.join(5.0)
+    assert without_speech_end(engine.turn.calls)[1:] == [
+        ("end_audio", MIN_FEED_SAMPLES - 500, True),
+        ("reopen",),
+        ("end_audio", MIN_FEED_SAMPLES - 3000, False),
+        ("generate",),
+        ("commit",),
+    ]
+    assert len(stream.samples) == MIN_FEED_SAMPLES - 3000
+
+
+def test_a_pause_beyond_what_was_fed_waits_for_that_audio() -> None:
+    """The worker closes early only on audio it has fed: a pause reported before
+    its samples were taken makes them due at once, whatever the step size."""
+    stream = SpeechStream(30.0)
+    engine, worker, _ = start_worker(stream)
+    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
+    settle(stream)
+    stream.append(np.zeros(800, dtype=np.float32))  # far less than a step
+    stream.pause(MIN_FEED_SAMPLES + 400)
+    settle(stream)
+    assert without_speech_end(engine.turn.calls)[-2:] == [("feed", 800, True), ("end_audio", MIN_FEED_SAMPLES + 400, True)]
+    stream.discard()
+    worker.join(5.0)
+    assert engine.turn.calls[-1] == ("rollback",)
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_the_end_is_noted_the_moment_it_happens(when: str) -> None:
+    stream = SpeechStream(30.0)
+    noted = []
+    if when == "after":
+        stream.when_ended(lambda: noted.append("ended"))
+        assert noted == []
+    stream.end(100)
+    if when == "before":
+        stream.when_ended(lambda: noted.append("ended"))
+    assert noted == ["ended"]
