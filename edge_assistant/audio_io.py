@@ -142,6 +142,12 @@ class AudioSink(Protocol):
 
     def write(self, samples: np.ndarray, sample_rate: int) -> None: ...
 
+    @property
+    def written(self) -> int:
+        """Samples written so far (at the sink's rate): where the next write
+        starts, so a speaker can say which sentence is where."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -153,11 +159,13 @@ class WavFileSink:
         self.path = path
         self.sample_rate = sample_rate
         self._parts: list[np.ndarray] = [np.zeros(0, dtype=np.float32)]
+        self.written = 0
 
     def write(self, samples: np.ndarray, sample_rate: int) -> None:
         if sample_rate != self.sample_rate:
             raise ValueError(f"{self.path}: expected {self.sample_rate} Hz audio, got {sample_rate} Hz")
         self._parts.append(samples)
+        self.written += len(samples)
 
     def close(self) -> None:
         write_wav_atomic(self.path, np.concatenate(self._parts), self.sample_rate)
@@ -165,6 +173,8 @@ class WavFileSink:
 
 class NullSink:
     """For ``--no-speak``: text only."""
+
+    written = 0
 
     def write(self, samples: np.ndarray, sample_rate: int) -> None:
         pass
@@ -429,6 +439,17 @@ class Playback(Protocol):
     def stop(self) -> None: ...
 
     @property
+    def written(self) -> int:
+        """Samples written since it opened, at :attr:`sample_rate`."""
+        ...
+
+    @property
+    def playhead(self) -> int:
+        """How far into what was written it has played (a stop skips the rest):
+        after a barge-in, how much of the reply the user heard."""
+        ...
+
+    @property
     def busy(self) -> bool: ...
 
     def close(self) -> None: ...
@@ -477,11 +498,17 @@ class _QueuedPlayback:
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
         self._queue = _Queue()
+        self.written = 0
 
     def write(self, samples: np.ndarray, sample_rate: int) -> None:
         if sample_rate != self.sample_rate:
             samples = soxr.resample(samples, sample_rate, self.sample_rate)
         self._queue.push(samples)
+        self.written += len(samples)
+
+    @property
+    def playhead(self) -> int:
+        return self.written - len(self._queue)
 
     def stop(self) -> None:
         self._queue.clear()

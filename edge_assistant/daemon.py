@@ -30,7 +30,7 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -39,7 +39,7 @@ import numpy as np
 from .audio_io import MODEL_SAMPLE_RATE, Audio, AudioSource, Frame, Playback, VirtualPlayback
 from .config import Config
 from .earcons import earcon
-from .engine import GemmaEngine
+from .engine import GemmaEngine, Interruption
 from .errors import TurnStuckError, UsageError
 from .systemd import Notifier
 from .tts import PiperSpeech, StreamingSpeaker
@@ -98,6 +98,7 @@ class _Turn:
     speaker: StreamingSpeaker
     stream: SpeechStream | None = None  # the question, while it is still spoken
     cancelled_at: float | None = None  # time.monotonic() of a timeout's cancel
+    interruption: Interruption = field(default_factory=Interruption)  # a barge-in: what of the reply was heard
 
 
 class Assistant:
@@ -138,7 +139,7 @@ class Assistant:
         self._deadline: int | None = None  # end of the capture or follow-up window
         self._wake_sample: int | None = None
         self._turn: _Turn | None = None  # the turn the loop follows
-        self._worker_done: threading.Event | None = None  # set when the last started worker is done with the engine
+        self._last_started: _Turn | None = None  # the last turn handed to a worker: the next one waits for it
         self._stream: SpeechStream | None = None  # the utterance being heard and fed to its turn
         self._speaking_since: int | None = None
         self._echo_guard_until = 0
@@ -162,7 +163,7 @@ class Assistant:
     @property
     def turn_running(self) -> bool:
         """A worker is still inside the engine: it must not be freed under it."""
-        return self._worker_done is not None and not self._worker_done.is_set()
+        return self._last_started is not None and not self._last_started.done.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -234,10 +235,13 @@ class Assistant:
             self.events.emit("barge_in", self._now, state=self.state.value)
             turn = self._turn
             if turn is not None:
-                # Never waits: the silenced speaker queues nothing more, the engine
-                # stops the turn at its next sub-batch or token and rolls it back,
-                # and the next turn's worker waits for this one.
+                # Never waits: the silenced speaker queues nothing more, what it
+                # played is noted before the playback drops the rest, the engine
+                # stops the turn at its next sub-batch or token, keeping the
+                # question and the reply as far as it was heard, and the next
+                # turn's worker waits for this one.
                 turn.speaker.cancel()
+                turn.interruption.heard_chars = turn.speaker.heard_reply_chars(self.playback.playhead)
                 self.engine.cancel()
                 self._turn = None
             self.playback.stop()
@@ -360,7 +364,7 @@ class Assistant:
         idle_seconds = (self._now - self._last_activity) / MODEL_SAMPLE_RATE
         reset = self._reset_requested.is_set() or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
         self._reset_requested.clear()
-        previous = self._worker_done
+        previous = self._last_started
         turn = _Turn(
             done=threading.Event(),
             wake_sample=self._wake_sample,
@@ -370,7 +374,7 @@ class Assistant:
             stream=speech if isinstance(speech, SpeechStream) else None,
         )
         self._turn = turn
-        self._worker_done = turn.done
+        self._last_started = turn
         worker = threading.Thread(target=self._run_turn, args=(turn, speech, reset, previous), name="turn", daemon=True)
         worker.start()
         return turn
@@ -415,15 +419,17 @@ class Assistant:
         raise TurnStuckError(f"{message}; restart edge-assistant")
 
     def _run_turn(
-        self, turn: _Turn, speech: Audio | SpeechStream, reset_history: bool, previous: threading.Event | None
+        self, turn: _Turn, speech: Audio | SpeechStream, reset_history: bool, previous: _Turn | None
     ) -> None:
         try:
             if previous is not None:
-                previous.wait()  # one turn at a time on the engine
+                previous.done.wait()  # one turn at a time on the engine
+                # A barge-in after its reply was complete: the history keeps what was heard.
+                self.engine.trim_last_reply(previous.interruption)
             if reset_history:
                 self.engine.reset_history()
                 log.info("conversation history reset")
-            result = self._respond(self.engine, speech, turn.speaker, time.perf_counter())
+            result = self._respond(self.engine, speech, turn.speaker, time.perf_counter(), turn.interruption)
             if result.stopped_by == "cancelled":
                 return
             self.turns += 1

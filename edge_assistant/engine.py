@@ -10,6 +10,7 @@ every token evaluated after the user stops speaking costs about 35 ms.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import ctypes
 import logging
@@ -111,6 +112,26 @@ class _AudioChunks:
     def free(self) -> None:
         mtmd_cpp.mtmd_input_chunks_free(self.chunks)
         mtmd_cpp.mtmd_bitmap_free(self.bitmap)
+
+
+@dataclass
+class Interruption:
+    """A barge-in as the audio loop saw it: how much of the raw reply text the
+    user heard before it stopped. Set once from the audio thread; the engine's
+    thread keeps that much of the reply in the conversation."""
+
+    heard_chars: int | None = None
+
+
+@dataclass
+class _ReplyInCache:
+    """The last kept turn's reply: where it starts in the cache, the reply text's
+    length after each of its tokens, and the interruption that may cut it."""
+
+    start: int
+    text_ends: list[int]
+    end: int  # the cache position after the turn, end-of-turn marker included
+    interruption: Interruption | None
 
 
 @dataclass
@@ -417,6 +438,7 @@ class GemmaEngine:
         self.encoder_reach_tokens = encoder_reach_tokens(audio_encoder_layers(mmproj_path))
         self._n_past = 0
         self._n_system = 0
+        self._last_reply: _ReplyInCache | None = None
         self.system_prompt_tokens = self._evaluate_system_prompt()
 
     # -- loading -----------------------------------------------------------
@@ -567,6 +589,26 @@ class GemmaEngine:
     def _truncate(self, n_past: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, 0, n_past, -1)
         self._n_past = n_past
+        if self._last_reply is not None and self._last_reply.end > n_past:
+            self._last_reply = None
+
+    def trim_last_reply(self, interruption: Interruption) -> None:
+        """After a barge-in on a reply that was already complete in the cache:
+        keep only what the user heard of it (on the engine's thread, before the
+        next turn). Nothing happens unless that reply is still the last thing in
+        the conversation."""
+        reply = self._last_reply
+        heard = interruption.heard_chars
+        if heard is None or reply is None or reply.interruption is not interruption or self._n_past != reply.end:
+            return
+        kept = bisect.bisect_right(reply.text_ends, heard)
+        if kept == len(reply.text_ends):
+            return
+        self._truncate(reply.start + kept)
+        self._decode_tokens(self._turn_end_tokens, want_logits=False)
+        self._last_reply = _ReplyInCache(reply.start, reply.text_ends[:kept], self._n_past, interruption)
+        log.info("barge-in: the history keeps %d of the reply's %d tokens (%d characters heard)",
+                 kept, len(reply.text_ends), heard)
 
     def cancel(self) -> None:
         """Stop the turn in progress (from another thread) at its next sub-batch
@@ -609,7 +651,9 @@ class GemmaEngine:
         token counts as evaluated after the end of speech."""
         return AudioTurn(self, expected_seconds, speech_ended)
 
-    def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None) -> TurnReply:
+    def respond(
+        self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, interruption: Interruption | None = None
+    ) -> TurnReply:
         """Answer one spoken turn given as 16 kHz mono float32 samples, through the
         same :class:`AudioTurn` a stream feeds. All of it is fed at once: the
         result is the same as feeding it in steps, and one encoder pass is the
@@ -617,6 +661,7 @@ class GemmaEngine:
 
         ``on_text`` receives the reply text as it is generated (hidden blocks
         included: the caller filters). Returns the whole text and what it cost.
+        ``interruption``: a barge-in keeps the question and what was heard.
         """
         turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True)
         text = ""
@@ -627,10 +672,7 @@ class GemmaEngine:
         except TurnCancelled:
             turn.stats.stopped_by = "cancelled"
         finally:
-            if turn.stats.stopped_by in ("", "cancelled"):
-                turn.rollback()  # cancelled or failed: no trace in the cache
-            else:
-                turn.commit()
+            turn.finish(interruption)
         return TurnReply(text, turn.stats)
 
     def _check_room(self, expected_seconds: float) -> None:
@@ -739,10 +781,18 @@ class GemmaEngine:
             raise RuntimeError(f"KV cache drifted: it ends at position {last}, the engine expects {self._n_past - 1}")
 
     def _generate(
-        self, stats: TurnStats, started: float, on_text: Callable[[str], None] | None, cancelled: threading.Event
+        self,
+        stats: TurnStats,
+        started: float,
+        on_text: Callable[[str], None] | None,
+        cancelled: threading.Event,
+        text_ends: list[int],
     ) -> str:
+        """Sample the reply into the cache; ``text_ends`` gets the reply text's
+        length after each token evaluated (what a barge-in cuts by)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
+        text_length = 0
         generation_started = time.perf_counter()
         stats.stopped_by = "max_tokens"
         for _ in range(self.settings.max_tokens):
@@ -760,12 +810,14 @@ class GemmaEngine:
             piece = decoder.decode(self._reply_bytes(token))
             if piece:
                 pieces.append(piece)
+                text_length += len(piece)
                 if on_text is not None:
                     on_text(piece)
             if self._n_past + 1 >= self.settings.n_ctx - 2:
                 stats.stopped_by = "context_full"
                 break
             self._decode_tokens([token], want_logits=True)
+            text_ends.append(text_length)
         tail = decoder.decode(b"", final=True)
         if tail:
             pieces.append(tail)
@@ -805,6 +857,8 @@ class AudioTurn:
         self._clip_whole: list[bool] = []  # per clip: all its tokens are in the cache
         self._audio_ended = False
         self._heard = self._samples  # all audio fed, before end_audio() trimmed it
+        self._reply_start: int | None = None
+        self._reply_text_ends: list[int] = []
         self._position_lock = threading.Lock()  # _speech_end is noted from the audio thread
         self._closed = False
         engine._active = self
@@ -895,15 +949,38 @@ class AudioTurn:
         self.note_speech_end()
         self._count_after_speech_end()
         engine = self.engine
-        return engine._generate(self.stats, started if started is not None else self._opened, on_text, self._cancelled)
+        self._reply_start = engine._n_past
+        started = started if started is not None else self._opened
+        return engine._generate(self.stats, started, on_text, self._cancelled, self._reply_text_ends)
 
-    def commit(self) -> None:
+    def finish(self, interruption: Interruption | None = None) -> None:
+        """Close the turn, from a ``finally``: keep it when it answered; after a
+        barge-in keep the question and the part of the reply the user heard;
+        otherwise (cancelled, failed) roll it back."""
+        heard = interruption.heard_chars if interruption is not None else None
+        if heard is not None and self._audio_ended and not self._closed:
+            self.stats.stopped_by = "interrupted"
+            self.commit(interruption)
+        elif self.stats.stopped_by in ("", "cancelled"):
+            self.rollback()
+        else:
+            self.commit(interruption)
+
+    def commit(self, interruption: Interruption | None = None) -> None:
         """Keep the turn: close the model's turn in the cache (with history on) so
-        the next turn continues from it."""
+        the next turn continues from it. With a barge-in's ``interruption``, only
+        the part of the reply the user heard stays; one that comes later can
+        still cut it (:meth:`GemmaEngine.trim_last_reply`)."""
         engine = self.engine
         try:
+            start = engine._n_past if self._reply_start is None else self._reply_start
+            text_ends = self._reply_text_ends
+            if interruption is not None and interruption.heard_chars is not None:
+                text_ends = text_ends[: bisect.bisect_right(text_ends, interruption.heard_chars)]
+                self._truncate(start + len(text_ends))
             if engine.settings.keep_history:
                 engine._decode_tokens(engine._turn_end_tokens, want_logits=False)
+                engine._last_reply = _ReplyInCache(start, list(text_ends), engine._n_past, interruption)
             engine.check_cache()
         except BaseException:
             self.rollback()

@@ -78,6 +78,16 @@ class SpeechStats:
     synth_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class SpokenSentence:
+    """Where one sentence went: its samples in the sink, and how much of the
+    raw reply text had been generated when it was handed over."""
+
+    reply_chars: int
+    start: int
+    end: int
+
+
 class StreamingSpeaker:
     """Sentences in (:meth:`say`), audio out to a sink, on one worker thread."""
 
@@ -87,6 +97,7 @@ class StreamingSpeaker:
         self.speech = speech
         self.sink = sink
         self.stats = SpeechStats()
+        self.spoken: list[SpokenSentence] = []
         self._queue: queue.Queue[object] = queue.Queue()
         self._error: BaseException | None = None
         self._cancelled = threading.Event()
@@ -94,8 +105,26 @@ class StreamingSpeaker:
         self._thread = threading.Thread(target=self._run, name="tts", daemon=True)
         self._thread.start()
 
-    def say(self, sentence: str) -> None:
-        self._queue.put(sentence)
+    def say(self, sentence: str, reply_chars: int = 0) -> None:
+        """Queue a sentence; ``reply_chars``: the raw reply's length when it was
+        complete (see :meth:`heard_reply_chars`)."""
+        self._queue.put((sentence, reply_chars))
+
+    def heard_reply_chars(self, playhead: int) -> int:
+        """How much of the raw reply text the sink had played at ``playhead``:
+        every sentence played to its end, and the played share of the one cut
+        short. After a barge-in, this much of the reply stays in the history."""
+        with self._writing:
+            heard = 0
+            for sentence in self.spoken:
+                if playhead >= sentence.end:
+                    heard = sentence.reply_chars
+                    continue
+                if playhead > sentence.start:
+                    share = (playhead - sentence.start) / (sentence.end - sentence.start)
+                    heard += int((sentence.reply_chars - heard) * share)
+                break
+            return heard
 
     def cancel(self) -> None:
         """Drop the sentences not yet spoken (barge-in). Once it returns nothing
@@ -119,11 +148,11 @@ class StreamingSpeaker:
             if self._error is not None or self._cancelled.is_set():
                 continue  # drain: an error is reported by finish()
             try:
-                self._speak(str(item))
+                self._speak(*item)  # type: ignore[misc]
             except BaseException as error:  # handed to the caller's thread
                 self._error = error
 
-    def _speak(self, sentence: str) -> None:
+    def _speak(self, sentence: str, reply_chars: int) -> None:
         started = time.perf_counter()
         samples = self.speech.synthesize(sentence)
         self.stats.synth_ms += (time.perf_counter() - started) * 1000
@@ -135,4 +164,6 @@ class StreamingSpeaker:
             log.debug("speaking %.2f s: %s", len(samples) / self.speech.sample_rate, sentence)
             self.stats.sentences += 1
             self.stats.audio_seconds += len(samples) / self.speech.sample_rate
+            start = self.sink.written
             self.sink.write(samples, self.speech.sample_rate)
+            self.spoken.append(SpokenSentence(reply_chars, start, self.sink.written))

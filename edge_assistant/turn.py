@@ -18,7 +18,7 @@ import numpy as np
 
 from .audio_io import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
-from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, TurnCancelled, TurnReply, TurnStats
+from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
 from .errors import AudioInputError
 from .reply_text import HiddenBlockFilter, SentenceSplitter
 from .tts import StreamingSpeaker
@@ -53,7 +53,9 @@ def prepare_audio(audio: Audio, settings: AudioConfig) -> Audio:
 class Responder(Protocol):
     """What a turn needs from the model stage (GemmaEngine, or a fake in tests)."""
 
-    def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None) -> TurnReply: ...
+    def respond(
+        self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, interruption: Interruption | None = None
+    ) -> TurnReply: ...
 
 
 # A streamed question is fed to the engine in steps of at least this much audio
@@ -214,7 +216,9 @@ class SpeechStream:
         return self._keep
 
 
-def respond_streamed(engine: Any, stream: SpeechStream, on_text: Callable[[str], None] | None) -> TurnReply:
+def respond_streamed(
+    engine: Any, stream: SpeechStream, on_text: Callable[[str], None] | None, interruption: Interruption | None = None
+) -> TurnReply:
     """Evaluate a question while it is spoken, then answer it: the same
     :class:`~edge_assistant.engine.AudioTurn` as a whole recording, fed in steps.
     A pause ends the audio early; the endpoint then finds the turn ready to
@@ -245,10 +249,7 @@ def respond_streamed(engine: Any, stream: SpeechStream, on_text: Callable[[str],
     except TurnCancelled:
         turn.stats.stopped_by = "cancelled"
     finally:
-        if turn.stats.stopped_by in ("", "cancelled"):
-            turn.rollback()
-        else:
-            turn.commit()
+        turn.finish(interruption)
     return TurnReply(text, turn.stats)
 
 
@@ -274,9 +275,14 @@ class TurnResult:
 
 
 def run_turn(
-    engine: Responder, speech: Audio | SpeechStream, speaker: StreamingSpeaker | None, started: float
+    engine: Responder,
+    speech: Audio | SpeechStream,
+    speaker: StreamingSpeaker | None,
+    started: float,
+    interruption: Interruption | None = None,
 ) -> TurnResult:
-    """Send speech to the engine and speak the reply as it streams.
+    """Send speech to the engine and speak the reply as it streams; a barge-in
+    sets ``interruption`` (the daemon's), which decides what the history keeps.
 
     ``started`` is the ``perf_counter()`` at which this turn's clock began (the
     end of the user's speech); stage timings are measured from it. A
@@ -286,23 +292,26 @@ def run_turn(
     hidden = HiddenBlockFilter()
     splitter = SentenceSplitter()
     sentences: list[str] = []
+    reply_chars = 0  # of the raw reply so far: how a barge-in's cut is counted
 
     def hand_over(sentence_list: list[str]) -> None:
         for sentence in sentence_list:
             sentences.append(sentence)
             if speaker is not None:
-                speaker.say(sentence)
+                speaker.say(sentence, reply_chars)
 
     def on_text(piece: str) -> None:
+        nonlocal reply_chars
+        reply_chars += len(piece)
         hand_over(splitter.feed(hidden.feed(piece)))
 
     engine_started = time.perf_counter()
     if isinstance(speech, SpeechStream):
-        reply = respond_streamed(engine, speech, on_text)
+        reply = respond_streamed(engine, speech, on_text, interruption)
         started = engine_started = speech.ended_at or time.perf_counter()
         speech = Audio(speech.samples, MODEL_SAMPLE_RATE)
     else:
-        reply = engine.respond(speech.samples, on_text=on_text)
+        reply = engine.respond(speech.samples, on_text=on_text, interruption=interruption)
     hand_over(splitter.feed(hidden.flush()) + splitter.flush())
     engine_done = time.perf_counter()
     speech_stats = speaker.finish() if speaker is not None else None

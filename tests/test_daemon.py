@@ -213,16 +213,25 @@ def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(storyteller, 
     recording = playback.recording()
     rate = playback.sample_rate
     # Audio stops at the barge-in and stays off until the next reply.
-    next_speak = [event["t"] for event in events if event["event"] == "speak_start"][1]
-    gap = recording[int((barge["t"] + 0.05) * rate) : int(next_speak * rate)]
+    speak_starts = [event["t"] for event in events if event["event"] == "speak_start"]
+    gap = recording[int((barge["t"] + 0.05) * rate) : int(speak_starts[1] * rate)]
     assert len(gap) > 0 and np.abs(gap).max() == 0
+    # The history keeps the first question and only the part of its reply that
+    # played before the barge-in: about a second of the first sentence.
+    one, two = (event["tokens"] for event in events if event["event"] == "turn")
+    kept = one["generated"] - (one["context"] - (two["context"] - two["evaluated_this_turn"]))
+    first_sentence = LONG_REPLY[: LONG_REPLY.index(".") + 1]
+    played_share = (barge["t"] - speak_starts[0]) / (len(voice.synthesize(first_sentence)) / voice.sample_rate)
+    assert 0.1 < played_share < 0.5
+    heard_tokens = len(storyteller.tokenize(first_sentence[: int(played_share * len(first_sentence))]))
+    assert 0 < kept < len(storyteller.tokenize(first_sentence)) and abs(kept - heard_tokens) <= 3
 
 
 def utterance_recorder(heard: list[np.ndarray]):
     """``respond`` for the Assistant that keeps the audio each turn was given."""
 
-    def respond(engine, speech, speaker, started):
-        result = run_turn(engine, speech, speaker, started)
+    def respond(engine, speech, speaker, started, interruption=None):
+        result = run_turn(engine, speech, speaker, started, interruption)
         heard.append(speech.samples)  # a streamed question is complete once its turn has run
         return result
 

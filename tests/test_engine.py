@@ -10,10 +10,11 @@ import pytest
 
 from edge_assistant.audio_io import Audio
 from edge_assistant.config import AudioConfig, EngineConfig
-from edge_assistant.engine import GemmaEngine
+from edge_assistant.engine import GemmaEngine, Interruption
 from edge_assistant.errors import AudioInputError, UsageError
 from edge_assistant.turn import prepare_audio
 
+from scripted import ScriptedEngine
 from speech import concat, silence, speak
 
 pytestmark = pytest.mark.slow
@@ -207,6 +208,42 @@ def test_audio_closed_early_leaves_nothing_to_evaluate_after_the_speech_ends(eng
     finally:
         turn.rollback()
     engine.check_cache()
+
+
+def test_a_barge_in_keeps_the_question_and_the_reply_as_far_as_it_was_heard(twin) -> None:
+    """Interrupted while generating, the turn stays in the history up to what the
+    user heard (by reply characters); interrupted after the reply was complete,
+    the next turn cuts it back first. The cache matches the bookkeeping after each."""
+    model = ScriptedEngine(twin.model, twin.mmproj, "One two three four five six seven eight nine ten.")
+    engine = model.engine
+    try:
+        full = engine.respond(speak("Count to ten.").samples).stats
+        engine.reset_history()
+        interruption, received = Interruption(), []
+
+        def barge_in_after_some_text(piece: str) -> None:
+            received.append(piece)
+            if len("".join(received)) >= 20 and interruption.heard_chars is None:
+                interruption.heard_chars = 8  # "One two " was played
+                engine.cancel()
+
+        cut = engine.respond(speak("Count to ten.").samples, barge_in_after_some_text, interruption).stats
+        assert cut.stopped_by == "interrupted"
+        heard_tokens = len(engine.tokenize("One two"))
+        assert cut.context_tokens == full.context_tokens - full.generated_tokens + heard_tokens
+        engine.check_cache()
+
+        engine.reset_history()
+        complete = engine.respond(speak("Count to ten.").samples, interruption=(later := Interruption())).stats
+        assert complete.context_tokens == full.context_tokens
+        later.heard_chars = 8  # the barge-in came while it was being spoken
+        engine.trim_last_reply(later)
+        assert engine.context_tokens == cut.context_tokens
+        engine.check_cache()
+        engine.trim_last_reply(Interruption(0))  # not that reply's interruption: nothing happens
+        assert engine.context_tokens == cut.context_tokens
+    finally:
+        model.close()
 
 
 def test_a_failure_mid_prefill_rolls_the_turn_back_and_the_next_turn_works(

@@ -72,3 +72,32 @@ def test_device_that_takes_nothing_we_can_play_is_a_one_line_error(monkeypatch: 
         DevicePlayback(None, VOICE_RATE)
     message = str(raised.value)
     assert message.startswith("cannot open output device (default): Invalid") and "\n" not in message
+
+
+def test_the_playhead_says_how_much_of_a_reply_was_heard() -> None:
+    """A barge-in asks the speaker what the playback had played: whole sentences,
+    and the played share of the one it cut."""
+    from edge_assistant.tts import StreamingSpeaker
+
+    class Voice:
+        sample_rate = 100
+
+        def synthesize(self, sentence: str) -> np.ndarray:
+            return np.ones(len(sentence) * 10, dtype=np.float32)  # 10 samples per character
+
+    playback = audio_io.VirtualPlayback(16000)
+    speaker = StreamingSpeaker(Voice(), playback)
+    speaker.say("Hello there.", reply_chars=13)  # a space of the next sentence was generated before it ended
+    speaker.say("How are you?", reply_chars=25)
+    speaker.finish()
+    first, second = speaker.spoken
+    assert (first.start, second.start) == (0, first.end) and second.end == playback.written
+    assert speaker.heard_reply_chars(0) == 0
+    assert speaker.heard_reply_chars(first.end // 2) == 6
+    assert speaker.heard_reply_chars(first.end) == 13
+    assert speaker.heard_reply_chars(first.end + (second.end - first.end) // 2) == 19
+    assert playback.playhead == 0
+    playback.advance(160)  # 10 ms of input time plays 10 ms of output
+    assert playback.playhead == 160
+    playback.stop()
+    assert playback.playhead == playback.written

@@ -41,11 +41,8 @@ class RecordingTurn:
         self.stats.stopped_by = "end_of_turn"
         return "reply"
 
-    def commit(self) -> None:
-        self.calls.append(("commit",))
-
-    def rollback(self) -> None:
-        self.calls.append(("rollback",))
+    def finish(self, interruption=None) -> None:  # noqa: ANN001
+        self.calls.append(("finish", self.stats.stopped_by))
 
 
 class FakeEngine:
@@ -89,7 +86,7 @@ def test_a_lasting_pause_closes_the_turn_before_the_endpoint() -> None:
         ("feed", 3000, True),
         ("end_audio", MIN_FEED_SAMPLES + 1000, True),
         ("generate",),
-        ("commit",),
+        ("finish", "end_of_turn"),
     ]
     assert ("speech_end",) in engine.turn.calls
     assert len(stream.samples) == MIN_FEED_SAMPLES + 1000
@@ -114,7 +111,7 @@ def test_speech_after_a_pause_reopens_the_audio_and_feeds_on() -> None:
         ("feed", MIN_FEED_SAMPLES, True),
         ("end_audio", 2 * MIN_FEED_SAMPLES, False),
         ("generate",),
-        ("commit",),
+        ("finish", "end_of_turn"),
     ]
 
 
@@ -132,7 +129,7 @@ def test_an_end_other_than_the_pause_reopens_and_ends_there() -> None:
         ("reopen",),
         ("end_audio", MIN_FEED_SAMPLES - 3000, False),
         ("generate",),
-        ("commit",),
+        ("finish", "end_of_turn"),
     ]
     assert len(stream.samples) == MIN_FEED_SAMPLES - 3000
 
@@ -150,7 +147,7 @@ def test_a_pause_beyond_what_was_fed_waits_for_that_audio() -> None:
     assert without_speech_end(engine.turn.calls)[-2:] == [("feed", 800, True), ("end_audio", MIN_FEED_SAMPLES + 400, True)]
     stream.discard()
     worker.join(5.0)
-    assert engine.turn.calls[-1] == ("rollback",)
+    assert engine.turn.calls[-1] == ("finish", "cancelled")
 
 
 @pytest.mark.parametrize("when", ["before", "after"])

@@ -25,7 +25,7 @@ class ScriptedEngine:
         self.delay = seconds_per_piece
         self.finished_at = 0.0
 
-    def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None) -> TurnReply:
+    def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, interruption=None) -> TurnReply:
         for start in range(0, len(self.reply), 3):
             time.sleep(self.delay)
             if on_text:
@@ -40,6 +40,10 @@ class RecordingSink:
 
     def write(self, samples: np.ndarray, sample_rate: int) -> None:
         self.writes.append((time.perf_counter(), len(samples)))
+
+    @property
+    def written(self) -> int:
+        return sum(count for _, count in self.writes)
 
     def close(self) -> None:
         pass

@@ -35,6 +35,9 @@ class FakeEngine:
     def reset_history(self) -> None:
         pass
 
+    def trim_last_reply(self, interruption) -> None:  # noqa: ANN001
+        pass
+
 
 class SilentVoice:
     sample_rate = 16000
@@ -95,7 +98,7 @@ def systemd(tmp_path: Path):
 def test_overrunning_turn_is_cancelled_and_the_next_turn_runs(tmp_path: Path) -> None:
     engine, events, calls = FakeEngine(), [], []
 
-    def respond(engine_, speech, speaker, started):
+    def respond(engine_, speech, speaker, started, interruption=None):
         calls.append(1)
         if len(calls) == 1:
             assert engine.cancelled.wait(10), "the overrunning turn was never cancelled"
@@ -112,7 +115,7 @@ def test_turn_that_never_returns_starves_the_systemd_watchdog(tmp_path: Path, sy
     notifier, received = systemd
     engine, events, release = FakeEngine(), [], threading.Event()
 
-    def respond(engine_, speech, speaker, started):
+    def respond(engine_, speech, speaker, started, interruption=None):
         release.wait(30)  # ignores the cancel, as a hung native call would
         return result("end_of_turn")
 
@@ -136,7 +139,7 @@ def test_turn_that_never_returns_starves_the_systemd_watchdog(tmp_path: Path, sy
 def test_turn_that_never_returns_without_systemd_ends_the_run_with_an_error(tmp_path: Path) -> None:
     engine, release = FakeEngine(), threading.Event()
 
-    def respond(engine_, speech, speaker, started):
+    def respond(engine_, speech, speaker, started, interruption=None):
         release.wait(30)
         return result("end_of_turn")
 
