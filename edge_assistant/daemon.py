@@ -88,6 +88,27 @@ class EventLog:
 
 
 @dataclass
+class LoopTiming:
+    """How steadily the audio loop ran: the longest wall-clock gap between the
+    starts of two consecutive frames, and how many exceeded 100 ms. A loop that
+    waits on the model shows here (with a live or ``--realtime`` source)."""
+
+    frames: int = 0
+    longest_gap_ms: float = 0.0
+    gaps_over_100_ms: int = 0
+    _last: float | None = None
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            gap_ms = (now - self._last) * 1000
+            self.longest_gap_ms = max(self.longest_gap_ms, gap_ms)
+            self.gaps_over_100_ms += gap_ms > 100
+        self._last = now
+        self.frames += 1
+
+
+@dataclass
 class _Turn:
     """The turn the worker is running, as the audio loop sees it."""
 
@@ -153,6 +174,7 @@ class Assistant:
         self._last_watchdog = 0.0
         self.cancel_grace_seconds = 60.0  # a cancelled turn returns at its next token; far longer means stuck
         self.turns = 0
+        self.loop_timing = LoopTiming()
 
     # -- control from signals --------------------------------------------------
 
@@ -183,10 +205,14 @@ class Assistant:
         self.notifier.ready("listening")
         self._set_state(State.IDLE)
         for frame in self.source.frames():
+            self.loop_timing.tick()
             self._feed_watchdog()
             if self._stop.is_set():
                 break
             self._process(frame)
+        timing = self.loop_timing
+        log.info("audio loop: %d frames, longest gap between two %.0f ms, %d gaps over 100 ms",
+                 timing.frames, timing.longest_gap_ms, timing.gaps_over_100_ms)
         self._finish()
 
     def _process(self, frame: Frame) -> None:

@@ -6,16 +6,25 @@ speech to the first reply audio, per turn, split by stage.
     python scripts/bench_daemon.py [--wake MODEL.onnx] [--minutes 5] [--idle-only]
     python scripts/bench_daemon.py --model M.gguf --mmproj P.gguf --voice V.onnx
     python scripts/bench_daemon.py --full-size        # E2B's real shapes (scripts/make_twin.py --full-size)
+    python scripts/bench_daemon.py --full-size --realtime   # wall-clock turns, loop gaps, SIGTERM
 
 Without --model it runs on the Gemma 4 twin; without --wake the wake-word cost is
 not measured. Speech is synthesized with Piper; numbers, not pass/fail.
+
+By default the questions are read from a file that waits for the engine: the
+turns are timed as if this machine kept up with the speech. ``--realtime`` plays
+them at the speed of speech instead, as a microphone would: the latencies then
+include any backlog, and it also reports the audio loop's longest gap between two
+frames and how long the daemon takes to exit on SIGTERM in the middle of a prefill.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,23 +102,63 @@ def idle_costs(config: Config, stream: np.ndarray, wake_models: list[Path]) -> d
     return costs
 
 
-def turn_latencies(config: Config, engine: GemmaEngine, voice: PiperSpeech, workdir: Path) -> list[dict]:
-    """The daemon on a file of questions. File input waits for the engine, so a
-    streamed question is fed as if the machine kept up with the speech (the
-    'engine load' column says whether it does)."""
+def questions_file(voice: PiperSpeech, workdir: Path, reply_room_seconds: float) -> Path:
+    """The questions, each after 1 s of silence and followed by room for its reply."""
     questions = [spoken(voice, text) for text in QUESTIONS]
-    gap = np.zeros(MODEL_SAMPLE_RATE * 40, dtype=np.float32)  # room for each reply
+    gap = np.zeros(int(MODEL_SAMPLE_RATE * reply_room_seconds), dtype=np.float32)
     stream = np.concatenate([part for question in questions for part in (gap[: MODEL_SAMPLE_RATE], question, gap)])
     path = workdir / "questions.wav"
     write_wav_atomic(path, stream, MODEL_SAMPLE_RATE)
+    return path
+
+
+def turn_latencies(
+    config: Config, engine: GemmaEngine, voice: PiperSpeech, workdir: Path, realtime: bool
+) -> tuple[list[dict], Assistant]:
+    """The daemon on a file of questions. Without ``realtime`` the file waits for
+    the engine, so a streamed question is fed as if the machine kept up with the
+    speech (the 'engine load' column says whether it does)."""
+    path = questions_file(voice, workdir, 40.0)
     events_path = workdir / "events.jsonl"
     with events_path.open("w") as events:
         assistant = Assistant(
-            config, engine, voice, FileSource(path, config.input.frame_ms), VirtualPlayback(voice.sample_rate),
-            None, EventLog(events), wait_for_replies=True,
+            config, engine, voice, FileSource(path, config.input.frame_ms, realtime=realtime),
+            VirtualPlayback(voice.sample_rate), None, EventLog(events), wait_for_replies=not realtime,
         )
         assistant.run()
-    return [event for event in map(json.loads, events_path.read_text().splitlines()) if event["event"] == "turn"]
+    turns = [event for event in map(json.loads, events_path.read_text().splitlines()) if event["event"] == "turn"]
+    return turns, assistant
+
+
+def sigterm_during_prefill(
+    model: Path, mmproj: Path, voice_path: Path, voice: PiperSpeech, workdir: Path
+) -> tuple[float, int]:
+    """(seconds from SIGTERM to exit, exit code) for ``edge-assistant run`` sent
+    SIGTERM 3 s into a long streamed question, while its prefill runs."""
+    question = np.concatenate([spoken(voice, QUESTIONS[2])] * 3)  # about 15 s
+    path = workdir / "long_question.wav"
+    write_wav_atomic(path, np.concatenate([np.zeros(MODEL_SAMPLE_RATE, dtype=np.float32), question]), MODEL_SAMPLE_RATE)
+    settings = workdir / "sigterm.toml"
+    settings.write_text('[wake]\nmodel = "none"\n')  # voice activity alone starts the turn
+    command = [
+        sys.executable, "-m", "edge_assistant", "run", "--input-file", str(path), "--realtime", "--events",
+        "--output-file", str(workdir / "out.wav"), "--model", str(model), "--mmproj", str(mmproj),
+        "--voice", str(voice_path), "--config", str(settings),
+    ]
+    log_path = workdir / "sigterm.log"
+    with log_path.open("w") as log_file:
+        daemon = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log_file, text=True)
+    assert daemon.stdout is not None
+    for line in daemon.stdout:  # the model is loaded and listening once events flow
+        if json.loads(line)["event"] == "speech_start":
+            break
+    else:
+        raise SystemExit(f"the daemon ended before the question started: {log_path.read_text().strip()[-500:]}")
+    time.sleep(3.0)
+    sent = time.perf_counter()
+    daemon.send_signal(signal.SIGTERM)
+    code = daemon.wait(30)
+    return time.perf_counter() - sent, code
 
 
 def main() -> int:
@@ -122,6 +171,7 @@ def main() -> int:
     parser.add_argument("--max-tokens", type=int, default=24)
     parser.add_argument("--idle-only", action="store_true", help="only the idle cost: no model, no turns")
     parser.add_argument("--full-size", action="store_true", help="the full-size random-weight E2B twin (about 3.4 GB, built once)")
+    parser.add_argument("--realtime", action="store_true", help="questions at the speed of speech; loop gaps; SIGTERM")
     args = parser.parse_args()
     config = Config()
     config.engine.max_tokens = args.max_tokens
@@ -138,12 +188,21 @@ def main() -> int:
         return 0
 
     model, mmproj = (args.model, args.mmproj) if args.model else full_size_paths() if args.full_size else twin_paths()
-    with GemmaEngine(model, mmproj, config.engine) as engine, tempfile.TemporaryDirectory() as workdir:
-        for stream_audio in (True, False):
-            config.conversation.stream_audio = stream_audio
-            engine.reset_history()
-            turns = turn_latencies(config, engine, voice, Path(workdir))
-            print_latencies(turns, model, "streamed while spoken" if stream_audio else "evaluated after the speech ended")
+    with tempfile.TemporaryDirectory() as workdir:
+        with GemmaEngine(model, mmproj, config.engine) as engine:
+            for stream_audio in (True, False):
+                config.conversation.stream_audio = stream_audio
+                engine.reset_history()
+                turns, assistant = turn_latencies(config, engine, voice, Path(workdir), args.realtime)
+                how = "streamed while spoken" if stream_audio else "evaluated after the speech ended"
+                print_latencies(turns, model, how + (", in real time" if args.realtime else ""))
+                if args.realtime:
+                    timing = assistant.loop_timing
+                    print(f"  audio loop: {timing.frames} frames of {config.input.frame_ms} ms, longest gap between "
+                          f"two {timing.longest_gap_ms:.0f} ms, {timing.gaps_over_100_ms} gaps over 100 ms")
+        if args.realtime:
+            seconds, code = sigterm_during_prefill(model, mmproj, args.voice or default_voice(), voice, Path(workdir))
+            print(f"\nSIGTERM 3 s into a 15 s streamed question: exited after {seconds:.2f} s with code {code}")
     return 0
 
 
