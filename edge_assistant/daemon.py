@@ -25,6 +25,7 @@ import enum
 import faulthandler
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -632,4 +633,12 @@ def serve(
         notifier.close()
     if isinstance(playback, VirtualPlayback) and output_path is not None:
         write_wav_atomic(output_path, playback.recording(), playback.sample_rate)
+    if assistant.turn_running:
+        # Stopped while the worker is inside a native call that cannot be
+        # interrupted (the audio encoder): end now, without the interpreter's
+        # clean-up running under it; the kernel frees its memory.
+        log.info("exiting with a turn still inside llama.cpp")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0

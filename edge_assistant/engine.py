@@ -402,6 +402,16 @@ def check_gguf(path: Path, what: str) -> None:
         raise ModelFileError(f"{what} is not a GGUF file: {path}; {FETCH_HINT}")
 
 
+DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
+
+
+def _check_decode(status: int, what: str) -> None:
+    if status == DECODE_ABORTED:
+        raise TurnCancelled()
+    if status != 0:
+        raise RuntimeError(f"{what} failed with status {status}")
+
+
 class GemmaEngine:
     """One loaded model + audio projector serving many turns."""
 
@@ -488,6 +498,10 @@ class GemmaEngine:
                 f"(n_ctx={settings.n_ctx}, kv_cache_type={settings.kv_cache_type}); try a smaller engine.n_ctx"
             )
         self._memory = llama_cpp.llama_get_memory(self._ctx)
+        # Checked by ggml between graph nodes: a cancelled turn stops inside a
+        # sub-batch (llama.cpp then drops that sub-batch's positions), not after it.
+        self._abort_check = llama_cpp.ggml_abort_callback(lambda _data: self._cancel_requested())
+        llama_cpp.llama_set_abort_callback(self._ctx, self._abort_check, None)
 
         mtmd_params = mtmd_cpp.mtmd_context_params_default()
         mtmd_params.use_gpu = False
@@ -611,11 +625,16 @@ class GemmaEngine:
                  kept, len(reply.text_ends), heard)
 
     def cancel(self) -> None:
-        """Stop the turn in progress (from another thread) at its next sub-batch
-        or token; the cancelled turn leaves no trace in the conversation."""
+        """Stop the turn in progress (from another thread) within the model
+        evaluation running now; the cancelled turn leaves no trace in the
+        conversation."""
         turn = self._active
         if turn is not None:
             turn.cancel()
+
+    def _cancel_requested(self) -> bool:
+        turn = self._active
+        return turn is not None and turn.cancelled and not turn.committing
 
     def _decode_tokens(self, tokens: list[int], want_logits: bool) -> None:
         """Evaluate text tokens in n_batch pieces; logits only for the last one."""
@@ -635,8 +654,7 @@ class GemmaEngine:
                 status = llama_cpp.llama_decode(self._ctx, batch)
             finally:
                 llama_cpp.llama_batch_free(batch)
-            if status != 0:
-                raise RuntimeError(f"llama_decode failed with status {status}")
+            _check_decode(status, "llama_decode")
             self._n_past += len(piece)
 
     # -- a turn ----------------------------------------------------------------
@@ -770,8 +788,7 @@ class GemmaEngine:
                 status = llama_cpp.llama_decode(self._ctx, batch)
             finally:
                 llama_cpp.llama_batch_free(batch)
-            if status != 0:
-                raise RuntimeError(f"llama_decode of audio embeddings failed with status {status}")
+            _check_decode(status, "llama_decode of audio embeddings")
             self._n_past += len(piece)
 
     def check_cache(self) -> None:
@@ -816,7 +833,11 @@ class GemmaEngine:
             if self._n_past + 1 >= self.settings.n_ctx - 2:
                 stats.stopped_by = "context_full"
                 break
-            self._decode_tokens([token], want_logits=True)
+            try:
+                self._decode_tokens([token], want_logits=True)
+            except TurnCancelled:  # stopped inside the evaluation of this token
+                stats.stopped_by = "cancelled"
+                break
             text_ends.append(text_length)
         tail = decoder.decode(b"", final=True)
         if tail:
@@ -856,6 +877,7 @@ class AudioTurn:
         self._clip_tokens: list[int] = []  # per 30 s clip: audio tokens in the cache
         self._clip_whole: list[bool] = []  # per clip: all its tokens are in the cache
         self._audio_ended = False
+        self.committing = False  # closing the turn in the cache: a cancel no longer stops that
         self._heard = self._samples  # all audio fed, before end_audio() trimmed it
         self._reply_start: int | None = None
         self._reply_text_ends: list[int] = []
@@ -972,6 +994,7 @@ class AudioTurn:
         the part of the reply the user heard stays; one that comes later can
         still cut it (:meth:`GemmaEngine.trim_last_reply`)."""
         engine = self.engine
+        self.committing = True
         try:
             start = engine._n_past if self._reply_start is None else self._reply_start
             text_ends = self._reply_text_ends

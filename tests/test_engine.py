@@ -10,7 +10,7 @@ import pytest
 
 from edge_assistant.audio_io import Audio
 from edge_assistant.config import AudioConfig, EngineConfig
-from edge_assistant.engine import GemmaEngine, Interruption
+from edge_assistant.engine import GemmaEngine, Interruption, TurnCancelled
 from edge_assistant.errors import AudioInputError, UsageError
 from edge_assistant.turn import prepare_audio
 
@@ -244,6 +244,24 @@ def test_a_barge_in_keeps_the_question_and_the_reply_as_far_as_it_was_heard(twin
         assert engine.context_tokens == cut.context_tokens
     finally:
         model.close()
+
+
+def test_a_cancel_stops_llama_cpp_inside_an_evaluation(engine: GemmaEngine) -> None:
+    """ggml's abort callback ends llama_decode mid-graph: a 5 s sub-batch on a
+    slow board is not waited out, and llama.cpp drops the stopped positions so
+    the cache still matches the bookkeeping."""
+    engine.reset_history()
+    turn = engine.begin_turn(1.0)
+    before = engine.context_tokens
+    try:
+        turn.cancel()
+        with pytest.raises(TurnCancelled):
+            engine._decode_tokens(engine.tokenize("a sentence of text to evaluate " * 4), want_logits=False)
+        assert engine.context_tokens == before
+        engine.check_cache()
+    finally:
+        turn.rollback()
+    engine.check_cache()
 
 
 def test_a_failure_mid_prefill_rolls_the_turn_back_and_the_next_turn_works(
