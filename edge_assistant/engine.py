@@ -20,15 +20,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import llama_cpp
 import numpy as np
 from llama_cpp import mtmd_cpp
 
-from .chat_format import ChatFormat
+from .chat_format import ChatFormat, ToolDeclarations
 from .config import EngineConfig
 from .errors import ModelFileError, UsageError
+from .tool_calls import CALL_CLOSE, CALL_OPEN
+from .tool_loop import ToolUse, generate_with_tools
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("edge_assistant.llama_cpp")
@@ -98,7 +100,7 @@ class TurnStats:
     prefill_ms: float = 0.0
     first_token_ms: float = 0.0
     decode_ms: float = 0.0
-    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full" or "cancelled"
+    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full", "cancelled" or "tool_call" (paused for results)
 
 
 @dataclass
@@ -117,6 +119,7 @@ class _AudioChunks:
 class TurnReply:
     text: str  # raw model text, hidden blocks included; reply_text filters it
     stats: TurnStats = field(default_factory=TurnStats)
+    tool_calls: list[Any] = field(default_factory=list)  # tools.ToolCallRecord, in call order
 
 
 class TokenSampler(Protocol):
@@ -385,9 +388,11 @@ class GemmaEngine:
     """One loaded model + audio projector serving many turns."""
 
     def __init__(
-        self, model_path: Path, mmproj_path: Path, settings: EngineConfig, sampler: TokenSampler | None = None
+        self, model_path: Path, mmproj_path: Path, settings: EngineConfig, sampler: TokenSampler | None = None,
+        tools: ToolDeclarations = (),
     ) -> None:
-        """``sampler`` None: llama.cpp's chain from ``settings`` (:class:`LlamaSampler`)."""
+        """``sampler`` None: llama.cpp's chain from ``settings`` (:class:`LlamaSampler`);
+        ``tools``: declarations the system prompt offers the model."""
         if settings.kv_cache_type not in KV_CACHE_GGML_TYPES:
             raise UsageError(f"unknown KV cache type {settings.kv_cache_type!r}")
         check_gguf(model_path, "model file")
@@ -402,6 +407,7 @@ class GemmaEngine:
         self._ctx = None
         self._mtmd = None
         self._sampler: TokenSampler | None = sampler
+        self.tools = list(tools)
         try:
             self._load()
         except BaseException:
@@ -483,6 +489,8 @@ class GemmaEngine:
         self._marker = mtmd_cpp.mtmd_default_marker().decode()
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._stop_tokens = {self._single_token("<|turn>")} - {None}
+        self._call_open = self._single_token(CALL_OPEN)
+        self._call_close = self._single_token(CALL_CLOSE)
         if self._sampler is None:
             self._sampler = LlamaSampler(self.settings)
 
@@ -554,7 +562,7 @@ class GemmaEngine:
         return self._n_past
 
     def _evaluate_system_prompt(self) -> int:
-        tokens = self.tokenize(self.chat_format.system_block(self.settings.system_prompt))
+        tokens = self.tokenize(self.chat_format.system_block(self.settings.system_prompt, self.tools))
         self._decode_tokens(tokens, want_logits=False)
         self._n_system = self._n_past
         log.info("system prompt evaluated: %d tokens", len(tokens))
@@ -609,21 +617,24 @@ class GemmaEngine:
         token counts as evaluated after the end of speech."""
         return AudioTurn(self, expected_seconds, speech_ended)
 
-    def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None) -> TurnReply:
+    def respond(
+        self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, tools: ToolUse | None = None
+    ) -> TurnReply:
         """Answer one spoken turn given as 16 kHz mono float32 samples, through the
         same :class:`AudioTurn` a stream feeds. All of it is fed at once: the
         result is the same as feeding it in steps, and one encoder pass is the
         cheapest when the whole recording is already there.
 
         ``on_text`` receives the reply text as it is generated (hidden blocks
-        included: the caller filters). Returns the whole text and what it cost.
+        included: the caller filters); ``tools`` are run when the model calls
+        them. Returns the whole text, what it cost and the tool calls.
         """
         turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True)
-        text = ""
+        text, calls = "", []
         try:
             turn.feed(samples, evaluate=False)
             turn.end_audio()
-            text = turn.generate(on_text)
+            text, calls = generate_with_tools(turn, on_text, None, tools)
         except TurnCancelled:
             turn.stats.stopped_by = "cancelled"
         finally:
@@ -631,7 +642,7 @@ class GemmaEngine:
                 turn.rollback()  # cancelled or failed: no trace in the cache
             else:
                 turn.commit()
-        return TurnReply(text, turn.stats)
+        return TurnReply(text, turn.stats, calls)
 
     def _check_room(self, expected_seconds: float) -> None:
         """Make room for a turn of ``expected_seconds``: forget the history if the
@@ -741,10 +752,16 @@ class GemmaEngine:
     def _generate(
         self, stats: TurnStats, started: float, on_text: Callable[[str], None] | None, cancelled: threading.Event
     ) -> str:
+        """Sample until the turn ends. Once a tool call closes, only another call
+        may follow: anything else (Gemma's ``<|tool_response>``, the end of the
+        turn, text) pauses generation with ``stopped_by`` "tool_call", unevaluated,
+        so the caller can put the results in and call again (the sampler keeps
+        its state across the pause)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         generation_started = time.perf_counter()
         stats.stopped_by = "max_tokens"
+        call_closed = False
         for _ in range(self.settings.max_tokens):
             if cancelled.is_set():
                 stats.stopped_by = "cancelled"
@@ -753,9 +770,13 @@ class GemmaEngine:
             if stats.generated_tokens == 0:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
                 generation_started = time.perf_counter()
+            if call_closed and token != self._call_open:
+                stats.stopped_by = "tool_call"
+                break
             if llama_cpp.llama_vocab_is_eog(self._vocab, token) or token in self._stop_tokens:
                 stats.stopped_by = "end_of_turn"
                 break
+            call_closed = token == self._call_close
             stats.generated_tokens += 1
             piece = decoder.decode(self._reply_bytes(token))
             if piece:
@@ -771,8 +792,9 @@ class GemmaEngine:
             pieces.append(tail)
             if on_text is not None:
                 on_text(tail)
-        self._sampler.reset()
-        stats.decode_ms = (time.perf_counter() - generation_started) * 1000
+        if stats.stopped_by != "tool_call":
+            self._sampler.reset()
+        stats.decode_ms += (time.perf_counter() - generation_started) * 1000
         return "".join(pieces)
 
 
@@ -868,6 +890,17 @@ class AudioTurn:
             raise RuntimeError("generate() before end_audio()")
         engine = self.engine
         return engine._generate(self.stats, started if started is not None else self._opened, on_text, self._cancelled)
+
+    def continue_with(self, text: str) -> bool:
+        """Evaluate ``text`` (tool responses) into the model's own turn, with no
+        end-of-turn marker, so :meth:`generate` continues after it. False, with
+        nothing evaluated, when it would not fit the context."""
+        tokens = self.engine.tokenize(text)
+        if self.engine._n_past + len(tokens) + 2 >= self.engine.settings.n_ctx:
+            self.stats.stopped_by = "context_full"
+            return False
+        self._evaluate_text(tokens, want_logits=True)
+        return True
 
     def commit(self) -> None:
         """Keep the turn: close the model's turn in the cache (with history on) so

@@ -102,7 +102,7 @@ class ScriptedGemma:
     def __exit__(self, *exc_info: object) -> None:
         pass
 
-    def respond(self, samples: np.ndarray, on_text=None) -> TurnReply:  # noqa: ANN001
+    def respond(self, samples: np.ndarray, on_text=None, tools=None) -> TurnReply:  # noqa: ANN001
         for start in range(0, len(self.REPLY), 4):
             on_text(self.REPLY[start : start + 4])
         return TurnReply(self.REPLY, TurnStats(generated_tokens=24, stopped_by="end_of_turn"))

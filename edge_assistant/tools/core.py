@@ -282,12 +282,18 @@ class Toolbox:
             return self._record(name, checked, ToolResult.error("the user did not confirm; nothing was done"), started, "declined")
         try:
             result = tool.run(checked)
+        except ToolRejected as error:  # a tool's own check beyond the declaration
+            return self._record(name, checked, ToolResult.error(str(error)), started, "rejected")
         except ToolError as error:
             return self._record(name, checked, ToolResult.error(str(error)), started, "failed")
         except Exception as error:  # a bug in a tool must not end the turn
             log.exception("tool %s raised", name)
             return self._record(name, checked, ToolResult.error(f"internal error ({type(error).__name__})"), started, "failed")
         return self._record(name, checked, result, started, "ok" if result.ok else "failed")
+
+    def reject(self, name: str, arguments: Any, why: str) -> ToolCallRecord:
+        """The record of a call that never reached a tool (unreadable, over a limit)."""
+        return self._record(name, arguments, ToolResult.error(why), time.perf_counter(), "rejected")
 
     def _record(self, name: Any, arguments: Any, result: ToolResult, started: float, status: str) -> ToolCallRecord:
         record = ToolCallRecord(
