@@ -1,0 +1,49 @@
+"""The assistant's tools from its configuration: built-ins plus ``[[tools.command]]``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..errors import UsageError
+from .builtins import Volume, builtin_tools
+from .commands import parse_commands
+from .core import Toolbox
+from .scheduler import Scheduler
+from .state import default_state_dir
+
+
+@dataclass
+class ToolSet:
+    toolbox: Toolbox
+    scheduler: Scheduler
+    volume: Volume
+
+
+def state_dir(config: Config) -> Path:
+    return Path(config.tools.state_dir).expanduser() if config.tools.state_dir else default_state_dir()
+
+
+def build_tools(
+    config: Config, on_stop: Callable[[], None] = lambda: None, on_forget: Callable[[], None] = lambda: None,
+    clock: Callable[[], float] = time.time,
+) -> ToolSet:
+    """Everything ``[tools]`` declares, checked now: a bad command table or an
+    unusable state directory is a one-line :class:`UsageError` at startup."""
+    where = config.source or "configuration"
+    directory = state_dir(config)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        scheduler = Scheduler(directory, clock)
+        volume = Volume(directory, list(config.tools.mixer))
+    except OSError as error:
+        raise UsageError(f"{where}: tools.state_dir {directory} is not usable: {error.strerror or error}") from None
+    if config.tools.mixer:
+        parse_commands([{"name": "mixer", "description": "mixer", "argv": list(config.tools.mixer)}], where)
+    builtins = builtin_tools(scheduler, volume, on_stop, on_forget)
+    commands = parse_commands(config.tools.command, where, {tool.name for tool in builtins})
+    toolbox = Toolbox([*builtins, *commands] if config.tools.enabled else [], config.tools.max_calls_per_turn)
+    return ToolSet(toolbox, scheduler, volume)
