@@ -750,19 +750,20 @@ class GemmaEngine:
             raise RuntimeError(f"KV cache drifted: it ends at position {last}, the engine expects {self._n_past - 1}")
 
     def _generate(
-        self, stats: TurnStats, started: float, on_text: Callable[[str], None] | None, cancelled: threading.Event
+        self, stats: TurnStats, started: float, on_text: Callable[[str], None] | None, cancelled: threading.Event,
+        max_tokens: int | None = None,
     ) -> str:
         """Sample until the turn ends. Once a tool call closes, only another call
         may follow: anything else (Gemma's ``<|tool_response>``, the end of the
         turn, text) pauses generation with ``stopped_by`` "tool_call", unevaluated,
         so the caller can put the results in and call again (the sampler keeps
-        its state across the pause)."""
+        its state until the turn closes)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         generation_started = time.perf_counter()
         stats.stopped_by = "max_tokens"
         call_closed = False
-        for _ in range(self.settings.max_tokens):
+        for _ in range(max_tokens or self.settings.max_tokens):
             if cancelled.is_set():
                 stats.stopped_by = "cancelled"
                 break
@@ -792,8 +793,6 @@ class GemmaEngine:
             pieces.append(tail)
             if on_text is not None:
                 on_text(tail)
-        if stats.stopped_by != "tool_call":
-            self._sampler.reset()
         stats.decode_ms += (time.perf_counter() - generation_started) * 1000
         return "".join(pieces)
 
@@ -883,13 +882,18 @@ class AudioTurn:
         n_vocab = llama_cpp.llama_vocab_n_tokens(engine._vocab)
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._ctx, -1), shape=(n_vocab,)).copy()
 
-    def generate(self, on_text: Callable[[str], None] | None = None, started: float | None = None) -> str:
+    def generate(
+        self, on_text: Callable[[str], None] | None = None, started: float | None = None, max_tokens: int | None = None
+    ) -> str:
         """The reply, token by token to ``on_text``; ``started`` (perf_counter) is
-        where first_token_ms counts from, by default the turn's opening."""
+        where first_token_ms counts from, by default the turn's opening;
+        ``max_tokens`` caps this call (default engine.max_tokens)."""
         if not self._audio_ended:
             raise RuntimeError("generate() before end_audio()")
         engine = self.engine
-        return engine._generate(self.stats, started if started is not None else self._opened, on_text, self._cancelled)
+        return engine._generate(
+            self.stats, started if started is not None else self._opened, on_text, self._cancelled, max_tokens
+        )
 
     def continue_with(self, text: str) -> bool:
         """Evaluate ``text`` (tool responses) into the model's own turn, with no
@@ -926,6 +930,7 @@ class AudioTurn:
     def _close(self) -> None:
         self.stats.evaluated_this_turn = self.engine._n_past - self._start
         self.stats.context_tokens = self.engine._n_past
+        self.engine._sampler.reset()  # once per turn, however many times it paused for tool results
         self.engine._active = None
         self._closed = True
 

@@ -64,3 +64,35 @@ def run_call(call: ToolCall, toolbox: Toolbox, confirm: Confirmer | None, earlie
         return toolbox.reject(call.name, call.arguments, f"more than {toolbox.max_calls_per_turn} tool calls in one turn")
     return toolbox.call(call.name, call.arguments, confirm)
 
+
+
+YES_WORDS = frozenset("yes yeah yep yup sure ok okay certainly affirmative correct please".split())
+NO_WORDS = frozenset("no nope nah don't dont not cancel stop negative never".split())
+DECISION_PROMPT = "(Did the user agree? One word, yes or no:) "
+DECISION_TOKENS = 4
+
+
+def hear_yes_or_no(engine: Any, samples: Any) -> bool:
+    """Whether a spoken answer to "should I …?" is a yes: the model hears it as
+    a user turn and writes one word after a fixed prompt in its own turn; the
+    whole exchange is rolled back, so it leaves no trace in the conversation.
+    Anything but a clear yes is a no."""
+    turn = engine.begin_turn(len(samples) / engine.audio_sample_rate, speech_ended=True)
+    try:
+        turn.feed(samples, evaluate=False)
+        turn.end_audio()
+        turn.continue_with(DECISION_PROMPT)
+        text = turn.generate(max_tokens=DECISION_TOKENS)
+    finally:
+        turn.rollback()
+    return is_yes(text)
+
+
+def is_yes(text: str) -> bool:
+    """The first word decides; nothing recognisable is a no."""
+    for word in text.lower().replace(",", " ").replace(".", " ").replace("!", " ").split():
+        if word in YES_WORDS:
+            return True
+        if word in NO_WORDS:
+            return False
+    return False

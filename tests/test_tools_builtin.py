@@ -26,11 +26,14 @@ class Clock:
         return self.now
 
 
-def tools_for(tmp_path: Path, clock: Clock, commands: list | None = None, **callbacks):
+def tools_for(tmp_path: Path, clock: Clock, commands: list | None = None, on_stop=None, on_forget=None):
     config = Config()
     config.tools.state_dir = str(tmp_path / "state")
     config.tools.command = commands or []
-    return build_tools(config, clock=clock, **callbacks)
+    tools = build_tools(config, clock=clock)
+    tools.hooks.on_stop = on_stop or tools.hooks.on_stop
+    tools.hooks.on_forget = on_forget or tools.hooks.on_forget
+    return tools
 
 
 def test_timer_set_listed_fired_once(tmp_path: Path) -> None:

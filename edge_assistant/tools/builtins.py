@@ -186,4 +186,4 @@ def forget_tool(on_forget: Callable[[], None]) -> Tool:
 def builtin_tools(
     scheduler: Scheduler, volume: Volume, on_stop: Callable[[], None], on_forget: Callable[[], None]
 ) -> list[Tool]:
-    return [time_tool(scheduler.clock), *timer_tools(scheduler), volume_tool(volume), stop_tool(on_stop), forget_tool(on_forget)]
+    return [time_tool(lambda: scheduler.clock()), *timer_tools(scheduler), volume_tool(volume), stop_tool(on_stop), forget_tool(on_forget)]

@@ -212,8 +212,8 @@ def declaration(tool: Tool) -> dict[str, Any]:
 @dataclass
 class ToolCallRecord:
     """One call as it happened: reported by ``--json``, the ``turn`` event and the log.
-    ``status``: "ok", "rejected" (did not run), "failed" (ran, went wrong) or "declined"
-    (the user said no)."""
+    ``status``: "ok", "rejected" (did not run), "failed" (ran, went wrong), "declined"
+    (the user said no) or "pending" (the user is being asked)."""
 
     name: str
     arguments: Any
@@ -233,8 +233,10 @@ class ToolCallRecord:
         }
 
 
-# Asked before a ``confirm`` tool runs: True runs it.
-Confirmer = Callable[[Tool, dict[str, Any]], bool]
+# Asked before a ``confirm`` tool runs: True runs it, False declines it, None
+# means the user is being asked and the answer comes after this turn (the call
+# is "pending" and the turn ends).
+Confirmer = Callable[[Tool, dict[str, Any]], "bool | None"]
 
 
 @dataclass
@@ -278,8 +280,13 @@ class Toolbox:
             tool, checked = self.check(name, arguments)
         except ToolRejected as error:
             return self._record(name, arguments, ToolResult.error(str(error)), started, "rejected")
-        if tool.confirm and (confirm is None or not confirm(tool, checked)):
-            return self._record(name, checked, ToolResult.error("the user did not confirm; nothing was done"), started, "declined")
+        if tool.confirm:
+            decision = confirm(tool, checked) if confirm is not None else False
+            if decision is None:
+                waiting = ToolResult({"status": "the user is asked to say yes or no; nothing was done yet"}, end_turn=True)
+                return self._record(name, checked, waiting, started, "pending")
+            if not decision:
+                return self._record(name, checked, ToolResult.error("the user did not confirm; nothing was done"), started, "declined")
         try:
             result = tool.run(checked)
         except ToolRejected as error:  # a tool's own check beyond the declaration

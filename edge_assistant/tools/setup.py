@@ -17,20 +17,26 @@ from .state import default_state_dir
 
 
 @dataclass
+class ToolHooks:
+    """What "stop" and "forget" do, set by whoever runs the tools (the daemon)."""
+
+    on_stop: Callable[[], None] = lambda: None
+    on_forget: Callable[[], None] = lambda: None
+
+
+@dataclass
 class ToolSet:
     toolbox: Toolbox
     scheduler: Scheduler
     volume: Volume
+    hooks: ToolHooks
 
 
 def state_dir(config: Config) -> Path:
     return Path(config.tools.state_dir).expanduser() if config.tools.state_dir else default_state_dir()
 
 
-def build_tools(
-    config: Config, on_stop: Callable[[], None] = lambda: None, on_forget: Callable[[], None] = lambda: None,
-    clock: Callable[[], float] = time.time,
-) -> ToolSet:
+def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolSet:
     """Everything ``[tools]`` declares, checked now: a bad command table or an
     unusable state directory is a one-line :class:`UsageError` at startup."""
     where = config.source or "configuration"
@@ -43,7 +49,8 @@ def build_tools(
         raise UsageError(f"{where}: tools.state_dir {directory} is not usable: {error.strerror or error}") from None
     if config.tools.mixer:
         parse_commands([{"name": "mixer", "description": "mixer", "argv": list(config.tools.mixer)}], where)
-    builtins = builtin_tools(scheduler, volume, on_stop, on_forget)
+    hooks = ToolHooks()
+    builtins = builtin_tools(scheduler, volume, lambda: hooks.on_stop(), lambda: hooks.on_forget())
     commands = parse_commands(config.tools.command, where, {tool.name for tool in builtins})
     toolbox = Toolbox([*builtins, *commands] if config.tools.enabled else [], config.tools.max_calls_per_turn)
-    return ToolSet(toolbox, scheduler, volume)
+    return ToolSet(toolbox, scheduler, volume, hooks)
