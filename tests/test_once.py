@@ -93,7 +93,7 @@ class ScriptedGemma:
     REPLY = "Mount Elbrus is the tallest. It stands in the Caucasus. Its summit is almost six kilometres high."
     threads = 1
 
-    def __init__(self, model_path: Path, mmproj_path: Path, settings: object) -> None:
+    def __init__(self, model_path: Path, mmproj_path: Path, settings: object, tools: object = ()) -> None:
         pass
 
     def __enter__(self) -> ScriptedGemma:

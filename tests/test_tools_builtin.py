@@ -216,3 +216,19 @@ def test_commands_from_a_toml_file(tmp_path: Path) -> None:
     assert tool.command_line({"level": 30})[1:] == ["volume", "30"]
     assert "[[tools.command]]" not in config.to_toml() and 'name = "music_volume"' in config.to_toml()
     json.dumps(config.tools.command)
+
+
+def test_nothing_is_written_until_something_is_saved(tmp_path: Path) -> None:
+    tools = tools_for(tmp_path, Clock())
+    tools.toolbox.call("list_timers", {})
+    tools.toolbox.call("get_date_time", {})
+    assert not (tmp_path / "state").exists()  # a one-shot run leaves no state directory behind
+
+
+def test_an_unwritable_state_directory_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = Config()
+    config.tools.state_dir = str(blocker / "state")
+    with pytest.raises(UsageError, match="tools.state_dir .*/a-file/state is not writable"):
+        build_tools(config)

@@ -82,7 +82,12 @@ class Scheduler:
             self._save()
 
     def _save(self) -> None:
-        write_json_atomic(self.path, {"entries": [asdict(entry) for entry in self._entries]})
+        """Persist; a failed write (a full disk) is logged, and the timers still
+        ring while the assistant runs: the audio loop calls this too."""
+        try:
+            write_json_atomic(self.path, {"entries": [asdict(entry) for entry in self._entries]})
+        except OSError as error:
+            log.error("cannot save timers to %s: %s; they are kept until the assistant stops", self.path, error)
 
     def add(self, kind: str, label: str, due: float, seconds: int = 0) -> Reminder:
         with self._lock:

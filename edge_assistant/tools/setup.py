@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,8 +42,8 @@ def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolS
     unusable state directory is a one-line :class:`UsageError` at startup."""
     where = config.source or "configuration"
     directory = state_dir(config)
+    _check_writable(directory, where)
     try:
-        directory.mkdir(parents=True, exist_ok=True)
         scheduler = Scheduler(directory, clock)
         volume = Volume(directory, list(config.tools.mixer))
     except OSError as error:
@@ -54,3 +55,13 @@ def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolS
     commands = parse_commands(config.tools.command, where, {tool.name for tool in builtins})
     toolbox = Toolbox([*builtins, *commands] if config.tools.enabled else [], config.tools.max_calls_per_turn)
     return ToolSet(toolbox, scheduler, volume, hooks)
+
+
+def _check_writable(directory: Path, where: str) -> None:
+    """The state directory, or the nearest parent that exists, must be writable;
+    it is created only when a timer or the volume is first saved."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{where}: tools.state_dir {directory} is not writable (set tools.state_dir)")
