@@ -497,13 +497,14 @@ class _QueuedPlayback:
 
     def __init__(self, sample_rate: int) -> None:
         self.sample_rate = sample_rate
+        self.gain = 1.0  # the volume tool's software gain
         self._queue = _Queue()
         self.written = 0
 
     def write(self, samples: np.ndarray, sample_rate: int) -> None:
         if sample_rate != self.sample_rate:
             samples = soxr.resample(samples, sample_rate, self.sample_rate)
-        self._queue.push(samples)
+        self._queue.push(samples * self.gain if self.gain != 1.0 else samples)
         self.written += len(samples)
 
     @property

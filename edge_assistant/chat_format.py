@@ -12,9 +12,16 @@ Files without a template fall back to Gemma 4's documented format.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .tool_calls import render_declaration
+
+# What the chat template's ``tools=`` takes: OpenAI-style function declarations.
+ToolDeclarations = Sequence[Mapping[str, Any]]
 
 USER_SENTINEL = "\x00user-content\x00"
 REPLY_SENTINEL = "\x00model-reply\x00"
@@ -28,9 +35,18 @@ class ChatFormat:
     user_prefix: str  # opens a user turn
     user_suffix: str  # closes it and opens the model's turn (the generation prompt)
     turn_end: str  # closes the model's turn
+    # Renders the system block with tool declarations (the template's ``tools=``);
+    # None: Gemma 4's documented declaration format.
+    system_with_tools: Callable[[str, ToolDeclarations], str] | None = field(default=None, compare=False)
 
-    def system_block(self, system_prompt: str) -> str:
-        return self.system_prefix + system_prompt.strip() + self.system_suffix
+    def system_block(self, system_prompt: str, tools: ToolDeclarations = ()) -> str:
+        """The system turn; ``tools`` are declared in it, as the model was trained."""
+        if not tools:
+            return self.system_prefix + system_prompt.strip() + self.system_suffix
+        if self.system_with_tools is not None:
+            return self.system_with_tools(system_prompt.strip(), tools)
+        declarations = "".join(render_declaration(tool) for tool in tools)
+        return self.system_prefix + system_prompt.strip() + declarations + self.system_suffix
 
     def user_turn(self, content: str) -> str:
         return self.user_prefix + content + self.user_suffix
@@ -51,10 +67,14 @@ class ChatFormat:
             return cls.gemma4_documented(bos)
         compiled = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True).from_string(template)
 
-        def render(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+        def render(messages: list[dict[str, str]], add_generation_prompt: bool, tools: ToolDeclarations = ()) -> str:
             return compiled.render(
-                messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token=""
+                messages=messages, add_generation_prompt=add_generation_prompt, bos_token=bos, eos_token="",
+                tools=[dict(tool) for tool in tools] or None,
             )
+
+        def system_with_tools(system_prompt: str, tools: ToolDeclarations) -> str:
+            return render([{"role": "system", "content": system_prompt}], add_generation_prompt=False, tools=tools)
 
         system = {"role": "system", "content": SYSTEM_SENTINEL}
         user = {"role": "user", "content": USER_SENTINEL}
@@ -69,7 +89,7 @@ class ChatFormat:
             raise ValueError("chat template does not render the system turn as a prefix of the conversation")
         user_prefix, user_suffix = _split_once(with_question[len(system_block) :], USER_SENTINEL)
         answer_tail = _split_once(with_answer, REPLY_SENTINEL)[1]
-        return cls(system_prefix, system_suffix, user_prefix, user_suffix, answer_tail)
+        return cls(system_prefix, system_suffix, user_prefix, user_suffix, answer_tail, system_with_tools)
 
 
 def _split_once(text: str, sentinel: str) -> tuple[str, str]:

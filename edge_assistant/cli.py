@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--out", metavar="WAV", help="write the spoken reply to this WAV instead of playing it")
     output.add_argument("--no-speak", action="store_true", help="print the reply only")
-    parser.add_argument("--json", action="store_true", help="print one JSON object with reply, tokens and timings")
+    parser.add_argument("--json", action="store_true", help="print one JSON object with reply, tokens, timings and tool calls")
 
     common = _Parser(add_help=False)
     add_common_options(common, argparse.SUPPRESS)
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .wakeword_cli import add_commands as add_wakeword_commands
 
     add_wakeword_commands(commands, common)
+    from .tools.cli import add_commands as add_tools_commands
+
+    add_tools_commands(commands, common)
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
@@ -151,6 +154,8 @@ def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | No
 def run_once(args: argparse.Namespace, config: Config) -> int:
     from .audio_io import DevicePlayback, WavFileSink, check_output_path, parse_device, read_audio
     from .engine import GemmaEngine
+    from .tool_loop import ToolUse
+    from .tools.setup import build_tools
     from .tts import PiperSpeech, StreamingSpeaker
     from .turn import prepare_audio, run_turn
 
@@ -161,9 +166,10 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     speech = prepare_audio(read_audio(args.once), config.audio)
     prep_ms = (time.perf_counter() - prep_started) * 1000
     model_path, mmproj_path, voice_path = model_paths(config, need_voice=not args.no_speak)
+    toolbox = build_tools(config).toolbox  # a confirm tool is declined: nobody is asked in a one-shot run
 
     load_started = time.perf_counter()
-    engine = GemmaEngine(model_path, mmproj_path, config.engine)
+    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=toolbox.declarations())
     speaker = None
     sink: WavFileSink | DevicePlayback | None = None
     if not args.no_speak:
@@ -178,7 +184,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
         turn_started = time.perf_counter()
         if sink is not None:
             speaker = StreamingSpeaker(voice, sink)
-        result = run_turn(engine, speech, speaker, turn_started)
+        result = run_turn(engine, speech, speaker, turn_started, ToolUse(toolbox))
     if sink is not None:
         if not result.sentences:
             log.warning("the reply had nothing to speak")
@@ -250,6 +256,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .wakeword_cli import run as run_wakeword
 
             return run_wakeword(args, config)
+        if args.command == "tools":
+            from .tools.cli import run as run_tools
+
+            return run_tools(args, config)
         if args.command == "devices":
             from .audio_io import list_devices
 

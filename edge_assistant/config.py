@@ -161,6 +161,26 @@ class EarconConfig:
 
 
 @dataclass
+class ToolsConfig:
+    """Voice commands (README, "Voice commands"): built-in tools, and your own
+    allowlisted programs as ``[[tools.command]]`` tables."""
+
+    enabled: bool = True
+    # Timers, alarms and the volume live here; empty: $STATE_DIRECTORY (systemd's
+    # StateDirectory=) or ~/.local/state/edge-assistant.
+    state_dir: str = ""
+    max_calls_per_turn: int = 4
+    # After "should I run X?", how long the assistant waits for a spoken yes or no.
+    confirm_timeout_seconds: float = 8.0
+    # An alarm repeats until "stop" (or the wake word) or until this has passed.
+    alarm_ring_seconds: float = 120.0
+    # The ALSA mixer the volume tool sets, as argv up to the control, e.g.
+    # ["/usr/bin/amixer", "-c", "1", "sset", "PCM"]; empty: software gain.
+    mixer: list = field(default_factory=list)
+    command: list = field(default_factory=list)  # [[tools.command]] tables
+
+
+@dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -171,6 +191,7 @@ class Config:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     earcons: EarconConfig = field(default_factory=EarconConfig)
+    tools: ToolsConfig = field(default_factory=ToolsConfig)
     source: str = ""  # the file it was read from, for messages; "" = defaults
 
     def to_toml(self) -> str:
@@ -267,6 +288,10 @@ def validate(config: Config, where: str) -> None:
         (0 <= conversation.echo_tail_ms <= 5000, "conversation.echo_tail_ms", "between 0 and 5000"),
         (conversation.turn_timeout_seconds > 0, "conversation.turn_timeout_seconds", "more than 0"),
         (0 <= config.earcons.volume <= 1, "earcons.volume", "between 0 and 1"),
+        (1 <= config.tools.max_calls_per_turn <= 16, "tools.max_calls_per_turn", "between 1 and 16"),
+        (1 <= config.tools.confirm_timeout_seconds <= 60, "tools.confirm_timeout_seconds", "between 1 and 60"),
+        (config.tools.alarm_ring_seconds >= 0, "tools.alarm_ring_seconds", "0 or more"),
+        (all(isinstance(item, str) for item in config.tools.mixer), "tools.mixer", "a list of strings (argv)"),
     ]
     for ok, key, expected in checks:
         if not ok:
@@ -295,4 +320,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, str):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         return f'"{escaped}"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + " }"
     return repr(value)

@@ -32,6 +32,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
@@ -43,8 +44,12 @@ from .earcons import earcon
 from .engine import GemmaEngine, Interruption
 from .errors import TurnStuckError, UsageError
 from .systemd import Notifier
+from .tool_loop import ToolUse, hear_yes_or_no
+from .tools import Tool
+from .tools.scheduler import Reminder
+from .tools.setup import ToolSet, build_tools
 from .tts import PiperSpeech, StreamingSpeaker
-from .turn import SpeechStream, run_turn
+from .turn import TOOL_APOLOGY, SpeechStream, TurnResult, run_turn
 from .vad import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,27 @@ EARCON_DELAY_MS = 600
 # The earcon and its echo are kept out of the utterance like the reply's echo; a
 # 0.16 s tone at earcons.volume rings out sooner than speech at full level.
 EARCON_ECHO_TAIL_MS = 120
+# A ringing timer or alarm repeats its announcement after this much quiet.
+RING_PAUSE_SECONDS = 5.0
+
+
+@dataclass
+class _Ringing:
+    """A timer or alarm that repeats until "stop", the wake word, or ``until``."""
+
+    text: str
+    until: int  # input time
+    next_at: int | None = None  # input time of the next repeat; None while it plays
+
+
+@dataclass
+class _PendingConfirmation:
+    """A ``confirm`` tool the model called: run once the user says yes."""
+
+    tool: Tool
+    arguments: dict[str, Any]
+    question: str
+    listening: bool = False  # the question has been said: the next utterance answers it
 
 
 class State(enum.Enum):
@@ -140,7 +166,10 @@ class Assistant:
         wait_for_replies: bool = False,
         echo_gain: float = 0.0,
         respond: Callable[..., Any] = run_turn,
+        tools: ToolSet | None = None,
     ) -> None:
+        """``tools``: offered to the model (``respond`` gets them), and their
+        timers and alarms announced from this loop."""
         self.config = config
         self.engine = engine
         self.voice = voice
@@ -176,6 +205,22 @@ class Assistant:
         self.cancel_grace_seconds = 60.0  # a cancelled turn returns at its next token; far longer means stuck
         self.turns = 0
         self.loop_timing = LoopTiming()
+        self._started_wall = time.time()
+        self.tools = tools
+        self._announcer: StreamingSpeaker | None = None  # the announcement playing, if any
+        self._announcer_done: threading.Thread | None = None
+        self._announcements: deque[tuple[str, bool]] = deque()  # (text, rings) waiting for a quiet moment
+        self._ringing: _Ringing | None = None
+        self._silence = threading.Event()  # "stop" from the turn worker
+        self._confirmation: _PendingConfirmation | None = None
+        if tools is not None:
+            self._respond = partial(respond, tools=ToolUse(tools.toolbox, self._ask_confirmation))
+            tools.hooks.on_stop = self._silence.set
+            tools.hooks.on_forget = self.request_reset
+            tools.volume.apply = self._set_gain
+            tools.volume.restore()
+            if wait_for_replies:  # file input: timers run in the input's time, so runs are reproducible
+                tools.scheduler.clock = self._input_clock
 
     # -- control from signals --------------------------------------------------
 
@@ -205,6 +250,9 @@ class Assistant:
     def run(self) -> None:
         self.notifier.ready("listening")
         self._set_state(State.IDLE)
+        if self.tools is not None:
+            for entry in self.tools.scheduler.take_missed():
+                self._announcements.append((f"While I was off, your {entry.describe()} was due at {entry.clock_time()}.", False))
         for frame in self.source.frames():
             self.loop_timing.tick()
             self._feed_watchdog()
@@ -226,10 +274,13 @@ class Assistant:
         self._heard.append((samples, self._now))
         self._update_turn()
         self._watch_turn()
+        self._follow_reminders()
         wake_end = self._detect_wake(samples)
         if wake_end is not None and self._on_wake(wake_end):
             return
-        if self.state in (State.CAPTURING, State.FOLLOW_UP) or (self.state is State.IDLE and self.wake is None):
+        if self._announcer is not None:
+            self.endpointer.reset()  # an announcement is playing: not the user speaking
+        elif self.state in (State.CAPTURING, State.FOLLOW_UP) or (self.state is State.IDLE and self.wake is None):
             self._listen(samples, self._now)
             self._decide_earcon()
         elif self.state in (State.THINKING, State.SPEAKING):
@@ -237,6 +288,9 @@ class Assistant:
         if self._deadline is not None and self._now >= self._deadline and not self.endpointer.in_speech:
             if self.state is State.CAPTURING:
                 log.info("no speech after the wake word: back to idle")
+            if self._confirmation is not None and self._confirmation.listening:
+                self.events.emit("confirmation", self._now, tool=self._confirmation.tool.name, answer="no answer")
+                self._confirmation = None
             self._deadline = None
             self._set_state(State.IDLE)
 
@@ -255,7 +309,9 @@ class Assistant:
 
     def _on_wake(self, wake_end: int) -> bool:
         """Start capturing from where the wake phrase ended; during a reply that is
-        a barge-in. Returns True if the frame was consumed."""
+        a barge-in, and it silences a ringing timer or alarm. Returns True if the
+        frame was consumed."""
+        self._stop_ringing()
         if self.state in (State.THINKING, State.SPEAKING):
             if not self.config.conversation.barge_in:
                 return True
@@ -340,7 +396,7 @@ class Assistant:
             self._deadline = None
             if self.state is not State.CAPTURING:
                 self._set_state(State.CAPTURING)
-            if self.config.conversation.stream_audio:
+            if self.config.conversation.stream_audio and not (self._confirmation and self._confirmation.listening):
                 self._stream = SpeechStream(self.config.endpoint.max_speech_seconds)
                 self._stream.append(self.endpointer.utterance_so_far())
                 self._start_turn(self._stream)
@@ -350,7 +406,10 @@ class Assistant:
             self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
         elif isinstance(event, UtteranceEnded):
             self.events.emit("speech_end", event.speech_end_sample, seconds=round(len(event.samples) / MODEL_SAMPLE_RATE, 3))
-            self._end_question(event)
+            if self._confirmation is not None and self._confirmation.listening:
+                self._answer_confirmation(event)
+            else:
+                self._end_question(event)
 
     def _drop_stream(self) -> None:
         """The utterance being streamed is not a question (too short, interrupted
@@ -384,9 +443,10 @@ class Assistant:
             self._wait_for_turn(turn)
             self._update_turn()
 
-    def _start_turn(self, speech: Audio | SpeechStream) -> _Turn:
+    def _start_turn(self, speech: Audio | SpeechStream, respond: Callable[..., Any] | None = None) -> _Turn:
         """Start the worker for one question, after the previous worker is done
-        (the audio loop never waits for it: the new worker does)."""
+        (the audio loop never waits for it: the new worker does); ``respond``
+        replaces the usual turn (a yes/no answer)."""
         conversation = self.config.conversation
         idle_seconds = (self._now - self._last_activity) / MODEL_SAMPLE_RATE
         reset = self._reset_requested.is_set() or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
@@ -402,7 +462,9 @@ class Assistant:
         )
         self._turn = turn
         self._last_started = turn
-        worker = threading.Thread(target=self._run_turn, args=(turn, speech, reset, previous), name="turn", daemon=True)
+        worker = threading.Thread(
+            target=self._run_turn, args=(turn, speech, reset, previous, respond or self._respond), name="turn", daemon=True
+        )
         worker.start()
         return turn
 
@@ -446,7 +508,8 @@ class Assistant:
         raise TurnStuckError(f"{message}; restart edge-assistant")
 
     def _run_turn(
-        self, turn: _Turn, speech: Audio | SpeechStream, reset_history: bool, previous: _Turn | None
+        self, turn: _Turn, speech: Audio | SpeechStream, reset_history: bool, previous: _Turn | None,
+        respond: Callable[..., Any],
     ) -> None:
         try:
             if previous is not None:
@@ -456,7 +519,7 @@ class Assistant:
             if reset_history:
                 self.engine.reset_history()
                 log.info("conversation history reset")
-            result = self._respond(self.engine, speech, turn.speaker, time.perf_counter(), turn.interruption)
+            result = respond(self.engine, speech, turn.speaker, time.perf_counter(), interruption=turn.interruption)
             if result.stopped_by == "cancelled":
                 return
             self.turns += 1
@@ -468,7 +531,7 @@ class Assistant:
                 timings["wake_to_speech_end"] = round((turn.speech_end_sample - turn.wake_sample) * 1000 / MODEL_SAMPLE_RATE, 1)
             self.events.emit(
                 "turn", turn.speech_end_sample, reply=fields["reply"], tokens=fields["tokens"],
-                timings_ms=timings, stopped_by=fields["stopped_by"],
+                timings_ms=timings, stopped_by=fields["stopped_by"], tool_calls=fields.get("tool_calls", []),
             )
         except Exception as error:  # one failed turn must not stop the assistant
             log.exception("turn failed")
@@ -505,11 +568,135 @@ class Assistant:
         self._echo_guard_until = self._now + self.config.conversation.echo_tail_ms * MODEL_SAMPLE_RATE // 1000
         self.endpointer.reset()
         follow_up = self.config.conversation.follow_up_seconds
-        if follow_up > 0 and self.wake is not None:
+        if self._confirmation is not None and not self._confirmation.listening:
+            self._announce(self._confirmation.question, rings=False)  # then the answer is listened for
+            self._set_state(State.FOLLOW_UP)
+        elif follow_up > 0 and self.wake is not None:
             self._deadline = self._now + int(follow_up * MODEL_SAMPLE_RATE)
             self._set_state(State.FOLLOW_UP)
         else:
             self._set_state(State.IDLE)
+
+    # -- timers, alarms and confirmations ---------------------------------------
+
+    def _input_clock(self) -> float:
+        """Unix time in the input's own time base (file input)."""
+        return self._started_wall + self._now / MODEL_SAMPLE_RATE
+
+    def _set_gain(self, gain: float) -> None:
+        self.playback.gain = gain
+
+    def _follow_reminders(self) -> None:
+        """From the audio loop, every frame: announce timers and alarms that came
+        due, when nothing else is going on (never over a reply or the user), and
+        repeat a ringing one until it is stopped or its time is up."""
+        if self.tools is None:
+            return
+        if self._silence.is_set():
+            self._silence.clear()
+            self._stop_ringing()
+        for entry in self.tools.scheduler.due():
+            self._announcements.append((self._reminder_text(entry), self.config.tools.alarm_ring_seconds > 0))
+        if self._announcer is not None:
+            if self.playback.busy or (self._announcer_done is not None and self._announcer_done.is_alive()):
+                return
+            self._announcer = None
+            self._echo_guard_until = self._now + self.config.conversation.echo_tail_ms * MODEL_SAMPLE_RATE // 1000
+            if self._ringing is not None:
+                self._ringing.next_at = self._now + int(RING_PAUSE_SECONDS * MODEL_SAMPLE_RATE)
+            if self._confirmation is not None and not self._confirmation.listening:
+                self._confirmation.listening = True
+                self.endpointer.reset()
+                self._deadline = self._now + int(self.config.tools.confirm_timeout_seconds * MODEL_SAMPLE_RATE)
+                self._set_state(State.FOLLOW_UP)
+        if self.state not in (State.IDLE, State.FOLLOW_UP) or self.endpointer.in_speech or self._turn is not None:
+            return
+        if self._announcements:
+            text, rings = self._announcements.popleft()
+            if rings:
+                self._ringing = _Ringing(text, self._now + int(self.config.tools.alarm_ring_seconds * MODEL_SAMPLE_RATE))
+            self._announce(text, rings=True)
+        elif self._ringing is not None and self._ringing.next_at is not None and self._now >= self._ringing.next_at:
+            if self._now >= self._ringing.until:
+                log.info("nobody stopped it: the ringing ends after tools.alarm_ring_seconds")
+                self._ringing = None
+            else:
+                self._announce(self._ringing.text, rings=True)
+
+    @staticmethod
+    def _reminder_text(entry: Reminder) -> str:
+        if entry.kind == "alarm":
+            return f"It's {entry.clock_time()}. Your {entry.describe()}."
+        return f"Your {entry.describe()} is done."
+
+    def _announce(self, text: str, rings: bool) -> None:
+        """Say ``text`` through the normal playback (after the alarm earcon when it
+        rings), even while idle; the loop does not listen while it plays."""
+        self.events.emit("announce", self._now, text=text)
+        if rings:
+            self.playback.write(earcon("alarm", self.playback.sample_rate, self.config.earcons.volume), self.playback.sample_rate)
+        speaker = StreamingSpeaker(self.voice, self.playback)
+        speaker.say(text)
+        self._announcer = speaker
+        self._announcer_done = threading.Thread(target=speaker.finish, name="announce", daemon=True)
+        self._announcer_done.start()
+        if self.wait_for_replies:
+            self._announcer_done.join()  # file input: the announcement is in the output at once, reproducibly
+
+    def _stop_ringing(self) -> None:
+        """"Stop" or the wake word: a ringing timer or alarm goes quiet at once."""
+        if self._ringing is not None:
+            self.events.emit("ringing_stopped", self._now)
+            self._ringing = None
+        if self._announcer is not None:
+            self._announcer.cancel()
+            self.playback.stop()
+
+    def _ask_confirmation(self, tool: Tool, arguments: dict[str, Any]) -> None:
+        """The turn worker met a ``confirm`` tool: the call waits (the model's turn
+        ends), the assistant asks, and the next utterance, without the wake word,
+        is the answer (:meth:`_answer_confirmation`)."""
+        described = ", ".join(f"{name} {value}" for name, value in arguments.items())
+        question = f"Should I run {tool.name.replace('_', ' ')}{' with ' + described if described else ''}? Say yes or no."
+        self._confirmation = _PendingConfirmation(tool, arguments, question)
+        return None
+
+    def _answer_confirmation(self, utterance: UtteranceEnded) -> None:
+        confirmation, self._confirmation = self._confirmation, None
+        assert confirmation is not None
+        self._deadline = None
+        turn = self._start_turn(Audio(utterance.samples, MODEL_SAMPLE_RATE), partial(self._run_confirmed, confirmation))
+        turn.speech_end_sample = utterance.speech_end_sample
+        turn.started = time.monotonic()
+        self._set_state(State.THINKING)
+        if self.wait_for_replies:
+            self._wait_for_turn(turn)
+            self._update_turn()
+
+    def _run_confirmed(
+        self,
+        confirmation: _PendingConfirmation,
+        engine: Any,
+        speech: Audio,
+        speaker: StreamingSpeaker,
+        started: float,
+        interruption: Interruption | None = None,
+    ) -> TurnResult:
+        """On the turn worker: hear yes or no, then run the tool or not, and say so.
+        The decision is rolled back, so a barge-in (``interruption``) has no reply
+        in the history to cut."""
+        assert self.tools is not None
+        yes = hear_yes_or_no(engine, speech.samples)
+        self.events.emit("confirmation", self._now, tool=confirmation.tool.name, answer="yes" if yes else "no")
+        record = self.tools.toolbox.call(confirmation.tool.name, confirmation.arguments, confirm=lambda *_: yes)
+        reply = "Done." if record.ok else "Okay, I won't." if record.status == "declined" else TOOL_APOLOGY
+        speaker.say(reply)
+        speech_stats = speaker.finish()
+        elapsed = (time.perf_counter() - started) * 1000
+        return TurnResult(
+            reply=reply, audio_seconds=speech.seconds, tokens={}, timings_ms={"turn_total": elapsed},
+            stopped_by="confirmation", spoken_seconds=speech_stats.audio_seconds, sentences=[reply], tool_calls=[record],
+        )
 
     # -- helpers ---------------------------------------------------------------
 
@@ -612,7 +799,8 @@ def serve(
 
         wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
     voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
-    engine = GemmaEngine(model_path, mmproj_path, config.engine)
+    tools = build_tools(config)
+    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations())
     playback: Playback = (
         VirtualPlayback(voice.sample_rate)
         if output_path
@@ -620,7 +808,7 @@ def serve(
     )
     assistant = Assistant(
         config, engine, voice, source, playback, wake, EventLog(sys.stdout if events else None), notifier,
-        wait_for_replies=bool(input_file) and not realtime, echo_gain=echo_gain,
+        wait_for_replies=bool(input_file) and not realtime, echo_gain=echo_gain, tools=tools,
     )
     install_signal_handlers(assistant)
     log.info("ready: wake %s, models loaded", ", ".join(path.name for path in wake_paths) or "off (voice activity)")

@@ -10,11 +10,12 @@ TONES = {
     "listening": ((660.0, 0.07), (990.0, 0.09)),  # rising: I am listening
     "done": ((880.0, 0.07), (660.0, 0.09)),  # falling: finished
     "error": ((220.0, 0.12), (196.0, 0.18)),  # low: something went wrong
+    "alarm": ((880.0, 0.12), (1320.0, 0.12), (880.0, 0.12), (1320.0, 0.2)),  # bright, repeated: a timer or alarm
 }
 
 
 def earcon(kind: str, sample_rate: int, volume: float) -> np.ndarray:
-    """A soft-edged two-note tone at ``sample_rate``."""
+    """A soft-edged tone of a few notes at ``sample_rate``."""
     notes = []
     for frequency, seconds in TONES[kind]:
         t = np.arange(int(seconds * sample_rate)) / sample_rate

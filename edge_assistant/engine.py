@@ -21,15 +21,17 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 import llama_cpp
 import numpy as np
 from llama_cpp import mtmd_cpp
 
-from .chat_format import ChatFormat
+from .chat_format import ChatFormat, ToolDeclarations
 from .config import EngineConfig
 from .errors import ModelFileError, UsageError
+from .tool_calls import CALL_CLOSE, CALL_OPEN
+from .tool_loop import ToolUse, generate_with_tools
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("edge_assistant.llama_cpp")
@@ -99,7 +101,7 @@ class TurnStats:
     prefill_ms: float = 0.0
     first_token_ms: float = 0.0
     decode_ms: float = 0.0
-    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full" or "cancelled"
+    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full", "cancelled" or "tool_call" (paused for results)
 
 
 @dataclass
@@ -125,19 +127,27 @@ class Interruption:
 
 @dataclass
 class _ReplyInCache:
-    """The last kept turn's reply: where it starts in the cache, the reply text's
-    length after each of its tokens, and the interruption that may cut it."""
+    """The last kept turn's reply: where it starts in the cache, (reply text
+    length, cache position) after each of its generated tokens (tool responses
+    sit between them), and the interruption that may cut it."""
 
     start: int
-    text_ends: list[int]
+    marks: list[tuple[int, int]]
     end: int  # the cache position after the turn, end-of-turn marker included
     interruption: Interruption | None
+
+    def cut(self, heard_chars: int) -> tuple[int, list[tuple[int, int]]]:
+        """(cache position to keep up to, the marks kept) for a reply heard up
+        to ``heard_chars`` characters."""
+        kept = bisect.bisect_right([chars for chars, _ in self.marks], heard_chars)
+        return (self.marks[kept - 1][1] if kept else self.start), self.marks[:kept]
 
 
 @dataclass
 class TurnReply:
     text: str  # raw model text, hidden blocks included; reply_text filters it
     stats: TurnStats = field(default_factory=TurnStats)
+    tool_calls: list[Any] = field(default_factory=list)  # tools.ToolCallRecord, in call order
 
 
 class TokenSampler(Protocol):
@@ -416,9 +426,11 @@ class GemmaEngine:
     """One loaded model + audio projector serving many turns."""
 
     def __init__(
-        self, model_path: Path, mmproj_path: Path, settings: EngineConfig, sampler: TokenSampler | None = None
+        self, model_path: Path, mmproj_path: Path, settings: EngineConfig, sampler: TokenSampler | None = None,
+        tools: ToolDeclarations = (),
     ) -> None:
-        """``sampler`` None: llama.cpp's chain from ``settings`` (:class:`LlamaSampler`)."""
+        """``sampler`` None: llama.cpp's chain from ``settings`` (:class:`LlamaSampler`);
+        ``tools``: declarations the system prompt offers the model."""
         if settings.kv_cache_type not in KV_CACHE_GGML_TYPES:
             raise UsageError(f"unknown KV cache type {settings.kv_cache_type!r}")
         check_gguf(model_path, "model file")
@@ -433,6 +445,7 @@ class GemmaEngine:
         self._ctx = None
         self._mtmd = None
         self._sampler: TokenSampler | None = sampler
+        self.tools = list(tools)
         try:
             self._load()
         except BaseException:
@@ -519,6 +532,8 @@ class GemmaEngine:
         self._marker = mtmd_cpp.mtmd_default_marker().decode()
         self._bos = llama_cpp.llama_vocab_bos(self._vocab)
         self._stop_tokens = {self._single_token("<|turn>")} - {None}
+        self._call_open = self._single_token(CALL_OPEN)
+        self._call_close = self._single_token(CALL_CLOSE)
         if self._sampler is None:
             self._sampler = LlamaSampler(self.settings)
 
@@ -590,7 +605,7 @@ class GemmaEngine:
         return self._n_past
 
     def _evaluate_system_prompt(self) -> int:
-        tokens = self.tokenize(self.chat_format.system_block(self.settings.system_prompt))
+        tokens = self.tokenize(self.chat_format.system_block(self.settings.system_prompt, self.tools))
         self._decode_tokens(tokens, want_logits=False)
         self._n_system = self._n_past
         log.info("system prompt evaluated: %d tokens", len(tokens))
@@ -615,14 +630,14 @@ class GemmaEngine:
         heard = interruption.heard_chars
         if heard is None or reply is None or reply.interruption is not interruption or self._n_past != reply.end:
             return
-        kept = bisect.bisect_right(reply.text_ends, heard)
-        if kept == len(reply.text_ends):
+        position, marks = reply.cut(heard)
+        if len(marks) == len(reply.marks):
             return
-        self._truncate(reply.start + kept)
+        self._truncate(position)
         self._decode_tokens(self._turn_end_tokens, want_logits=False)
-        self._last_reply = _ReplyInCache(reply.start, reply.text_ends[:kept], self._n_past, interruption)
+        self._last_reply = _ReplyInCache(reply.start, marks, self._n_past, interruption)
         log.info("barge-in: the history keeps %d of the reply's %d tokens (%d characters heard)",
-                 kept, len(reply.text_ends), heard)
+                 len(marks), len(reply.marks), heard)
 
     def cancel(self) -> None:
         """Stop the turn in progress (from another thread) within the model
@@ -670,7 +685,11 @@ class GemmaEngine:
         return AudioTurn(self, expected_seconds, speech_ended)
 
     def respond(
-        self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, interruption: Interruption | None = None
+        self,
+        samples: np.ndarray,
+        on_text: Callable[[str], None] | None = None,
+        tools: ToolUse | None = None,
+        interruption: Interruption | None = None,
     ) -> TurnReply:
         """Answer one spoken turn given as 16 kHz mono float32 samples, through the
         same :class:`AudioTurn` a stream feeds. All of it is fed at once: the
@@ -678,20 +697,22 @@ class GemmaEngine:
         cheapest when the whole recording is already there.
 
         ``on_text`` receives the reply text as it is generated (hidden blocks
-        included: the caller filters). Returns the whole text and what it cost.
-        ``interruption``: a barge-in keeps the question and what was heard.
+        included: the caller filters); ``tools`` are run when the model calls
+        them; after a barge-in (``interruption``) the question and what was
+        heard of the reply stay. Returns the whole text, what it cost and the
+        tool calls.
         """
         turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True)
-        text = ""
+        text, calls = "", []
         try:
             turn.feed(samples, evaluate=False)
             turn.end_audio()
-            text = turn.generate(on_text)
+            text, calls = generate_with_tools(turn, on_text, None, tools)
         except TurnCancelled:
             turn.stats.stopped_by = "cancelled"
         finally:
             turn.finish(interruption)
-        return TurnReply(text, turn.stats)
+        return TurnReply(text, turn.stats, calls)
 
     def _check_room(self, expected_seconds: float) -> None:
         """Make room for a turn of ``expected_seconds``: forget the history if the
@@ -803,16 +824,23 @@ class GemmaEngine:
         started: float,
         on_text: Callable[[str], None] | None,
         cancelled: threading.Event,
-        text_ends: list[int],
+        marks: list[tuple[int, int]],
+        max_tokens: int | None = None,
     ) -> str:
-        """Sample the reply into the cache; ``text_ends`` gets the reply text's
-        length after each token evaluated (what a barge-in cuts by)."""
+        """Sample until the turn ends; ``marks`` gets (reply text length, cache
+        position) after each token evaluated: what a barge-in cuts by. Once a
+        tool call closes, only another call may follow: anything else (Gemma's
+        ``<|tool_response>``, the end of the turn, text) pauses generation with
+        ``stopped_by`` "tool_call", unevaluated, so the caller can put the
+        results in and call again (the sampler keeps its state until the turn
+        closes)."""
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         pieces: list[str] = []
         text_length = 0
         generation_started = time.perf_counter()
         stats.stopped_by = "max_tokens"
-        for _ in range(self.settings.max_tokens):
+        call_closed = False
+        for _ in range(max_tokens or self.settings.max_tokens):
             if cancelled.is_set():
                 stats.stopped_by = "cancelled"
                 break
@@ -820,9 +848,13 @@ class GemmaEngine:
             if stats.generated_tokens == 0:
                 stats.first_token_ms = (time.perf_counter() - started) * 1000
                 generation_started = time.perf_counter()
+            if call_closed and token != self._call_open:
+                stats.stopped_by = "tool_call"
+                break
             if llama_cpp.llama_vocab_is_eog(self._vocab, token) or token in self._stop_tokens:
                 stats.stopped_by = "end_of_turn"
                 break
+            call_closed = token == self._call_close
             stats.generated_tokens += 1
             piece = decoder.decode(self._reply_bytes(token))
             if piece:
@@ -838,14 +870,13 @@ class GemmaEngine:
             except TurnCancelled:  # stopped inside the evaluation of this token
                 stats.stopped_by = "cancelled"
                 break
-            text_ends.append(text_length)
+            marks.append((text_length, self._n_past))
         tail = decoder.decode(b"", final=True)
         if tail:
             pieces.append(tail)
             if on_text is not None:
                 on_text(tail)
-        self._sampler.reset()
-        stats.decode_ms = (time.perf_counter() - generation_started) * 1000
+        stats.decode_ms += (time.perf_counter() - generation_started) * 1000
         return "".join(pieces)
 
 
@@ -880,7 +911,8 @@ class AudioTurn:
         self.committing = False  # closing the turn in the cache: a cancel no longer stops that
         self._heard = self._samples  # all audio fed, before end_audio() trimmed it
         self._reply_start: int | None = None
-        self._reply_text_ends: list[int] = []
+        self._reply_marks: list[tuple[int, int]] = []  # (reply text length, cache position) per token
+        self._reply_chars = 0
         self._position_lock = threading.Lock()  # _speech_end is noted from the audio thread
         self._closed = False
         engine._active = self
@@ -963,17 +995,36 @@ class AudioTurn:
         n_vocab = llama_cpp.llama_vocab_n_tokens(engine._vocab)
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._ctx, -1), shape=(n_vocab,)).copy()
 
-    def generate(self, on_text: Callable[[str], None] | None = None, started: float | None = None) -> str:
+    def generate(
+        self, on_text: Callable[[str], None] | None = None, started: float | None = None, max_tokens: int | None = None
+    ) -> str:
         """The reply, token by token to ``on_text``; ``started`` (perf_counter) is
-        where first_token_ms counts from, by default the turn's opening."""
+        where first_token_ms counts from, by default the turn's opening;
+        ``max_tokens`` caps this call (default engine.max_tokens)."""
         if not self._audio_ended:
             raise RuntimeError("generate() before end_audio()")
         self.note_speech_end()
         self._count_after_speech_end()
         engine = self.engine
-        self._reply_start = engine._n_past
+        if self._reply_start is None:
+            self._reply_start = engine._n_past
+        marks: list[tuple[int, int]] = []
         started = started if started is not None else self._opened
-        return engine._generate(self.stats, started, on_text, self._cancelled, self._reply_text_ends)
+        text = engine._generate(self.stats, started, on_text, self._cancelled, marks, max_tokens)
+        self._reply_marks.extend((self._reply_chars + chars, position) for chars, position in marks)
+        self._reply_chars += len(text)
+        return text
+
+    def continue_with(self, text: str) -> bool:
+        """Evaluate ``text`` (tool responses) into the model's own turn, with no
+        end-of-turn marker, so :meth:`generate` continues after it. False, with
+        nothing evaluated, when it would not fit the context."""
+        tokens = self.engine.tokenize(text)
+        if self.engine._n_past + len(tokens) + 2 >= self.engine.settings.n_ctx:
+            self.stats.stopped_by = "context_full"
+            return False
+        self._evaluate_text(tokens, want_logits=True)
+        return True
 
     def finish(self, interruption: Interruption | None = None) -> None:
         """Close the turn, from a ``finally``: keep it when it answered; after a
@@ -996,14 +1047,16 @@ class AudioTurn:
         engine = self.engine
         self.committing = True
         try:
-            start = engine._n_past if self._reply_start is None else self._reply_start
-            text_ends = self._reply_text_ends
+            reply = _ReplyInCache(
+                engine._n_past if self._reply_start is None else self._reply_start, self._reply_marks, 0, interruption
+            )
             if interruption is not None and interruption.heard_chars is not None:
-                text_ends = text_ends[: bisect.bisect_right(text_ends, interruption.heard_chars)]
-                self._truncate(start + len(text_ends))
+                position, reply.marks = reply.cut(interruption.heard_chars)
+                self._truncate(position)
             if engine.settings.keep_history:
                 engine._decode_tokens(engine._turn_end_tokens, want_logits=False)
-                engine._last_reply = _ReplyInCache(start, list(text_ends), engine._n_past, interruption)
+                reply.end = engine._n_past
+                engine._last_reply = reply
             engine.check_cache()
         except BaseException:
             self.rollback()
@@ -1021,6 +1074,7 @@ class AudioTurn:
     def _close(self) -> None:
         self.stats.evaluated_this_turn = self.engine._n_past - self._start
         self.stats.context_tokens = self.engine._n_past
+        self.engine._sampler.reset()  # once per turn, however many times it paused for tool results
         self.engine._active = None
         self._closed = True
 

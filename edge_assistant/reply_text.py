@@ -2,7 +2,7 @@
 
 Two streaming filters, both fed text pieces as the model produces them:
 :class:`HiddenBlockFilter` drops thought blocks (``<|channel>thought … <channel|>``)
-and tool-call blocks so they never reach the speaker; :class:`SentenceSplitter`
+and tool-call blocks (``tool_loop`` runs the calls) so they never reach the speaker; :class:`SentenceSplitter`
 releases whole sentences so Piper can start speaking the first one while the
 model is still writing the rest.
 """

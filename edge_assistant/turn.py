@@ -21,6 +21,8 @@ from .config import AudioConfig
 from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
 from .errors import AudioInputError
 from .reply_text import HiddenBlockFilter, SentenceSplitter
+from .tool_loop import ToolUse, generate_with_tools
+from .tools import ToolCallRecord
 from .tts import StreamingSpeaker
 from .vad import trim_to_speech
 
@@ -54,9 +56,16 @@ class Responder(Protocol):
     """What a turn needs from the model stage (GemmaEngine, or a fake in tests)."""
 
     def respond(
-        self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, interruption: Interruption | None = None
+        self,
+        samples: np.ndarray,
+        on_text: Callable[[str], None] | None = None,
+        tools: ToolUse | None = None,
+        interruption: Interruption | None = None,
     ) -> TurnReply: ...
 
+
+# Spoken when a tool call was refused or failed and the model said nothing.
+TOOL_APOLOGY = "Sorry, I couldn't do that."
 
 # A streamed question is fed to the engine in steps of at least this much audio
 # (two encoder blocks), and of at least a quarter of what was fed before: every
@@ -217,7 +226,11 @@ class SpeechStream:
 
 
 def respond_streamed(
-    engine: Any, stream: SpeechStream, on_text: Callable[[str], None] | None, interruption: Interruption | None = None
+    engine: Any,
+    stream: SpeechStream,
+    on_text: Callable[[str], None] | None,
+    tools: ToolUse | None = None,
+    interruption: Interruption | None = None,
 ) -> TurnReply:
     """Evaluate a question while it is spoken, then answer it: the same
     :class:`~edge_assistant.engine.AudioTurn` as a whole recording, fed in steps.
@@ -229,7 +242,7 @@ def respond_streamed(
     except TurnCancelled:  # stopped while the text before the audio was evaluated
         return TurnReply("", TurnStats(stopped_by="cancelled"))
     stream.when_ended(turn.note_speech_end)
-    text = ""
+    text, calls = "", []
     try:
         ready = False
         while not ready:
@@ -245,12 +258,12 @@ def respond_streamed(
                 ready = stream.await_end(pause_end)
                 if not ready:
                     turn.reopen_audio()
-        text = turn.generate(on_text, started=stream.ended_at)
+        text, calls = generate_with_tools(turn, on_text, stream.ended_at, tools)
     except TurnCancelled:
         turn.stats.stopped_by = "cancelled"
     finally:
         turn.finish(interruption)
-    return TurnReply(text, turn.stats)
+    return TurnReply(text, turn.stats, calls)
 
 
 @dataclass
@@ -262,6 +275,7 @@ class TurnResult:
     stopped_by: str
     spoken_seconds: float = 0.0
     sentences: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCallRecord] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -271,6 +285,7 @@ class TurnResult:
             "timings_ms": {name: round(value, 1) for name, value in self.timings_ms.items()},
             "stopped_by": self.stopped_by,
             "spoken_seconds": round(self.spoken_seconds, 3),
+            "tool_calls": [record.as_dict() for record in self.tool_calls],
         }
 
 
@@ -279,10 +294,12 @@ def run_turn(
     speech: Audio | SpeechStream,
     speaker: StreamingSpeaker | None,
     started: float,
+    tools: ToolUse | None = None,
     interruption: Interruption | None = None,
 ) -> TurnResult:
-    """Send speech to the engine and speak the reply as it streams; a barge-in
-    sets ``interruption`` (the daemon's), which decides what the history keeps.
+    """Send speech to the engine and speak the reply as it streams; ``tools`` are
+    offered to the model (their calls are never spoken); a barge-in sets
+    ``interruption`` (the daemon's), which decides what the history keeps.
 
     ``started`` is the ``perf_counter()`` at which this turn's clock began (the
     end of the user's speech); stage timings are measured from it. A
@@ -307,12 +324,14 @@ def run_turn(
 
     engine_started = time.perf_counter()
     if isinstance(speech, SpeechStream):
-        reply = respond_streamed(engine, speech, on_text, interruption)
+        reply = respond_streamed(engine, speech, on_text, tools, interruption)
         started = engine_started = speech.ended_at or time.perf_counter()
         speech = Audio(speech.samples, MODEL_SAMPLE_RATE)
     else:
-        reply = engine.respond(speech.samples, on_text=on_text, interruption=interruption)
+        reply = engine.respond(speech.samples, on_text=on_text, tools=tools, interruption=interruption)
     hand_over(splitter.feed(hidden.flush()) + splitter.flush())
+    if not sentences and any(record.status in ("rejected", "failed") for record in reply.tool_calls):
+        hand_over([TOOL_APOLOGY])  # the model said nothing about it: the user still hears that it failed
     engine_done = time.perf_counter()
     speech_stats = speaker.finish() if speaker is not None else None
     finished = time.perf_counter()
@@ -352,4 +371,5 @@ def run_turn(
         stopped_by=stats.stopped_by,
         spoken_seconds=speech_stats.audio_seconds if speech_stats else 0.0,
         sentences=sentences,
+        tool_calls=reply.tool_calls,
     )

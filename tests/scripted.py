@@ -5,6 +5,7 @@ reply of a known shape or length scripts it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edge_assistant.config import EngineConfig
@@ -34,9 +35,14 @@ class ScriptedSampler:
 class ScriptedEngine:
     """A loaded :class:`GemmaEngine` (``.engine``) whose replies are :meth:`say`'s."""
 
-    def __init__(self, model: Path, mmproj: Path, reply: str, settings: EngineConfig | None = None) -> None:
+    def __init__(
+        self, model: Path, mmproj: Path, reply: str, settings: EngineConfig | None = None, tools: Sequence[Mapping] = ()
+    ) -> None:
+        """``tools``: declarations the system prompt offers (the script decides the calls)."""
         self.sampler = ScriptedSampler()
-        self.engine = GemmaEngine(model, mmproj, settings or EngineConfig(max_tokens=200), sampler=self.sampler)
+        self.engine = GemmaEngine(
+            model, mmproj, settings or EngineConfig(max_tokens=200), sampler=self.sampler, tools=tools
+        )
         self._end_of_turn = self.engine.tokenize(self.engine.chat_format.turn_end)[:1]
         self.say(reply)
 

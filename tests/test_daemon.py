@@ -230,8 +230,8 @@ def test_wake_word_during_the_reply_stops_it_and_starts_a_new_turn(storyteller, 
 def utterance_recorder(heard: list[np.ndarray]):
     """``respond`` for the Assistant that keeps the audio each turn was given."""
 
-    def respond(engine, speech, speaker, started, interruption=None):
-        result = run_turn(engine, speech, speaker, started, interruption)
+    def respond(engine, speech, speaker, started, **options):
+        result = run_turn(engine, speech, speaker, started, **options)
         heard.append(speech.samples)  # a streamed question is complete once its turn has run
         return result
 

@@ -227,7 +227,7 @@ def test_a_barge_in_keeps_the_question_and_the_reply_as_far_as_it_was_heard(twin
                 interruption.heard_chars = 8  # "One two " was played
                 engine.cancel()
 
-        cut = engine.respond(speak("Count to ten.").samples, barge_in_after_some_text, interruption).stats
+        cut = engine.respond(speak("Count to ten.").samples, barge_in_after_some_text, interruption=interruption).stats
         assert cut.stopped_by == "interrupted"
         heard_tokens = len(engine.tokenize("One two"))
         assert cut.context_tokens == full.context_tokens - full.generated_tokens + heard_tokens

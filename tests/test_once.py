@@ -93,7 +93,7 @@ class ScriptedGemma:
     REPLY = "Mount Elbrus is the tallest. It stands in the Caucasus. Its summit is almost six kilometres high."
     threads = 1
 
-    def __init__(self, model_path: Path, mmproj_path: Path, settings: object) -> None:
+    def __init__(self, model_path: Path, mmproj_path: Path, settings: object, tools: object = ()) -> None:
         pass
 
     def __enter__(self) -> ScriptedGemma:
@@ -102,7 +102,7 @@ class ScriptedGemma:
     def __exit__(self, *exc_info: object) -> None:
         pass
 
-    def respond(self, samples: np.ndarray, on_text=None, interruption=None) -> TurnReply:  # noqa: ANN001
+    def respond(self, samples: np.ndarray, on_text=None, tools=None, interruption=None) -> TurnReply:  # noqa: ANN001
         for start in range(0, len(self.REPLY), 4):
             on_text(self.REPLY[start : start + 4])
         return TurnReply(self.REPLY, TurnStats(generated_tokens=24, stopped_by="end_of_turn"))

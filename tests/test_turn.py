@@ -25,7 +25,9 @@ class ScriptedEngine:
         self.delay = seconds_per_piece
         self.finished_at = 0.0
 
-    def respond(self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, interruption=None) -> TurnReply:
+    def respond(
+        self, samples: np.ndarray, on_text: Callable[[str], None] | None = None, tools: object = None, interruption=None
+    ) -> TurnReply:
         for start in range(0, len(self.reply), 3):
             time.sleep(self.delay)
             if on_text:

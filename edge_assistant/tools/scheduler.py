@@ -1,0 +1,125 @@
+"""Timers and alarms that outlive the turn that set them, and a restart.
+
+The tools add and cancel entries from the turn worker; the daemon's audio loop
+asks :meth:`Scheduler.due` every frame (a lock and a comparison) and announces
+what fired, so nothing waits on the engine. Entries are kept in
+``timers.json`` in the state directory. One that came due while the assistant
+was not running is announced once after the start as missed, with the time it
+was due, instead of being dropped silently or rung late as if it were now.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from .state import read_json, write_json_atomic
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "timers.json"
+# An entry due at most this long before the start still rings normally (a quick
+# restart); older ones are announced as missed.
+LATE_GRACE_SECONDS = 60.0
+MAX_ENTRIES = 50
+
+
+@dataclass(frozen=True)
+class Reminder:
+    """A timer (``kind`` "timer", ``seconds`` its duration) or an alarm ("alarm");
+    ``due`` is Unix time."""
+
+    id: int
+    kind: str
+    label: str
+    due: float
+    seconds: int = 0
+
+    def describe(self) -> str:
+        if self.kind == "alarm":
+            return f"{self.label} alarm" if self.label else "alarm"
+        return f"{self.label} timer" if self.label else "timer"
+
+    def clock_time(self) -> str:
+        return dt.datetime.fromtimestamp(self.due).strftime("%H:%M")
+
+
+class SchedulerFull(Exception):
+    pass
+
+
+class Scheduler:
+    """The pending timers and alarms, persisted. ``clock`` gives Unix time: the
+    daemon on a file passes the input's own time so runs are reproducible."""
+
+    def __init__(self, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
+        self.path = state_dir / STATE_FILE
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._entries: list[Reminder] = []
+        self.missed: list[Reminder] = []  # due while the assistant was not running
+        self._load()
+        self._ids = itertools.count(max((entry.id for entry in self._entries + self.missed), default=0) + 1)
+
+    def _load(self) -> None:
+        data = read_json(self.path) or {}
+        now = self.clock()
+        for item in data.get("entries", []) if isinstance(data, dict) else []:
+            try:
+                entry = Reminder(int(item["id"]), str(item["kind"]), str(item["label"]), float(item["due"]), int(item.get("seconds", 0)))
+            except (KeyError, TypeError, ValueError):
+                log.warning("%s: skipped an unreadable entry %r", self.path, item)
+                continue
+            (self.missed if entry.due < now - LATE_GRACE_SECONDS else self._entries).append(entry)
+        if self.missed:
+            log.info("%d timers or alarms came due while the assistant was not running", len(self.missed))
+            self._save()
+
+    def _save(self) -> None:
+        """Persist; a failed write (a full disk) is logged, and the timers still
+        ring while the assistant runs: the audio loop calls this too."""
+        try:
+            write_json_atomic(self.path, {"entries": [asdict(entry) for entry in self._entries]})
+        except OSError as error:
+            log.error("cannot save timers to %s: %s; they are kept until the assistant stops", self.path, error)
+
+    def add(self, kind: str, label: str, due: float, seconds: int = 0) -> Reminder:
+        with self._lock:
+            if len(self._entries) >= MAX_ENTRIES:
+                raise SchedulerFull(f"there are already {MAX_ENTRIES} timers and alarms")
+            entry = Reminder(next(self._ids), kind, label, due, seconds)
+            self._entries.append(entry)
+            self._save()
+        log.info("%s set for %s", entry.describe(), dt.datetime.fromtimestamp(due).isoformat(timespec="seconds"))
+        return entry
+
+    def pending(self) -> list[Reminder]:
+        with self._lock:
+            return sorted(self._entries, key=lambda entry: entry.due)
+
+    def cancel(self, entries: list[Reminder]) -> None:
+        with self._lock:
+            ids = {entry.id for entry in entries}
+            self._entries = [entry for entry in self._entries if entry.id not in ids]
+            self._save()
+
+    def due(self) -> list[Reminder]:
+        """Entries whose time has come, removed from the schedule (cheap when none)."""
+        now = self.clock()
+        with self._lock:
+            fired = [entry for entry in self._entries if entry.due <= now]
+            if fired:
+                self._entries = [entry for entry in self._entries if entry.due > now]
+                self._save()
+        return sorted(fired, key=lambda entry: entry.due)
+
+    def take_missed(self) -> list[Reminder]:
+        with self._lock:
+            missed, self.missed = self.missed, []
+        return missed

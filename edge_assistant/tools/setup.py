@@ -1,0 +1,67 @@
+"""The assistant's tools from its configuration: built-ins plus ``[[tools.command]]``."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..config import Config
+from ..errors import UsageError
+from .builtins import Volume, builtin_tools
+from .commands import parse_commands
+from .core import Toolbox
+from .scheduler import Scheduler
+from .state import default_state_dir
+
+
+@dataclass
+class ToolHooks:
+    """What "stop" and "forget" do, set by whoever runs the tools (the daemon)."""
+
+    on_stop: Callable[[], None] = lambda: None
+    on_forget: Callable[[], None] = lambda: None
+
+
+@dataclass
+class ToolSet:
+    toolbox: Toolbox
+    scheduler: Scheduler
+    volume: Volume
+    hooks: ToolHooks
+
+
+def state_dir(config: Config) -> Path:
+    return Path(config.tools.state_dir).expanduser() if config.tools.state_dir else default_state_dir()
+
+
+def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolSet:
+    """Everything ``[tools]`` declares, checked now: a bad command table or an
+    unusable state directory is a one-line :class:`UsageError` at startup."""
+    where = config.source or "configuration"
+    directory = state_dir(config)
+    _check_writable(directory, where)
+    try:
+        scheduler = Scheduler(directory, clock)
+        volume = Volume(directory, list(config.tools.mixer))
+    except OSError as error:
+        raise UsageError(f"{where}: tools.state_dir {directory} is not usable: {error.strerror or error}") from None
+    if config.tools.mixer:
+        parse_commands([{"name": "mixer", "description": "mixer", "argv": list(config.tools.mixer)}], where)
+    hooks = ToolHooks()
+    builtins = builtin_tools(scheduler, volume, lambda: hooks.on_stop(), lambda: hooks.on_forget())
+    commands = parse_commands(config.tools.command, where, {tool.name for tool in builtins})
+    toolbox = Toolbox([*builtins, *commands] if config.tools.enabled else [], config.tools.max_calls_per_turn)
+    return ToolSet(toolbox, scheduler, volume, hooks)
+
+
+def _check_writable(directory: Path, where: str) -> None:
+    """The state directory, or the nearest parent that exists, must be writable;
+    it is created only when a timer or the volume is first saved."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{where}: tools.state_dir {directory} is not writable (set tools.state_dir)")
