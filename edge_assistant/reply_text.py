@@ -2,9 +2,9 @@
 
 Two streaming filters, both fed text pieces as the model produces them:
 :class:`HiddenBlockFilter` drops thought blocks (``<|channel>thought … <channel|>``)
-and tool-call blocks (``tool_loop`` runs the calls) so they never reach the speaker; :class:`SentenceSplitter`
-releases whole sentences so Piper can start speaking the first one while the
-model is still writing the rest.
+and tool-call blocks (``tool_loop`` runs the calls) so they never reach the
+speaker; :class:`SentenceSplitter` releases whole sentences so Piper can start
+speaking the first one while the model is still writing the rest.
 """
 
 from __future__ import annotations

@@ -142,3 +142,14 @@ def test_bad_declarations_are_refused() -> None:
         Parameter("x", "integer", enum=("1",))
     with pytest.raises(ValueError, match="declared twice"):
         Toolbox([echo_tool(), echo_tool()])
+
+
+@pytest.mark.parametrize(
+    ("text", "yes"),
+    [("Yes.", True), ("yeah, go ahead", True), ("Okay!", True), ("No.", False), ("nope", False),
+     ("Don't.", False), ("", False), ("maybe later", False), ("no, yes", False)],
+)
+def test_only_a_clear_yes_confirms(text: str, yes: bool) -> None:
+    from edge_assistant.tool_loop import is_yes
+
+    assert is_yes(text) is yes
