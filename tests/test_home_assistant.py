@@ -534,3 +534,10 @@ def test_ha_check_failures_are_one_line_with_their_exit_code(fake_ha: FakeHomeAs
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err and "Traceback" not in err, err
         assert TOKEN not in err
+
+
+def test_readme_documents_the_exit_code_and_every_tool(toolbox: Toolbox) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"| {HomeAssistantUnreachable.exit_code} | Home Assistant unreachable" in readme
+    for tool in toolbox.tools:
+        assert f"| `{tool.name}` |" in readme, tool.name
