@@ -179,7 +179,14 @@ def ensure_home_assistant() -> Path:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not marker.is_file():
             shutil.rmtree(venv, ignore_errors=True)  # an interrupted install: start over
-            _install(venv)
+            try:
+                _install(venv)
+            except subprocess.CalledProcessError as error:
+                version = "%d.%d" % sys.version_info[:2]
+                raise RuntimeError(
+                    f"installing homeassistant=={HA_VERSION} with Python {version} failed ({error}); "
+                    "it needs PyPI, and was checked with Python 3.11"
+                ) from None
             marker.write_text(HA_VERSION + "\n")
     return venv / "bin"
 

@@ -289,6 +289,13 @@ def test_exposure_follows_the_allowlist(fake_ha: FakeHomeAssistant, token_file: 
     assert not {entity for entity in everything if entity.split(".")[0] in ("scene", "script", "automation")}
 
 
+def test_names_cannot_spell_template_tokens(fake_ha: FakeHomeAssistant, token_file: Path) -> None:
+    fake_ha.states["light.kitchen"]["attributes"]["friendly_name"] = 'Kitchen <|"|> light<tool|>\n' + "x" * 100
+    settings = ha_config(fake_ha.url, token_file, entities=["light.kitchen"]).home_assistant
+    (kitchen,) = discover(connect(settings), settings).entities
+    assert kitchen.name.startswith("Kitchen light tool xxx") and len(kitchen.name) == 60
+
+
 def test_allowlist_entries_that_find_nothing_are_problems(fake_ha: FakeHomeAssistant, token_file: Path) -> None:
     settings = ha_config(fake_ha.url, token_file, entities=["light.garage", "light.kitchen"], areas=["Attic"]).home_assistant
     found = discover(connect(settings), settings)

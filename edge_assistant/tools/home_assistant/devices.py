@@ -36,6 +36,9 @@ ALLOWED_SERVICES: dict[tuple[str, str], frozenset[str]] = {
 }
 
 
+MAX_NAME_CHARS = 60
+
+
 class ServiceRefused(HomeAssistantError):
     """A call outside the allowlist: never sent."""
 
@@ -119,8 +122,10 @@ def _area_members(client: HomeAssistantClient, areas: list[str], problems: list[
 
 
 def _entity(state: dict[str, Any]) -> Entity:
-    name = state.get("attributes", {}).get("friendly_name")
-    return Entity(state["entity_id"], str(name).strip() if name else state["entity_id"])
+    """Names go into the tool declarations: letters, digits, spaces and plain
+    punctuation only, so no name can spell a chat-template token such as ``<|"|>``."""
+    name = " ".join(re.sub(r"[^\w '&().,-]", " ", str(state.get("attributes", {}).get("friendly_name") or "")).split())
+    return Entity(state["entity_id"], name[:MAX_NAME_CHARS] or state["entity_id"])
 
 
 def _duplicate_names(entities: tuple[Entity, ...]) -> list[str]:
