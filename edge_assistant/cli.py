@@ -1,7 +1,8 @@
 """The ``edge-assistant`` command.
 
 Exit codes: 0 success; 1 unexpected error; 2 bad input or usage; 3 model files
-missing or invalid; 4 no speech in the input; 5 audio device error; 130 Ctrl-C.
+missing or invalid; 4 no speech in the input; 5 audio device error; 6 Home
+Assistant unreachable or failing; 130 Ctrl-C.
 Every error is one line on stderr; ``--verbose`` adds details and native logs.
 """
 
@@ -86,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools.cli import add_commands as add_tools_commands
 
     add_tools_commands(commands, common)
+
+    from .tools.home_assistant.check import add_commands as add_home_assistant_commands
+
+    add_home_assistant_commands(commands, common)
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
@@ -260,6 +265,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools.cli import run as run_tools
 
             return run_tools(args, config)
+        if args.command == "ha":
+            from .tools.home_assistant.check import run as run_home_assistant
+
+            return run_home_assistant(args, config)
         if args.command == "devices":
             from .audio_io import list_devices
 

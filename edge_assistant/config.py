@@ -13,7 +13,8 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 import tomllib
 
@@ -21,6 +22,13 @@ from .errors import UsageError
 
 KV_CACHE_TYPES = ("q8_0", "q4_0", "f16")
 LONG_AUDIO_POLICIES = ("split", "keep_last")
+# What [home_assistant] can expose. Scenes and scripts run whatever their author
+# put in them, so they are exposed one by one in ``entities``, never by domain or area.
+HOME_ASSISTANT_DOMAINS = (
+    "light", "switch", "fan", "input_boolean", "cover", "climate", "media_player",
+    "lock", "binary_sensor", "sensor",
+)
+HOME_ASSISTANT_ONE_BY_ONE = ("scene", "script")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant running offline on a small device. "
@@ -181,6 +189,21 @@ class ToolsConfig:
 
 
 @dataclass
+class HomeAssistantConfig:
+    """Devices by voice through Home Assistant's REST API (README, "Home Assistant").
+    Empty ``url``: not used. Only what the allowlist names is ever offered or called."""
+
+    url: str = ""  # e.g. "http://192.168.1.20:8123"
+    # A long-lived access token, alone in a file only the service user can read.
+    token_file: str = ""
+    domains: list[str] = field(default_factory=list)  # every entity of these, e.g. ["light", "cover"]
+    entities: list[str] = field(default_factory=list)  # entity ids; the only way to expose scenes and scripts
+    areas: list[str] = field(default_factory=list)  # area names; their entities in the domains above
+    # Applies to connecting and to each read; a turn never waits longer per request.
+    timeout_seconds: float = 3.0
+
+
+@dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -192,6 +215,7 @@ class Config:
     conversation: ConversationConfig = field(default_factory=ConversationConfig)
     earcons: EarconConfig = field(default_factory=EarconConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
+    home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     source: str = ""  # the file it was read from, for messages; "" = defaults
 
     def to_toml(self) -> str:
@@ -292,11 +316,30 @@ def validate(config: Config, where: str) -> None:
         (1 <= config.tools.confirm_timeout_seconds <= 60, "tools.confirm_timeout_seconds", "between 1 and 60"),
         (config.tools.alarm_ring_seconds >= 0, "tools.alarm_ring_seconds", "0 or more"),
         (all(isinstance(item, str) for item in config.tools.mixer), "tools.mixer", "a list of strings (argv)"),
+        *_home_assistant_checks(config.home_assistant),
     ]
     for ok, key, expected in checks:
         if not ok:
             value = getattr(getattr(config, key.split(".")[0]), key.split(".")[1])
             raise UsageError(f"{where}: {key} = {value!r} is invalid: must be {expected}")
+
+
+def _home_assistant_checks(ha: HomeAssistantConfig) -> list[tuple[bool, str, str]]:
+    url = urlsplit(ha.url)
+    ids = [entity.partition(".") for entity in ha.entities]
+    return [
+        (not ha.url or (url.scheme in ("http", "https") and bool(url.hostname) and url.path in ("", "/")),
+         "home_assistant.url", "empty or an http:// or https:// address like http://192.168.1.20:8123"),
+        (not ha.url or bool(ha.token_file), "home_assistant.token_file", "set when home_assistant.url is"),
+        (all(domain in HOME_ASSISTANT_DOMAINS for domain in ha.domains), "home_assistant.domains",
+         f"some of {', '.join(HOME_ASSISTANT_DOMAINS)} (scenes and scripts go one by one into entities)"),
+        (all(domain in HOME_ASSISTANT_DOMAINS + HOME_ASSISTANT_ONE_BY_ONE and dot and name.replace("_", "").isalnum()
+             for domain, dot, name in ids), "home_assistant.entities",
+         f"entity ids like light.kitchen in {', '.join(HOME_ASSISTANT_DOMAINS + HOME_ASSISTANT_ONE_BY_ONE)}"),
+        (all(area.strip() and area.replace(" ", "").replace("_", "").replace("-", "").isalnum() for area in ha.areas),
+         "home_assistant.areas", "area names of letters, digits, spaces, - and _"),
+        (0.2 <= ha.timeout_seconds <= 30, "home_assistant.timeout_seconds", "between 0.2 and 30"),
+    ]
 
 
 def _sections(config: Config) -> list[dataclasses.Field[Any]]:
@@ -309,19 +352,24 @@ def _coerce(value: Any, expected: type, where: str) -> Any:
         return float(value)
     if expected is str and isinstance(value, str):
         return value
+    if get_origin(expected) is list:
+        (item_type,) = get_args(expected)
+        if isinstance(value, list) and all(isinstance(item, item_type) for item in value):
+            return list(value)
+        raise UsageError(f"{where} = {value!r} is invalid: expected a list of {item_type.__name__}")
     if isinstance(value, expected) and (expected is bool or not isinstance(value, bool)):
         return value
     raise UsageError(f"{where} = {value!r} is invalid: expected {expected.__name__}")
 
 
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
         escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         return f'"{escaped}"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
     if isinstance(value, dict):
         return "{ " + ", ".join(f"{key} = {_toml_value(item)}" for key, item in value.items()) + " }"
     return repr(value)

@@ -10,6 +10,10 @@
 # reinstalls the package and restarts the service. A configuration you edited is
 # never overwritten: the current template goes to config.toml.new beside it.
 #
+# The service is offline. If the config names a Home Assistant ([home_assistant]
+# url), a systemd drop-in opens its network to that server's addresses only,
+# resolved at this run: run the script again when its address changes.
+#
 # Usage: sudo scripts/provision_pi.sh [OPTIONS]
 #   --dry-run      print every action and command, change nothing
 #   --no-models    skip the model download (about 3.7 GB)
@@ -123,6 +127,9 @@ set_paths() {
     UNIT_FILE="/etc/systemd/system/$SERVICE.service"
     # Local changes made with `systemctl edit`: kept unless --purge.
     UNIT_DROP_INS="$UNIT_FILE.d"
+    # Ours: opens the network to Home Assistant when the config names one. With
+    # --prefix it is written into the prefix, where no service reads it.
+    NETWORK_DROP_IN="$PREFIX$UNIT_DROP_INS/home-assistant.conf"
     # On PATH for everyone, so `edge-assistant --once` works without the venv path.
     COMMAND_LINK=/usr/local/bin/edge-assistant
 }
@@ -409,6 +416,88 @@ check_config() {
     fi
 }
 
+# --- network: offline, or open to Home Assistant only --------------------------------
+
+# The unit keeps the service offline (PrivateNetwork=, IPAddressDeny=any). When the
+# config has a [home_assistant] url, a drop-in lets it reach that server's addresses,
+# resolved now, and nothing else.
+configure_network() {
+    if [[ -z "$PREFIX" ]] && ! $WITH_SERVICE; then
+        note "network: skipped (--no-service)"
+        return
+    fi
+    if ! venv_works || [[ ! -e "$CONFIG" ]]; then
+        note "network: decided once the venv and the config are installed (reads [home_assistant] url)"
+        return
+    fi
+    local url
+    url="$("$CLI" --config "$CONFIG" config show | awk '
+        /^\[/ { section = $0 }
+        section == "[home_assistant]" && /^url = "/ { sub(/^url = "/, ""); sub(/"$/, ""); print }')"
+    if [[ -z "$url" ]]; then
+        if [[ -e "$NETWORK_DROP_IN" ]]; then
+            change "network: Home Assistant no longer configured: remove $NETWORK_DROP_IN, offline again"
+            run rm -f "$NETWORK_DROP_IN"
+            reload_units
+        else
+            ok "network: offline (no Home Assistant in $CONFIG)"
+        fi
+        return
+    fi
+    local host port addresses families content
+    read -r host port < <("$VENV/bin/python" -c 'import sys, urllib.parse as u
+url = u.urlsplit(sys.argv[1])
+print(url.hostname, url.port or {"http": 80, "https": 443}[url.scheme])' "$url")
+    addresses="$(
+        getent ahostsv4 "$host" 2>/dev/null | awk '{print $1}'
+        getent ahostsv6 "$host" 2>/dev/null | awk '$1 !~ /^::ffff:/ {print $1}'
+    )"
+    addresses="$(sort -u <<<"$addresses" | tr '\n' ' ')"
+    addresses="${addresses% }"
+    [[ -n "$addresses" ]] || die "network: cannot resolve $host from home_assistant.url in $CONFIG: put its IP address into the url"
+    families="AF_UNIX"
+    [[ "$addresses" != *.* ]] || families="$families AF_INET"
+    [[ "$addresses" != *:* ]] || families="$families AF_INET6"
+    if [[ ! "$host" =~ ^[0-9.]+$ && "$host" != *:* ]] && ! in_etc_hosts "$host"; then
+        warn "network: the service resolves $host itself but may send no DNS queries: /etc/hosts or a local resolver must know it, else put $addresses into home_assistant.url"
+    fi
+    content="$(home_assistant_drop_in "$url" "$host" "$port" "$addresses" "$families")"
+    if [[ -f "$NETWORK_DROP_IN" && "$(cat "$NETWORK_DROP_IN")" == "$content" ]]; then
+        ok "network: open to Home Assistant only ($addresses, $NETWORK_DROP_IN)"
+        return
+    fi
+    change "network: open to Home Assistant only: $addresses ($NETWORK_DROP_IN)"
+    run install -d -m 0755 "$(dirname "$NETWORK_DROP_IN")"
+    write_file_from_string "$content" "$NETWORK_DROP_IN" 0644
+    reload_units
+}
+
+home_assistant_drop_in() {
+    local url="$1" host="$2" port="$3" addresses="$4" families="$5"
+    cat <<EOF
+# Written by scripts/provision_pi.sh for home_assistant.url = $url in $CONFIG.
+# The service stays offline except for these addresses: $host as resolved when
+# this was written. A new address for Home Assistant needs another run of the script.
+# systemd filters by address, not by port: every port of these addresses is open
+# to the service, not just $port.
+[Service]
+PrivateNetwork=no
+IPAddressAllow=$addresses
+RestrictAddressFamilies=
+RestrictAddressFamilies=$families
+EOF
+}
+
+in_etc_hosts() {
+    awk -v name="$1" '$1 !~ /^#/ { for (i = 2; i <= NF; i++) if ($i == name) found = 1 } END { exit !found }' /etc/hosts
+}
+
+reload_units() {
+    if [[ -z "$PREFIX" && -d /run/systemd/system ]]; then
+        run systemctl daemon-reload
+    fi
+}
+
 # shellcheck source=lib/manifest.sh disable=SC1091
 source "$SOURCE_DIR/scripts/lib/manifest.sh"
 
@@ -489,6 +578,8 @@ uninstall() {
         remove_command_link
     fi
     remove_path "$OPT_DIR" "venv"
+    # Generated from the config, not a local change: it goes with the service.
+    remove_path "$NETWORK_DROP_IN" "network drop-in"
     if [[ -z "$PREFIX" ]]; then
         remove_user
     fi
@@ -600,6 +691,7 @@ main() {
         link_command
         create_state_dir
         write_config
+        configure_network
         install_models
         install_service
     fi

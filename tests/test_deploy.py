@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -252,6 +253,72 @@ def test_cli_has_the_run_command_the_unit_starts() -> None:
     args = build_parser().parse_args(words[1:])
     assert args.command == "run"
     assert args.config == words[words.index("--config") + 1]
+
+
+# --- Home Assistant: the network drop-in ----------------------------------------------
+
+
+def stand_in_venv(prefix: Path) -> None:
+    """The venv a --prefix run builds, standing in so these runs take seconds: this
+    interpreter runs the package under test, and pip does nothing (the real
+    install is the slow tests' below)."""
+    bin_dir = prefix / "opt" / "edge-assistant" / "venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    for name, body in {
+        "python": f'exec {sys.executable} "$@"',
+        "pip": "exit 0",
+        "edge-assistant": f'exec {sys.executable} -m edge_assistant "$@"',
+    }.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+
+
+def exposure(unit_dir: Path, drop_in: Path | None) -> float:
+    """`systemd-analyze security` of the unit as installed, with the drop-in beside it."""
+    analyze = require_tool("systemd-analyze")
+    installed = unit_dir / "etc" / "systemd" / "system"
+    installed.mkdir(parents=True)
+    shutil.copy(UNIT, installed)
+    if drop_in is not None:
+        (installed / f"{UNIT.name}.d").mkdir()
+        shutil.copy(drop_in, installed / f"{UNIT.name}.d")
+    result = subprocess.run(
+        [analyze, "security", "--offline=true", f"--root={unit_dir}", UNIT.name], capture_output=True, text=True,
+    )
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
+    assert match, result.stdout + result.stderr
+    return float(match.group(1))
+
+
+def test_home_assistant_opens_the_network_to_its_address_only(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    stand_in_venv(prefix)
+    first = provision("--prefix", str(prefix), "--no-models")
+    assert re.search(r"^ok +network: offline \(no Home Assistant", first.stdout, re.M), first.stdout
+    config = Path(plan(first.stdout)["config"])
+    drop_in = prefix / "etc/systemd/system/edge-assistant.service.d/home-assistant.conf"
+    assert not drop_in.exists()
+
+    offline_config = config.read_text()
+    config.write_text(offline_config + '\n[home_assistant]\nurl = "http://127.0.0.1:8123"\ntoken_file = "/etc/edge-assistant/ha-token"\n')
+    opened = provision("--prefix", str(prefix), "--no-models")
+    assert "network: open to Home Assistant only: 127.0.0.1" in "\n".join(change_lines(opened.stdout)), opened.stdout
+    service = parse_unit(UNIT.read_text() + "\n" + drop_in.read_text())["Service"]
+    assert service["PrivateNetwork"][-1] == "no"  # a boolean: the last assignment wins
+    assert service["IPAddressDeny"] == ["any"]  # still: everything else stays shut
+    assert service["IPAddressAllow"] == ["127.0.0.1"]
+    assert service["RestrictAddressFamilies"] == ["AF_UNIX AF_INET"]
+    assert "by address, not by port" in drop_in.read_text()
+    assert "nothing to change" in provision("--prefix", str(prefix), "--no-models").stdout
+
+    offline, with_home_assistant = exposure(tmp_path / "offline", None), exposure(tmp_path / "open", drop_in)
+    assert offline < with_home_assistant <= MAX_EXPOSURE, (offline, with_home_assistant)
+
+    config.write_text(offline_config)
+    closed = provision("--prefix", str(prefix), "--no-models")
+    assert "offline again" in "\n".join(change_lines(closed.stdout)), closed.stdout
+    assert not drop_in.exists()
+    provision("--prefix", str(prefix), "--uninstall")
 
 
 # --- real runs into a temporary prefix -----------------------------------------------

@@ -1,4 +1,5 @@
-"""The assistant's tools from its configuration: built-ins plus ``[[tools.command]]``."""
+"""The assistant's tools from its configuration: built-ins, Home Assistant's
+exposed devices and ``[[tools.command]]``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..errors import UsageError
 from .builtins import Volume, builtin_tools
 from .commands import parse_commands
 from .core import Toolbox
+from .home_assistant import home_assistant_tools
 from .scheduler import Scheduler
 from .state import default_state_dir
 
@@ -52,8 +54,9 @@ def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolS
         parse_commands([{"name": "mixer", "description": "mixer", "argv": list(config.tools.mixer)}], where)
     hooks = ToolHooks()
     builtins = builtin_tools(scheduler, volume, lambda: hooks.on_stop(), lambda: hooks.on_forget())
-    commands = parse_commands(config.tools.command, where, {tool.name for tool in builtins})
-    toolbox = Toolbox([*builtins, *commands] if config.tools.enabled else [], config.tools.max_calls_per_turn)
+    home = home_assistant_tools(config) if config.tools.enabled else []
+    commands = parse_commands(config.tools.command, where, {tool.name for tool in [*builtins, *home]})
+    toolbox = Toolbox([*builtins, *home, *commands] if config.tools.enabled else [], config.tools.max_calls_per_turn)
     return ToolSet(toolbox, scheduler, volume, hooks)
 
 
