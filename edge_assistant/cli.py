@@ -150,7 +150,7 @@ def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | No
 
 def run_once(args: argparse.Namespace, config: Config) -> int:
     from .audio_io import DevicePlayback, WavFileSink, check_output_path, parse_device, read_audio
-    from .engine import GemmaEngine
+    from .llm.engine import GemmaEngine
     from .tts import PiperSpeech, StreamingSpeaker
     from .turn import prepare_audio, run_turn
 

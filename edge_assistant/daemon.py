@@ -39,7 +39,7 @@ import numpy as np
 from .audio_io import MODEL_SAMPLE_RATE, Audio, AudioSource, Frame, Playback, VirtualPlayback
 from .config import Config
 from .earcons import earcon
-from .engine import GemmaEngine
+from .llm.engine import GemmaEngine
 from .errors import TurnStuckError, UsageError
 from .systemd import Notifier
 from .tts import PiperSpeech, StreamingSpeaker

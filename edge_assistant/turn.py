@@ -18,9 +18,9 @@ import numpy as np
 
 from .audio_io import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
-from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, TurnCancelled, TurnReply, TurnStats
+from .llm.engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, TurnCancelled, TurnReply, TurnStats
 from .errors import AudioInputError
-from .reply_text import HiddenBlockFilter, SentenceSplitter
+from .llm.reply_text import HiddenBlockFilter, SentenceSplitter
 from .tts import StreamingSpeaker
 from .vad import trim_to_speech
 
@@ -158,7 +158,7 @@ class SpeechStream:
 
 def respond_streamed(engine: Any, stream: SpeechStream, on_text: Callable[[str], None] | None) -> TurnReply:
     """Evaluate a question while it is spoken, then answer it: the same
-    :class:`~edge_assistant.engine.AudioTurn` as a whole recording, fed in steps.
+    :class:`~edge_assistant.llm.engine.AudioTurn` as a whole recording, fed in steps.
     A discarded or cancelled stream rolls the turn back and reports "cancelled"."""
     try:
         turn = engine.begin_turn(stream.max_seconds)

@@ -26,7 +26,7 @@ import numpy as np
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, FileSource, VirtualPlayback, to_model_rate, write_wav_atomic
 from edge_assistant.config import Config
 from edge_assistant.daemon import Assistant, EventLog
-from edge_assistant.engine import GemmaEngine
+from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.vad import Endpointer
 

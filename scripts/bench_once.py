@@ -23,7 +23,7 @@ import numpy as np
 
 from edge_assistant.audio_io import Audio, NullSink, to_model_rate
 from edge_assistant.config import AudioConfig, EngineConfig
-from edge_assistant.engine import GemmaEngine
+from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker
 from edge_assistant.turn import prepare_audio, run_turn
 

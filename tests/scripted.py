@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edge_assistant.config import EngineConfig
-from edge_assistant.engine import GemmaEngine
+from edge_assistant.llm.engine import GemmaEngine
 
 
 class ScriptedSampler:

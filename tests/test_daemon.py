@@ -20,7 +20,7 @@ import soundfile
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
 from edge_assistant.config import Config
 from edge_assistant.daemon import EARCON_DELAY_MS, Assistant, EventLog
-from edge_assistant.engine import ENCODER_BLOCK_TOKENS
+from edge_assistant.llm.engine import ENCODER_BLOCK_TOKENS
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge_assistant import audio_io, engine
+from edge_assistant import audio_io
+from edge_assistant.llm import engine
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, write_wav_atomic
 from edge_assistant.cli import main
-from edge_assistant.engine import TurnReply, TurnStats
+from edge_assistant.llm.engine import TurnReply, TurnStats
 
 from fake_sounddevice import fake_output
 from speech import VOICE_PATH, concat, noise, silence, speak

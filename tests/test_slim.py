@@ -187,7 +187,7 @@ ENGINE = """
     from pathlib import Path
     import numpy as np
     from edge_assistant.config import EngineConfig
-    from edge_assistant.engine import GemmaEngine
+    from edge_assistant.llm.engine import GemmaEngine
     samples = np.load(sys.argv[3])
     with GemmaEngine(Path(sys.argv[1]), Path(sys.argv[2]), EngineConfig(max_tokens=4, seed=1)) as engine:
         reply = engine.respond(samples)

@@ -27,8 +27,8 @@ import numpy as np
 from llama_cpp import mtmd_cpp
 
 from .chat_format import ChatFormat
-from .config import EngineConfig
-from .errors import ModelFileError, UsageError
+from ..config import EngineConfig
+from ..errors import ModelFileError, UsageError
 
 log = logging.getLogger(__name__)
 native_log = logging.getLogger("edge_assistant.llama_cpp")
