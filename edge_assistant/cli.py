@@ -80,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --output-file: mix what the speaker plays back into the input at gain G, like a speaker next to the microphone",
     )
     commands.add_parser("devices", help="list audio input and output devices", parents=[common])
-    from .wakeword_cli import add_commands as add_wakeword_commands
+    from .wake.cli import add_commands as add_wakeword_commands
 
     add_wakeword_commands(commands, common)
     models = commands.add_parser("models", help="download, verify or slim the model files")
@@ -247,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(config.to_toml(), end="")
             return 0
         if args.command == "wakeword":
-            from .wakeword_cli import run as run_wakeword
+            from .wake.cli import run as run_wakeword
 
             return run_wakeword(args, config)
         if args.command == "devices":

@@ -571,7 +571,7 @@ def serve(
     notifier.status("loading models")
     wake = None
     if wake_paths:
-        from .wakeword import WakeWordDetector
+        from .wake.detector import WakeWordDetector
 
         wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
     voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)

@@ -84,7 +84,7 @@ def idle_costs(config: Config, stream: np.ndarray, wake_models: list[Path]) -> d
     endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms)
     costs = {"voice activity (webrtcvad endpointer)": cpu_real_time_factor(endpointer.push, stream, frame_samples)}
     if wake_models:
-        from edge_assistant.wakeword import WakeWordDetector
+        from edge_assistant.wake.detector import WakeWordDetector
 
         detector = WakeWordDetector(wake_models)
         costs[f"wake word ({', '.join(path.stem for path in wake_models)})"] = cpu_real_time_factor(

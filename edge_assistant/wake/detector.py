@@ -29,7 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from typing import Callable, Sequence, TextIO, TypeVar
 import numpy as np
 import soxr
 
-from .audio_io import check_output_path, read_audio
-from .errors import UsageError
-from .wakeword import (
+from ..audio_io import check_output_path, read_audio
+from ..errors import UsageError
+from .detector import (
     EMBEDDING_DIM,
     FIRST_EMBEDDING_END,
     META_PHRASE,
@@ -330,7 +330,7 @@ def load_speakers(voice_paths: Sequence[Path], limit: int, seed: int) -> list[Sp
     from, onnxruntime seeds from ``seed`` when the session is created."""
     import onnxruntime
 
-    from .tts import PiperSpeech
+    from ..tts import PiperSpeech
 
     speakers = []
     for path in map(Path, voice_paths):

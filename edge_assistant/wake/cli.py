@@ -14,9 +14,9 @@ from typing import Iterator
 
 import numpy as np
 
-from .config import Config
-from .errors import AudioDeviceError, UsageError
-from .wakeword import SAMPLE_RATE, STEP_SAMPLES, WakeDetection, WakeWordDetector
+from ..config import Config
+from ..errors import AudioDeviceError, UsageError
+from .detector import SAMPLE_RATE, STEP_SAMPLES, WakeDetection, WakeWordDetector
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_train(args: argparse.Namespace, config: Config) -> int:
-    from .wakeword_train import TrainOptions, tidy_phrase, train
+    from .train import TrainOptions, tidy_phrase, train
 
     phrase = tidy_phrase(args.phrase)  # before a missing default voice is blamed
     voices = tuple(args.voice) if args.voice else (configured_voice(config),)
@@ -81,7 +81,7 @@ def run_train(args: argparse.Namespace, config: Config) -> int:
 
 def configured_voice(config: Config) -> Path:
     """The voice the assistant speaks with: config, else the manifest's."""
-    from . import models
+    from .. import models
 
     if config.models.voice:
         return Path(config.models.voice).expanduser()
@@ -91,7 +91,7 @@ def configured_voice(config: Config) -> Path:
 def run_test(args: argparse.Namespace, config: Config) -> int:
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    from .models import resolve_wake
+    from ..models import resolve_wake
 
     detector = WakeWordDetector([resolve_wake(args.model, config.models.directory)], args.threshold, config.wake.refractory_seconds)
     model = detector.models[0]
@@ -99,11 +99,11 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
     phrase = f" ({model.phrase!r})" if model.phrase else ""
     print(f"{model.name}{phrase}: threshold {detector.thresholds[0]:.2f} ({origin})")
     if args.input_file:
-        from .audio_io import read_audio
+        from ..audio_io import read_audio
 
         chunks = chunked(read_audio(args.input_file).samples)
     else:
-        from .audio_io import parse_device
+        from ..audio_io import parse_device
 
         chunks = microphone(parse_device(config.input.device))
     count, heard = 0, 0
