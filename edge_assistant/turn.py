@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .audio_io import MODEL_SAMPLE_RATE, Audio
+from .audio.format import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
 from .llm.engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, TurnCancelled, TurnReply, TurnStats
 from .errors import AudioInputError

@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import webrtcvad
 
-from .audio_io import MODEL_SAMPLE_RATE, Audio
+from .audio.format import MODEL_SAMPLE_RATE, Audio
 from .config import EndpointConfig
 from .errors import NoSpeechError
 

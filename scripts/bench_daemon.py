@@ -23,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, FileSource, VirtualPlayback, to_model_rate, write_wav_atomic
+from edge_assistant.audio.files import to_model_rate, write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
 from edge_assistant.daemon import Assistant, EventLog
 from edge_assistant.llm.engine import GemmaEngine
@@ -104,8 +107,9 @@ def turn_latencies(config: Config, engine: GemmaEngine, voice: PiperSpeech, work
     write_wav_atomic(path, stream, MODEL_SAMPLE_RATE)
     events_path = workdir / "events.jsonl"
     with events_path.open("w") as events:
+        playback = RecordingPlayback(voice.sample_rate)
         assistant = Assistant(
-            config, engine, voice, FileSource(path, config.input.frame_ms), VirtualPlayback(voice.sample_rate),
+            config, engine, voice, EchoSource(FileSource(path, config.input.frame_ms), playback), playback,
             None, EventLog(events), wait_for_replies=True,
         )
         assistant.run()

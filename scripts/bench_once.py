@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_assistant.audio_io import Audio, NullSink, to_model_rate
+from edge_assistant.audio.files import to_model_rate
+from edge_assistant.audio.format import Audio
+from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.config import AudioConfig, EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker
@@ -97,7 +99,7 @@ def main() -> int:
         with engine:
             started = time.perf_counter()
             speech = prepare_audio(questions[0], AudioConfig())
-            result = run_turn(engine, speech, StreamingSpeaker(voice, NullSink()), started)
+            result = run_turn(engine, speech, StreamingSpeaker(voice, RecordingPlayback(voice.sample_rate)), started)
         for name, value in result.timings_ms.items():
             samples.setdefault(name, []).append(value)
         samples.setdefault("generated_tokens", []).append(result.tokens["generated"])

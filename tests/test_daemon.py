@@ -17,7 +17,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
 from edge_assistant.daemon import EARCON_DELAY_MS, Assistant, EventLog
 from edge_assistant.llm.engine import ENCODER_BLOCK_TOKENS
@@ -173,10 +176,10 @@ def assistant_for(
     config = Config()
     config.conversation.stream_audio = stream_audio
     events_file = (events_path or stream.with_suffix(".jsonl")).open("w")
-    playback = VirtualPlayback(voice.sample_rate)
+    playback = RecordingPlayback(voice.sample_rate)
+    source = EchoSource(FileSource(stream, config.input.frame_ms), playback, echo_gain)
     assistant = Assistant(
-        config, engine, voice, FileSource(stream, config.input.frame_ms), playback, wake, EventLog(events_file),
-        wait_for_replies=True, echo_gain=echo_gain, respond=respond,
+        config, engine, voice, source, playback, wake, EventLog(events_file), wait_for_replies=True, respond=respond,
     )
     return assistant, playback, events_file
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
 from edge_assistant.config import EndpointConfig
 from edge_assistant.vad import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded, find_speech
 

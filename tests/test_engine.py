@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import Audio
+from edge_assistant.audio.format import Audio
 from edge_assistant.config import AudioConfig, EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.errors import AudioInputError, UsageError

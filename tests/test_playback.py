@@ -7,8 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_assistant import audio_io
-from edge_assistant.audio_io import DevicePlayback
+from edge_assistant.audio import playback as playback_module
+from edge_assistant.audio.playback import DevicePlayback
 from edge_assistant.errors import AudioDeviceError
 
 from fake_sounddevice import fake_output
@@ -44,7 +44,7 @@ def test_written_voice_is_played_at_a_rate_and_channels_the_device_takes(
     opened: tuple[int, int],
 ) -> None:
     fake = fake_output(rates, channel_counts, default_rate)
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(playback_module, "import_sounddevice", lambda: fake)
     playback = DevicePlayback(None, VOICE_RATE)
     [stream] = fake.streams
     assert (stream.rate, stream.channels) == opened
@@ -67,7 +67,7 @@ def test_written_voice_is_played_at_a_rate_and_channels_the_device_takes(
 
 
 def test_device_that_takes_nothing_we_can_play_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake_output((96000,), (8,)))
+    monkeypatch.setattr(playback_module, "import_sounddevice", lambda: fake_output((96000,), (8,)))
     with pytest.raises(AudioDeviceError) as raised:
         DevicePlayback(None, VOICE_RATE)
     message = str(raised.value)
