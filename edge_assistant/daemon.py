@@ -131,7 +131,7 @@ class Assistant:
         self.wait_for_replies = wait_for_replies
         self._respond = respond
         frame_ms = config.input.frame_ms
-        self.endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, frame_ms)
+        self.endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, frame_ms, config.audio.speech_padding_ms)
         self.state = State.IDLE
         self._now = 0  # input time, in samples
         self._deadline: int | None = None  # end of the capture or follow-up window

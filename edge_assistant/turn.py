@@ -27,13 +27,13 @@ from .vad import trim_to_speech
 log = logging.getLogger(__name__)
 
 
-def prepare_audio(audio: Audio, settings: AudioConfig) -> Audio:
+def prepare_audio(audio: Audio, settings: AudioConfig, min_speech_ms: int) -> Audio:
     """Trim to the speech and apply the long-audio policy.
 
     Raises :class:`NoSpeechError` when there is no speech, so the model is never
     called for silence.
     """
-    speech = trim_to_speech(audio, settings.vad_aggressiveness, settings.speech_padding_ms)
+    speech = trim_to_speech(audio, settings.vad_aggressiveness, min_speech_ms, settings.speech_padding_ms)
     if speech.seconds > MAX_CLIP_SECONDS and settings.long_audio == "keep_last":
         log.warning(
             "speech is %.1f s, Gemma 4 takes %d s per clip: keeping the last %d s (audio.long_audio = keep_last)",

@@ -84,7 +84,9 @@ def cpu_real_time_factor(process, samples: np.ndarray, frame_samples: int) -> fl
 
 def idle_costs(config: Config, stream: np.ndarray, wake_models: list[Path]) -> dict[str, float]:
     frame_samples = MODEL_SAMPLE_RATE * config.input.frame_ms // 1000
-    endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms)
+    endpointer = Endpointer(
+        config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms, config.audio.speech_padding_ms
+    )
     costs = {"voice activity (webrtcvad endpointer)": cpu_real_time_factor(endpointer.push, stream, frame_samples)}
     if wake_models:
         from edge_assistant.wake.detector import WakeWordDetector

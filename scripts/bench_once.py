@@ -24,7 +24,7 @@ import numpy as np
 from edge_assistant.audio.files import to_model_rate
 from edge_assistant.audio.format import Audio
 from edge_assistant.audio.playback import RecordingPlayback
-from edge_assistant.config import AudioConfig, EngineConfig
+from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker
 from edge_assistant.turn import prepare_audio, run_turn
@@ -98,7 +98,7 @@ def main() -> int:
         samples.setdefault("load", []).append((time.perf_counter() - load_started) * 1000)
         with engine:
             started = time.perf_counter()
-            speech = prepare_audio(questions[0], AudioConfig())
+            speech = prepare_audio(questions[0], AudioConfig(), EndpointConfig().min_speech_ms)
             result = run_turn(engine, speech, StreamingSpeaker(voice, RecordingPlayback(voice.sample_rate)), started)
         for name, value in result.timings_ms.items():
             samples.setdefault(name, []).append(value)
@@ -116,7 +116,7 @@ def main() -> int:
         engine_rss = rss_mib()
         system = engine.system_prompt_tokens
         for number, question in enumerate(questions, start=1):
-            stats = engine.respond(prepare_audio(question, AudioConfig()).samples).stats
+            stats = engine.respond(prepare_audio(question, AudioConfig(), EndpointConfig().min_speech_ms).samples).stats
             # A stateless call (what llama-cpp-python's chat handler does) clears the
             # KV cache and evaluates the system prompt and the whole history again.
             without_reuse = stats.context_tokens - 2

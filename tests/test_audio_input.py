@@ -15,10 +15,15 @@ from edge_assistant.atomic import atomic_path
 from edge_assistant.audio.files import read_audio, write_wav_atomic
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
 from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.config import Config
 from edge_assistant.errors import AudioInputError, NoSpeechError
 from edge_assistant.vad import find_speech, trim_to_speech
 
 from speech import concat, noise, silence, speak
+
+_DEFAULTS = Config()
+# find_speech as --once calls it, with the shipped configuration.
+SPEECH_SETTINGS = (_DEFAULTS.audio.vad_aggressiveness, _DEFAULTS.endpoint.min_speech_ms, _DEFAULTS.audio.speech_padding_ms)
 
 
 @pytest.fixture(scope="module")
@@ -104,11 +109,11 @@ def test_streaming_recorder_wav_with_unknown_length_is_read(tmp_path: Path, ques
 
 def test_speech_found_in_silence_and_noise(question: Audio) -> None:
     clip = concat(silence(2.0), question.samples + noise(question.seconds, 0.003), noise(1.5, 0.003))
-    span = find_speech(clip)
+    span = find_speech(clip, *SPEECH_SETTINGS)
     start_s, end_s = span.start / MODEL_SAMPLE_RATE, span.end / MODEL_SAMPLE_RATE
     assert 1.5 < start_s < 2.1
     assert 2.0 + question.seconds - 0.4 < end_s < 2.0 + question.seconds + 0.5
-    trimmed = trim_to_speech(clip)
+    trimmed = trim_to_speech(clip, *SPEECH_SETTINGS)
     assert trimmed.seconds < clip.seconds - 2.5
 
 
@@ -119,7 +124,7 @@ def test_speech_found_in_silence_and_noise(question: Audio) -> None:
 )
 def test_no_speech(clip: np.ndarray) -> None:
     with pytest.raises(NoSpeechError, match="no speech"):
-        find_speech(Audio(clip, MODEL_SAMPLE_RATE))
+        find_speech(Audio(clip, MODEL_SAMPLE_RATE), *SPEECH_SETTINGS)
 
 
 def test_recording_writes_atomically_and_never_half(tmp_path: Path) -> None:

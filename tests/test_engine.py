@@ -9,12 +9,14 @@ import numpy as np
 import pytest
 
 from edge_assistant.audio.format import Audio
-from edge_assistant.config import AudioConfig, EngineConfig
-from edge_assistant.llm.engine import GemmaEngine
+from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
 from edge_assistant.errors import AudioInputError, UsageError
+from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.turn import prepare_audio
 
 from speech import concat, silence, speak
+
+MIN_SPEECH_MS = EndpointConfig().min_speech_ms
 
 pytestmark = pytest.mark.slow
 TURN_END_TOKENS = 2  # "<turn|>" "\n", evaluated after each reply to keep the history
@@ -81,7 +83,7 @@ def long_speech(seconds: float) -> Audio:
 
 
 def test_35_seconds_split_into_30_second_clips(engine: GemmaEngine) -> None:
-    speech = prepare_audio(long_speech(35), AudioConfig())
+    speech = prepare_audio(long_speech(35), AudioConfig(), MIN_SPEECH_MS)
     assert speech.seconds > 33
     engine.reset_history()
     stats = engine.respond(speech.samples).stats
@@ -90,7 +92,7 @@ def test_35_seconds_split_into_30_second_clips(engine: GemmaEngine) -> None:
 
 
 def test_keep_last_keeps_30_seconds(engine: GemmaEngine, caplog: pytest.LogCaptureFixture) -> None:
-    speech = prepare_audio(long_speech(35), AudioConfig(long_audio="keep_last"))
+    speech = prepare_audio(long_speech(35), AudioConfig(long_audio="keep_last"), MIN_SPEECH_MS)
     assert speech.seconds == pytest.approx(30.0, abs=0.01)
     assert "keeping the last 30 s" in caplog.text
     engine.reset_history()
@@ -99,7 +101,7 @@ def test_keep_last_keeps_30_seconds(engine: GemmaEngine, caplog: pytest.LogCaptu
 
 def test_speech_over_max_seconds_is_refused() -> None:
     with pytest.raises(AudioInputError, match="audio.max_seconds"):
-        prepare_audio(long_speech(40), AudioConfig(max_seconds=32))
+        prepare_audio(long_speech(40), AudioConfig(max_seconds=32), MIN_SPEECH_MS)
 
 
 def test_audio_that_cannot_fit_the_context_is_a_clear_error(twin) -> None:
