@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio.files import to_model_rate
+from .audio.format import Audio
 from .audio.playback import Playback
 from .errors import ModelFileError
 from .onnx_session import open_session
@@ -25,9 +27,12 @@ log = logging.getLogger(__name__)
 
 
 class PiperSpeech:
-    """A loaded Piper voice."""
+    """A loaded Piper voice. ``noise`` off removes the generator's randomness, so
+    the same text is the same audio every time (tests that score speech)."""
 
-    def __init__(self, voice_path: Path, speaker: int = -1, length_scale: float = 1.0, threads: int = 1) -> None:
+    def __init__(
+        self, voice_path: Path, speaker: int = -1, length_scale: float = 1.0, threads: int = 1, noise: bool = True
+    ) -> None:
         from piper import SynthesisConfig
 
         config_path = Path(f"{voice_path}.json")
@@ -43,12 +48,20 @@ class PiperSpeech:
         if speaker >= speakers:
             raise ModelFileError(f"voice {voice_path.name} has {speakers} speaker(s); tts.speaker = {speaker} is out of range")
         self.sample_rate = self.voice.config.sample_rate
-        self._synthesis = SynthesisConfig(speaker_id=speaker if speaker >= 0 else None, length_scale=length_scale)
+        self._synthesis = SynthesisConfig(
+            speaker_id=speaker if speaker >= 0 else None, length_scale=length_scale,
+            noise_scale=None if noise else 0.0, noise_w_scale=None if noise else 0.0,
+        )
 
     def synthesize(self, text: str) -> np.ndarray:
         """float32 samples at :attr:`sample_rate`."""
         chunks = [chunk.audio_float_array for chunk in self.voice.synthesize(text, syn_config=self._synthesis)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
+
+    def synthesize_16k(self, text: str) -> Audio:
+        """``text`` spoken as 16 kHz mono, the input's format: the questions that
+        tests and benchmarks put to the assistant."""
+        return to_model_rate(Audio(self.synthesize(text), self.sample_rate))
 
 
 def _load_voice(voice_path: Path, config_path: Path, threads: int):  # noqa: ANN202 - piper.PiperVoice

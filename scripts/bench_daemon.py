@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_assistant.audio.files import to_model_rate, write_wav_atomic
-from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
@@ -50,14 +50,10 @@ QUESTIONS = (
 )
 
 
-def spoken(voice: PiperSpeech, text: str) -> np.ndarray:
-    return to_model_rate(Audio(voice.synthesize(text), voice.sample_rate)).samples
-
-
 def household_stream(voice: PiperSpeech, minutes: float) -> np.ndarray:
     """Mostly quiet room with conversation, noise and music: what a day sounds like."""
     rng = np.random.default_rng(0)
-    speech = [spoken(voice, text) for text in SENTENCES]
+    speech = [voice.synthesize_16k(text).samples for text in SENTENCES]
     parts, total = [], 0
     while total < minutes * 60 * MODEL_SAMPLE_RATE:
         kind = rng.choice(["quiet", "speech", "noise", "music"], p=[0.5, 0.3, 0.1, 0.1])
@@ -102,7 +98,7 @@ def turn_latencies(config: Config, engine: GemmaEngine, voice: PiperSpeech, work
     """The daemon on a file of questions. File input waits for the engine, so a
     streamed question is fed as if the machine kept up with the speech (the
     'engine load' column says whether it does)."""
-    questions = [spoken(voice, text) for text in QUESTIONS]
+    questions = [voice.synthesize_16k(text).samples for text in QUESTIONS]
     gap = np.zeros(MODEL_SAMPLE_RATE * 40, dtype=np.float32)  # room for each reply
     stream = np.concatenate([part for question in questions for part in (gap[: MODEL_SAMPLE_RATE], question, gap)])
     path = workdir / "questions.wav"

@@ -21,8 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_assistant.audio.files import to_model_rate
-from edge_assistant.audio.format import Audio
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
 from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
@@ -59,9 +58,10 @@ def default_voice() -> Path:
 
 
 def spoken(voice: PiperSpeech, text: str) -> Audio:
-    samples = voice.synthesize(text)
-    padded = np.concatenate([np.zeros(voice.sample_rate // 2, np.float32), samples, np.zeros(voice.sample_rate, np.float32)])
-    return to_model_rate(Audio(padded, voice.sample_rate))
+    """The question with half a second of silence before it and a second after."""
+    samples = voice.synthesize_16k(text).samples
+    padded = np.concatenate([np.zeros(MODEL_SAMPLE_RATE // 2, np.float32), samples, np.zeros(MODEL_SAMPLE_RATE, np.float32)])
+    return Audio(padded, MODEL_SAMPLE_RATE)
 
 
 def peak_rss_mib() -> float:
