@@ -1,9 +1,9 @@
 """``edge-assistant run``: the always-listening assistant.
 
 One audio loop (this module's :meth:`Assistant.run`) takes every input frame,
-in order: wake word → endpointing → state machine. A finished utterance goes to a single turn worker thread that runs the
-same :func:`turn.run_turn` as ``--once``; its reply streams sentence by sentence
-into the playback. The loop never blocks on the model, so the wake word can
+in order: wake word → endpointing → state machine. A finished utterance goes
+to a single turn worker thread that runs the same :func:`turn.run_turn` as
+``--once``; its reply streams sentence by sentence into the playback. The loop never blocks on the model, so the wake word can
 interrupt a reply (barge-in) and the systemd watchdog is fed from here.
 
 States::

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from edge_assistant.audio import playback as playback_module
-from edge_assistant.audio.playback import DevicePlayback
+from edge_assistant.audio.format import Frame
+from edge_assistant.audio.playback import DevicePlayback, RecordingPlayback
+from edge_assistant.audio.sources import EchoSource
 from edge_assistant.errors import AudioDeviceError
 
 from fake_sounddevice import fake_output
@@ -72,3 +74,37 @@ def test_device_that_takes_nothing_we_can_play_is_a_one_line_error(monkeypatch: 
         DevicePlayback(None, VOICE_RATE)
     message = str(raised.value)
     assert message.startswith("cannot open output device (default): Invalid") and "\n" not in message
+
+
+class _Silence:
+    """Three 30 ms frames of digital silence, as a FileSource would give them."""
+
+    def frames(self):  # noqa: ANN201
+        return (Frame(np.zeros(480, dtype=np.float32), 480 * (k + 1)) for k in range(3))
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_recorded_speaker_plays_in_input_time_and_is_heard_at_the_echo_gain() -> None:
+    """``run --input-file --output-file``: each input frame plays as long a piece
+    of the reply into the recording, and the input hears it at the gain."""
+    playback = RecordingPlayback(16000)
+    playback.write(np.ones(600, dtype=np.float32), 16000)
+    frames = list(EchoSource(_Silence(), playback, gain=0.5).frames())
+    assert [frame.end_sample for frame in frames] == [480, 960, 1440]
+    assert np.allclose(frames[0].samples, 0.5)
+    assert np.allclose(frames[1].samples[:120], 0.5) and not frames[1].samples[120:].any()
+    assert not frames[2].samples.any() and not playback.busy
+    recording = playback.recording()
+    assert len(recording) == 1440 and recording[:600].all() and not recording[600:].any()
+
+
+def test_without_echo_the_input_is_untouched_and_drain_plays_the_rest_at_once() -> None:
+    playback = RecordingPlayback(16000)
+    playback.write(np.ones(2000, dtype=np.float32), 16000)
+    frames = list(EchoSource(_Silence(), playback).frames())
+    assert not any(frame.samples.any() for frame in frames)
+    assert playback.busy
+    playback.drain()  # --once --out: nothing clocks it, the whole reply goes in
+    assert not playback.busy and playback.recording().sum() == 2000
