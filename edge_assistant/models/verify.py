@@ -51,7 +51,6 @@ class VerifyResult:
         return f"{self.file.filename}: {self.status.value}: {self.detail}"
 
 
-
 class Hasher(Protocol):
     def update(self, data: bytes, /) -> None: ...
 
@@ -89,9 +88,6 @@ def recorded_hash(path: Path) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return words[0] if words and SHA256_RE.fullmatch(words[0]) else None
-
-
-# --- verify -----------------------------------------------------------------------
 
 
 def verify(files: Sequence[ModelFile], dest_dir: Path) -> list[VerifyResult]:
