@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --output-file: mix what the speaker plays back into the input at gain G, like a speaker next to the microphone",
     )
     commands.add_parser("devices", help="list audio input and output devices", parents=[common])
-    from .wakeword_cli import add_commands as add_wakeword_commands
+    from .wake.cli import add_commands as add_wakeword_commands
 
     add_wakeword_commands(commands, common)
     from .tools.cli import add_commands as add_tools_commands
@@ -145,21 +145,23 @@ def effective_config(args: argparse.Namespace) -> Config:
 def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | None]:
     """Explicit paths from flags or config, else the manifest's files in the models
     directory (ModelFileError naming the file and the command that fetches it)."""
-    from . import models
+    from .models.manifest import resolve
 
     directory = config.models.directory
 
     def pick(explicit: str, role: str) -> Path:
-        return Path(explicit).expanduser() if explicit else models.resolve(role, directory)
+        return Path(explicit).expanduser() if explicit else resolve(role, directory)
 
     voice = pick(config.models.voice, "voice") if need_voice else None
     return pick(config.models.model, "model"), pick(config.models.mmproj, "mmproj"), voice
 
 
 def run_once(args: argparse.Namespace, config: Config) -> int:
-    from .audio_io import DevicePlayback, WavFileSink, check_output_path, parse_device, read_audio
-    from .engine import GemmaEngine
-    from .tool_loop import ToolUse
+    from .audio.devices import parse_device
+    from .audio.files import check_output_path, read_audio
+    from .audio.playback import DevicePlayback, Playback, RecordingPlayback
+    from .llm.engine import GemmaEngine
+    from .llm.tool_loop import ToolUse
     from .tools.setup import build_tools
     from .tts import PiperSpeech, StreamingSpeaker
     from .turn import prepare_audio, run_turn
@@ -168,7 +170,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     out_path = check_output_path(args.out) if args.out else None
     # Bad audio and silence are found before the model is loaded.
     prep_started = time.perf_counter()
-    speech = prepare_audio(read_audio(args.once), config.audio)
+    speech = prepare_audio(read_audio(args.once), config.audio, config.endpoint.min_speech_ms)
     prep_ms = (time.perf_counter() - prep_started) * 1000
     model_path, mmproj_path, voice_path = model_paths(config, need_voice=not args.no_speak)
     toolbox = build_tools(config).toolbox  # a confirm tool is declined: nobody is asked in a one-shot run
@@ -176,26 +178,28 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     load_started = time.perf_counter()
     engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=toolbox.declarations())
     speaker = None
-    sink: WavFileSink | DevicePlayback | None = None
+    recording: RecordingPlayback | None = None
+    playback: Playback | None = None
     if not args.no_speak:
         voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
         if out_path:
-            sink = WavFileSink(out_path, voice.sample_rate)
+            playback = recording = RecordingPlayback(voice.sample_rate)
         else:  # one output stream for the whole reply, as the daemon's: no gap or click between sentences
-            sink = DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
+            playback = DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
     load_ms = (time.perf_counter() - load_started) * 1000
 
     with engine:
         turn_started = time.perf_counter()
-        if sink is not None:
-            speaker = StreamingSpeaker(voice, sink)
+        if playback is not None:
+            speaker = StreamingSpeaker(voice, playback)
         result = run_turn(engine, speech, speaker, turn_started, ToolUse(toolbox))
-    if sink is not None:
+    if playback is not None:
         if not result.sentences:
             log.warning("the reply had nothing to speak")
-        if isinstance(sink, DevicePlayback):
-            sink.drain()  # the stream plays on after the last sentence was handed over
-        sink.close()
+        playback.drain()  # a device plays on after the last sentence was handed over
+        playback.close()
+    if recording is not None and out_path is not None:
+        recording.save(out_path)
 
     timings = result.timings_ms
     report = result.as_dict()
@@ -225,22 +229,25 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_models(args: argparse.Namespace, config: Config) -> int:
-    from . import models
+    from .models.download import download
+    from .models.manifest import audio_projector_path, default_models_dir, load_manifest, select
+    from .models.slim import slim_projector
+    from .models.verify import verify
 
     if args.models_command == "slim":
         source = Path(args.source)
-        destination = Path(args.destination) if args.destination else models.audio_projector_path(source)
-        models.slim_projector(source, destination)
+        destination = Path(args.destination) if args.destination else audio_projector_path(source)
+        slim_projector(source, destination)
         print(f"wrote audio-only projector {destination}")
         return 0
-    directory = Path(args.dir).expanduser() if args.dir else config.models.directory or models.default_models_dir()
+    directory = Path(args.dir).expanduser() if args.dir else config.models.directory or default_models_dir()
     only = [word.strip() for words in args.only for word in words.split(",") if word.strip()]
-    manifest = models.select(models.load_manifest(), only)
+    manifest = select(load_manifest(), only)
     if args.models_command == "download":
-        models.download(manifest, directory)
+        download(manifest, directory)
         print(f"{'the chosen' if only else 'all'} model files present and verified in {directory}")
         return 0
-    results = models.verify(manifest, directory)
+    results = verify(manifest, directory)
     for result in results:
         print(result.describe())
     return 0 if all(result.ok for result in results) else 3
@@ -258,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(config.to_toml(), end="")
             return 0
         if args.command == "wakeword":
-            from .wakeword_cli import run as run_wakeword
+            from .wake.cli import run as run_wakeword
 
             return run_wakeword(args, config)
         if args.command == "tools":
@@ -270,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_home_assistant(args, config)
         if args.command == "devices":
-            from .audio_io import list_devices
+            from .audio.devices import list_devices
 
             print(list_devices())
             return 0

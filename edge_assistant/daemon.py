@@ -1,10 +1,9 @@
 """``edge-assistant run``: the always-listening assistant.
 
 One audio loop (this module's :meth:`Assistant.run`) takes every input frame,
-in order: echo simulation (files only) → wake word → endpointing → state
-machine. A finished utterance goes to a single turn worker thread that runs the
-same :func:`turn.run_turn` as ``--once``; its reply streams sentence by sentence
-into the playback. The loop never blocks on the model, so the wake word can
+in order: wake word → endpointing → state machine. A finished utterance goes
+to a single turn worker thread that runs the same :func:`turn.run_turn` as
+``--once``; its reply streams sentence by sentence into the playback. The loop never blocks on the model, so the wake word can
 interrupt a reply (barge-in) and the systemd watchdog is fed from here.
 
 States::
@@ -38,13 +37,15 @@ from typing import Any, Callable, TextIO
 
 import numpy as np
 
-from .audio_io import MODEL_SAMPLE_RATE, Audio, AudioSource, Frame, Playback, VirtualPlayback
+from .audio.format import MODEL_SAMPLE_RATE, Audio, Frame
+from .audio.playback import Playback
+from .audio.sources import AudioSource
 from .config import Config
 from .earcons import earcon
-from .engine import GemmaEngine, Interruption
 from .errors import TurnStuckError, UsageError
+from .llm.engine import GemmaEngine, Interruption
+from .llm.tool_loop import ToolUse, hear_yes_or_no
 from .systemd import Notifier
-from .tool_loop import ToolUse, hear_yes_or_no
 from .tools import Tool
 from .tools.scheduler import Reminder
 from .tools.setup import ToolSet, build_tools
@@ -164,7 +165,6 @@ class Assistant:
         events: EventLog,
         notifier: Notifier | None = None,
         wait_for_replies: bool = False,
-        echo_gain: float = 0.0,
         respond: Callable[..., Any] = run_turn,
         tools: ToolSet | None = None,
     ) -> None:
@@ -181,10 +181,9 @@ class Assistant:
         # With file input the model's thinking time is not input time: the stream
         # waits for each reply, which makes runs reproducible.
         self.wait_for_replies = wait_for_replies
-        self.echo_gain = echo_gain
         self._respond = respond
         frame_ms = config.input.frame_ms
-        self.endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, frame_ms)
+        self.endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, frame_ms, config.audio.speech_padding_ms)
         self.state = State.IDLE
         self._now = 0  # input time, in samples
         self._deadline: int | None = None  # end of the capture or follow-up window
@@ -266,10 +265,6 @@ class Assistant:
 
     def _process(self, frame: Frame) -> None:
         samples = frame.samples
-        if isinstance(self.playback, VirtualPlayback):
-            echo = self.playback.advance(len(samples))
-            if self.echo_gain:
-                samples = samples + echo * self.echo_gain
         self._now = frame.end_sample
         self._heard.append((samples, self._now))
         self._update_turn()
@@ -726,23 +721,20 @@ class Assistant:
 
     def _finish(self) -> None:
         """Input ended or stop requested: let the last reply be spoken (files),
-        or stop promptly (SIGTERM)."""
+        or stop promptly (SIGTERM). Input time runs on while it plays."""
         if not self._stop.is_set() and self.endpointer.in_speech:
             self._on_endpoint(self.endpointer.finish())  # the input ended mid-utterance: that ends it
         self.notifier.stopping()
         turn = self._turn
         if turn is not None:
             self._wait_for_turn(turn, limit=1.5 if self._stop.is_set() else None)
-        if isinstance(self.playback, VirtualPlayback) and not self._stop.is_set():
+        if not self._stop.is_set():
             step = self.endpointer.frame_samples
             while self.playback.busy or (self._turn is not None and not self._turn.done.is_set()):
                 self._now += step
-                self.playback.advance(step)
+                self.playback.wait(step)
                 self._update_turn()
             self._update_turn()
-        elif not self._stop.is_set():
-            while self.playback.busy:
-                time.sleep(0.05)
 
 
 def install_signal_handlers(assistant: Assistant) -> None:
@@ -754,13 +746,13 @@ def install_signal_handlers(assistant: Assistant) -> None:
 
 
 def wake_model_paths(config: Config) -> list[Path]:
-    """``wake.model``: "none", or comma-separated names or paths (models.resolve_wake)."""
-    from . import models
+    """``wake.model``: "none", or comma-separated names or paths (manifest.resolve_wake)."""
+    from .models.manifest import resolve_wake
 
     spec = config.wake.model.strip()
     if spec.lower() in ("", "none"):
         return []
-    return [models.resolve_wake(item.strip(), config.models.directory) for item in spec.split(",") if item.strip()]
+    return [resolve_wake(item.strip(), config.models.directory) for item in spec.split(",") if item.strip()]
 
 
 def serve(
@@ -775,7 +767,10 @@ def serve(
     echo_gain: float = 0.0,
 ) -> int:
     """Load everything, run until the input ends or a signal stops it."""
-    from .audio_io import DevicePlayback, FileSource, MicrophoneSource, check_output_path, parse_device, write_wav_atomic
+    from .audio.devices import parse_device
+    from .audio.files import check_output_path
+    from .audio.playback import DevicePlayback, RecordingPlayback
+    from .audio.sources import EchoSource, FileSource, MicrophoneSource
 
     faulthandler.enable()  # a watchdog SIGABRT then logs every thread's stack to the journal
     notifier = Notifier()
@@ -795,20 +790,19 @@ def serve(
     notifier.status("loading models")
     wake = None
     if wake_paths:
-        from .wakeword import WakeWordDetector
+        from .wake.detector import WakeWordDetector
 
         wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
     voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
     tools = build_tools(config)
     engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations())
-    playback: Playback = (
-        VirtualPlayback(voice.sample_rate)
-        if output_path
-        else DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
-    )
+    recording = RecordingPlayback(voice.sample_rate) if output_path else None
+    playback: Playback = recording or DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
+    if recording is not None:
+        source = EchoSource(source, recording, echo_gain)
     assistant = Assistant(
         config, engine, voice, source, playback, wake, EventLog(sys.stdout if events else None), notifier,
-        wait_for_replies=bool(input_file) and not realtime, echo_gain=echo_gain, tools=tools,
+        wait_for_replies=bool(input_file) and not realtime, tools=tools,
     )
     install_signal_handlers(assistant)
     log.info("ready: wake %s, models loaded", ", ".join(path.name for path in wake_paths) or "off (voice activity)")
@@ -819,8 +813,8 @@ def serve(
         if not assistant.turn_running:
             engine.close()
         notifier.close()
-    if isinstance(playback, VirtualPlayback) and output_path is not None:
-        write_wav_atomic(output_path, playback.recording(), playback.sample_rate)
+    if recording is not None and output_path is not None:
+        recording.save(output_path)
     if assistant.turn_running:
         # Stopped while the worker is inside a native call that cannot be
         # interrupted (the audio encoder): end now, without the interpreter's

@@ -17,16 +17,22 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio_io import AudioSink
+from .audio.files import to_model_rate
+from .audio.format import Audio
+from .audio.playback import Playback
 from .errors import ModelFileError
+from .onnx_session import open_session
 
 log = logging.getLogger(__name__)
 
 
 class PiperSpeech:
-    """A loaded Piper voice."""
+    """A loaded Piper voice. ``noise`` off removes the generator's randomness, so
+    the same text is the same audio every time (tests that score speech)."""
 
-    def __init__(self, voice_path: Path, speaker: int = -1, length_scale: float = 1.0, threads: int = 1) -> None:
+    def __init__(
+        self, voice_path: Path, speaker: int = -1, length_scale: float = 1.0, threads: int = 1, noise: bool = True
+    ) -> None:
         from piper import SynthesisConfig
 
         config_path = Path(f"{voice_path}.json")
@@ -38,35 +44,34 @@ class PiperSpeech:
             self.voice = _load_voice(voice_path, config_path, threads)
         except (json.JSONDecodeError, KeyError) as error:
             raise ModelFileError(f"invalid Piper voice config {config_path}: {error}") from None
-        except Exception as error:  # onnxruntime raises its own exception types
-            raise ModelFileError(f"cannot load Piper voice {voice_path}: {str(error).splitlines()[0]}") from None
         speakers = self.voice.config.num_speakers
         if speaker >= speakers:
             raise ModelFileError(f"voice {voice_path.name} has {speakers} speaker(s); tts.speaker = {speaker} is out of range")
         self.sample_rate = self.voice.config.sample_rate
-        self._synthesis = SynthesisConfig(speaker_id=speaker if speaker >= 0 else None, length_scale=length_scale)
+        self._synthesis = SynthesisConfig(
+            speaker_id=speaker if speaker >= 0 else None, length_scale=length_scale,
+            noise_scale=None if noise else 0.0, noise_w_scale=None if noise else 0.0,
+        )
 
     def synthesize(self, text: str) -> np.ndarray:
         """float32 samples at :attr:`sample_rate`."""
         chunks = [chunk.audio_float_array for chunk in self.voice.synthesize(text, syn_config=self._synthesis)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
+    def synthesize_16k(self, text: str) -> Audio:
+        """``text`` spoken as 16 kHz mono, the input's format: the questions that
+        tests and benchmarks put to the assistant."""
+        return to_model_rate(Audio(self.synthesize(text), self.sample_rate))
+
 
 def _load_voice(voice_path: Path, config_path: Path, threads: int):  # noqa: ANN202 - piper.PiperVoice
-    """PiperVoice.load with our own onnxruntime session options: a few threads so
-    synthesis does not fight llama.cpp's threads for the cores while the reply is
-    still being generated, and no memory arena, so the hundreds of MiB a long
-    sentence needs are returned afterwards instead of being kept for good."""
-    import onnxruntime
+    """PiperVoice.load with our own onnxruntime session (onnx_session): synthesis
+    runs while the reply is still being generated, beside llama.cpp."""
     from piper import PiperVoice
     from piper.config import PiperConfig
 
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.enable_cpu_mem_arena = False
     config = PiperConfig.from_dict(json.loads(config_path.read_text(encoding="utf-8")))
-    session = onnxruntime.InferenceSession(str(voice_path), sess_options=options, providers=["CPUExecutionProvider"])
+    session = open_session(voice_path, "Piper voice", threads, memory_arena=False)
     return PiperVoice(config=config, session=session)
 
 
@@ -74,7 +79,7 @@ def _load_voice(voice_path: Path, config_path: Path, threads: int):  # noqa: ANN
 class SpeechStats:
     sentences: int = 0
     audio_seconds: float = 0.0
-    first_audio_at: float | None = None  # perf_counter() when the first samples reached the sink
+    first_audio_at: float | None = None  # perf_counter() when the first samples reached the playback
     synth_ms: float = 0.0
 
 
@@ -89,13 +94,13 @@ class SpokenSentence:
 
 
 class StreamingSpeaker:
-    """Sentences in (:meth:`say`), audio out to a sink, on one worker thread."""
+    """Sentences in (:meth:`say`), audio out to a playback, on one worker thread."""
 
     _DONE = object()
 
-    def __init__(self, speech: PiperSpeech, sink: AudioSink) -> None:
+    def __init__(self, speech: PiperSpeech, playback: Playback) -> None:
         self.speech = speech
-        self.sink = sink
+        self.playback = playback
         self.stats = SpeechStats()
         self.spoken: list[SpokenSentence] = []
         self._queue: queue.Queue[object] = queue.Queue()
@@ -128,7 +133,7 @@ class StreamingSpeaker:
 
     def cancel(self) -> None:
         """Drop the sentences not yet spoken (barge-in). Once it returns nothing
-        more reaches the sink, so a playback stopped after it stays silent."""
+        more reaches the playback, so a playback stopped after it stays silent."""
         with self._writing:
             self._cancelled.set()
 
@@ -164,6 +169,6 @@ class StreamingSpeaker:
             log.debug("speaking %.2f s: %s", len(samples) / self.speech.sample_rate, sentence)
             self.stats.sentences += 1
             self.stats.audio_seconds += len(samples) / self.speech.sample_rate
-            start = self.sink.written
-            self.sink.write(samples, self.speech.sample_rate)
-            self.spoken.append(SpokenSentence(reply_chars, start, self.sink.written))
+            start = self.playback.written
+            self.playback.write(samples, self.speech.sample_rate)
+            self.spoken.append(SpokenSentence(reply_chars, start, self.playback.written))

@@ -16,12 +16,12 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
-from .audio_io import MODEL_SAMPLE_RATE, Audio
+from .audio.format import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
-from .engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
 from .errors import AudioInputError
-from .reply_text import HiddenBlockFilter, SentenceSplitter
-from .tool_loop import ToolUse, generate_with_tools
+from .llm.engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
+from .llm.reply_text import HiddenBlockFilter, SentenceSplitter
+from .llm.tool_loop import ToolUse, generate_with_tools
 from .tools import ToolCallRecord
 from .tts import StreamingSpeaker
 from .vad import trim_to_speech
@@ -29,13 +29,13 @@ from .vad import trim_to_speech
 log = logging.getLogger(__name__)
 
 
-def prepare_audio(audio: Audio, settings: AudioConfig) -> Audio:
+def prepare_audio(audio: Audio, settings: AudioConfig, min_speech_ms: int) -> Audio:
     """Trim to the speech and apply the long-audio policy.
 
     Raises :class:`NoSpeechError` when there is no speech, so the model is never
     called for silence.
     """
-    speech = trim_to_speech(audio, settings.vad_aggressiveness, settings.speech_padding_ms)
+    speech = trim_to_speech(audio, settings.vad_aggressiveness, min_speech_ms, settings.speech_padding_ms)
     if speech.seconds > MAX_CLIP_SECONDS and settings.long_audio == "keep_last":
         log.warning(
             "speech is %.1f s, Gemma 4 takes %d s per clip: keeping the last %d s (audio.long_audio = keep_last)",
@@ -233,7 +233,7 @@ def respond_streamed(
     interruption: Interruption | None = None,
 ) -> TurnReply:
     """Evaluate a question while it is spoken, then answer it: the same
-    :class:`~edge_assistant.engine.AudioTurn` as a whole recording, fed in steps.
+    :class:`~edge_assistant.llm.engine.AudioTurn` as a whole recording, fed in steps.
     A pause ends the audio early; the endpoint then finds the turn ready to
     generate. A discarded or cancelled stream rolls the turn back and reports
     "cancelled"."""

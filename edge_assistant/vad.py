@@ -29,7 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import webrtcvad
 
-from .audio_io import MODEL_SAMPLE_RATE, Audio
+from .audio.format import MODEL_SAMPLE_RATE, Audio
 from .config import EndpointConfig
 from .errors import NoSpeechError
 
@@ -37,10 +37,6 @@ FRAME_MS = 30  # find_speech's frames
 FRAME_SAMPLES = MODEL_SAMPLE_RATE * FRAME_MS // 1000
 SMOOTHING_MS = 300
 VOICED_RATIO = 0.6
-# Less voiced audio than this is a cough or a click, not a question.
-MIN_SPEECH_MS = 240
-# Kept after the last voiced frame of a streamed utterance: word endings are soft.
-PADDING_AFTER_SPEECH = MODEL_SAMPLE_RATE * 200 // 1000
 
 # Speech-band edges, up to and including 8 kHz: above 150 Hz (mains hum and
 # rumble carry little speech). The level is their sum; steadiness is judged band
@@ -194,13 +190,15 @@ def speech_frames(samples: np.ndarray, aggressiveness: int) -> np.ndarray:
     return speech
 
 
-def find_speech(audio: Audio, aggressiveness: int = 2, padding_ms: int = 200) -> SpeechSpan:
+def find_speech(audio: Audio, aggressiveness: int, min_speech_ms: int, padding_ms: int) -> SpeechSpan:
     """The span from the first to the last stretch of speech, widened by
-    ``padding_ms`` on each side. Raises :class:`NoSpeechError` if there is none."""
+    ``padding_ms`` on each side (``audio.speech_padding_ms``: word endings are
+    soft). Raises :class:`NoSpeechError` if there is none, or less voiced audio
+    than ``min_speech_ms`` (``endpoint.min_speech_ms``: a cough or a click)."""
     if audio.sample_rate != MODEL_SAMPLE_RATE:
         raise ValueError(f"find_speech needs {MODEL_SAMPLE_RATE} Hz audio, got {audio.sample_rate}")
     speech = speech_frames(audio.samples, aggressiveness)
-    if speech.sum() * FRAME_MS < MIN_SPEECH_MS:
+    if speech.sum() * FRAME_MS < min_speech_ms:
         raise NoSpeechError(f"no speech found in the audio ({audio.seconds:.1f} s); nothing was sent to the model")
     smoothing_frames = SMOOTHING_MS // FRAME_MS
     window = np.ones(smoothing_frames) / smoothing_frames
@@ -215,8 +213,8 @@ def find_speech(audio: Audio, aggressiveness: int = 2, padding_ms: int = 200) ->
     return SpeechSpan(start, end)
 
 
-def trim_to_speech(audio: Audio, aggressiveness: int = 2, padding_ms: int = 200) -> Audio:
-    span = find_speech(audio, aggressiveness, padding_ms)
+def trim_to_speech(audio: Audio, aggressiveness: int, min_speech_ms: int, padding_ms: int) -> Audio:
+    span = find_speech(audio, aggressiveness, min_speech_ms, padding_ms)
     return Audio(audio.samples[span.start : span.end], audio.sample_rate)
 
 
@@ -248,11 +246,14 @@ class Endpointer:
     Speech starts when ``start_ms`` of the last 300 ms is voiced; it ends after
     ``end_silence_ms`` without speech (voiced or trailing frames) or at
     ``max_speech_seconds``. The ``pre_roll_ms`` before the start is kept,
-    because webrtcvad notices a word only after its onset.
+    because webrtcvad notices a word only after its onset, and ``padding_ms``
+    (``audio.speech_padding_ms``) after the last speech, because word endings
+    are soft.
     """
 
-    def __init__(self, config: EndpointConfig, aggressiveness: int, frame_ms: int) -> None:
+    def __init__(self, config: EndpointConfig, aggressiveness: int, frame_ms: int, padding_ms: int) -> None:
         self.config = config
+        self.padding_samples = MODEL_SAMPLE_RATE * padding_ms // 1000
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self.frame_ms = frame_ms
         self._activity = VoiceActivity(aggressiveness, frame_ms)
@@ -278,7 +279,7 @@ class Endpointer:
     def pausing(self) -> bool:
         """In an utterance, and silent for longer than the padding kept after
         speech: if the silence lasts, the utterance ends where it now would."""
-        return self._in_speech and self._last_end - self._speech_end > PADDING_AFTER_SPEECH
+        return self._in_speech and self._last_end - self._speech_end > self.padding_samples
 
     @property
     def length_if_ended(self) -> int | None:
@@ -287,7 +288,7 @@ class Endpointer:
         return self._kept_samples() if self.pausing else None
 
     def _kept_samples(self) -> int:
-        return self._speech_end - self._start_sample + PADDING_AFTER_SPEECH
+        return self._speech_end - self._start_sample + self.padding_samples
 
     def utterance_so_far(self) -> np.ndarray:
         """The open utterance's audio from its start, pre-roll included: what its

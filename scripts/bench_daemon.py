@@ -32,10 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, FileSource, VirtualPlayback, to_model_rate, write_wav_atomic
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
 from edge_assistant.daemon import Assistant, EventLog
-from edge_assistant.engine import GemmaEngine
+from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.vad import Endpointer
 
@@ -56,14 +59,10 @@ QUESTIONS = (
 )
 
 
-def spoken(voice: PiperSpeech, text: str) -> np.ndarray:
-    return to_model_rate(Audio(voice.synthesize(text), voice.sample_rate)).samples
-
-
 def household_stream(voice: PiperSpeech, minutes: float) -> np.ndarray:
     """Mostly quiet room with conversation, noise and music: what a day sounds like."""
     rng = np.random.default_rng(0)
-    speech = [spoken(voice, text) for text in SENTENCES]
+    speech = [voice.synthesize_16k(text).samples for text in SENTENCES]
     parts, total = [], 0
     while total < minutes * 60 * MODEL_SAMPLE_RATE:
         kind = rng.choice(["quiet", "speech", "noise", "music"], p=[0.5, 0.3, 0.1, 0.1])
@@ -90,10 +89,12 @@ def cpu_real_time_factor(process, samples: np.ndarray, frame_samples: int) -> fl
 
 def idle_costs(config: Config, stream: np.ndarray, wake_models: list[Path]) -> dict[str, float]:
     frame_samples = MODEL_SAMPLE_RATE * config.input.frame_ms // 1000
-    endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms)
+    endpointer = Endpointer(
+        config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms, config.audio.speech_padding_ms
+    )
     costs = {"voice activity (webrtcvad endpointer)": cpu_real_time_factor(endpointer.push, stream, frame_samples)}
     if wake_models:
-        from edge_assistant.wakeword import WakeWordDetector
+        from edge_assistant.wake.detector import WakeWordDetector
 
         detector = WakeWordDetector(wake_models)
         costs[f"wake word ({', '.join(path.stem for path in wake_models)})"] = cpu_real_time_factor(
@@ -104,7 +105,7 @@ def idle_costs(config: Config, stream: np.ndarray, wake_models: list[Path]) -> d
 
 def questions_file(voice: PiperSpeech, workdir: Path, reply_room_seconds: float) -> Path:
     """The questions, each after 1 s of silence and followed by room for its reply."""
-    questions = [spoken(voice, text) for text in QUESTIONS]
+    questions = [voice.synthesize_16k(text).samples for text in QUESTIONS]
     gap = np.zeros(int(MODEL_SAMPLE_RATE * reply_room_seconds), dtype=np.float32)
     stream = np.concatenate([part for question in questions for part in (gap[: MODEL_SAMPLE_RATE], question, gap)])
     path = workdir / "questions.wav"
@@ -121,9 +122,10 @@ def turn_latencies(
     path = questions_file(voice, workdir, 40.0)
     events_path = workdir / "events.jsonl"
     with events_path.open("w") as events:
+        playback = RecordingPlayback(voice.sample_rate)
         assistant = Assistant(
-            config, engine, voice, FileSource(path, config.input.frame_ms, realtime=realtime),
-            VirtualPlayback(voice.sample_rate), None, EventLog(events), wait_for_replies=not realtime,
+            config, engine, voice, EchoSource(FileSource(path, config.input.frame_ms, realtime=realtime), playback),
+            playback, None, EventLog(events), wait_for_replies=not realtime,
         )
         assistant.run()
     turns = [event for event in map(json.loads, events_path.read_text().splitlines()) if event["event"] == "turn"]
@@ -135,7 +137,7 @@ def sigterm_during_prefill(
 ) -> tuple[float, int]:
     """(seconds from SIGTERM to exit, exit code) for ``edge-assistant run`` sent
     SIGTERM 3 s into a long streamed question, while its prefill runs."""
-    question = np.concatenate([spoken(voice, QUESTIONS[2])] * 3)  # about 15 s
+    question = np.concatenate([voice.synthesize_16k(QUESTIONS[2]).samples] * 3)  # about 15 s
     path = workdir / "long_question.wav"
     write_wav_atomic(path, np.concatenate([np.zeros(MODEL_SAMPLE_RATE, dtype=np.float32), question]), MODEL_SAMPLE_RATE)
     settings = workdir / "sigterm.toml"

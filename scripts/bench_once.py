@@ -21,9 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_assistant.audio_io import Audio, NullSink, to_model_rate
-from edge_assistant.config import AudioConfig, EngineConfig
-from edge_assistant.engine import GemmaEngine
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
+from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker
 from edge_assistant.turn import prepare_audio, run_turn
 
@@ -57,9 +58,10 @@ def default_voice() -> Path:
 
 
 def spoken(voice: PiperSpeech, text: str) -> Audio:
-    samples = voice.synthesize(text)
-    padded = np.concatenate([np.zeros(voice.sample_rate // 2, np.float32), samples, np.zeros(voice.sample_rate, np.float32)])
-    return to_model_rate(Audio(padded, voice.sample_rate))
+    """The question with half a second of silence before it and a second after."""
+    samples = voice.synthesize_16k(text).samples
+    padded = np.concatenate([np.zeros(MODEL_SAMPLE_RATE // 2, np.float32), samples, np.zeros(MODEL_SAMPLE_RATE, np.float32)])
+    return Audio(padded, MODEL_SAMPLE_RATE)
 
 
 def peak_rss_mib() -> float:
@@ -96,8 +98,8 @@ def main() -> int:
         samples.setdefault("load", []).append((time.perf_counter() - load_started) * 1000)
         with engine:
             started = time.perf_counter()
-            speech = prepare_audio(questions[0], AudioConfig())
-            result = run_turn(engine, speech, StreamingSpeaker(voice, NullSink()), started)
+            speech = prepare_audio(questions[0], AudioConfig(), EndpointConfig().min_speech_ms)
+            result = run_turn(engine, speech, StreamingSpeaker(voice, RecordingPlayback(voice.sample_rate)), started)
         for name, value in result.timings_ms.items():
             samples.setdefault(name, []).append(value)
         samples.setdefault("generated_tokens", []).append(result.tokens["generated"])
@@ -114,7 +116,7 @@ def main() -> int:
         engine_rss = rss_mib()
         system = engine.system_prompt_tokens
         for number, question in enumerate(questions, start=1):
-            stats = engine.respond(prepare_audio(question, AudioConfig()).samples).stats
+            stats = engine.respond(prepare_audio(question, AudioConfig(), EndpointConfig().min_speech_ms).samples).stats
             # A stateless call (what llama-cpp-python's chat handler does) clears the
             # KV cache and evaluates the system prompt and the whole history again.
             without_reuse = stats.context_tokens - 2

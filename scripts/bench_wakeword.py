@@ -27,18 +27,14 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.errors import ModelFileError
-from edge_assistant.models import resolve_wake
-from edge_assistant.wakeword import SAMPLE_RATE, WakeWordDetector
-from edge_assistant.wakeword_train import (
-    PLAIN,
-    SENTENCES,
-    UNSEEN_SENTENCES,
-    TrainOptions,
-    load_speakers,
-    music,
-    train,
-)
+from edge_assistant.models.manifest import resolve_wake
+from edge_assistant.wake.augment import music
+from edge_assistant.wake.detector import WakeWordDetector
+from edge_assistant.wake.phrases import SENTENCES, UNSEEN_SENTENCES
+from edge_assistant.wake.synthesis import PLAIN, load_speakers
+from edge_assistant.wake.train import TrainOptions, train
 
 FRAME = 480  # 30 ms, the daemon's frame
 # Speech the trainer never said, plus two sentences that share sounds with "hey tessa".
@@ -63,7 +59,7 @@ def say(speaker, text: str, length_scale: float) -> np.ndarray:
 def recall_streams(speaker, phrase: str, rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
     """The phrase after other speech, at 4 speeds x 3 noise levels; (audio, phrase end s)."""
     lead = say(speaker, "Okay, let me think.", 1.0)
-    gap = np.zeros(int(0.7 * SAMPLE_RATE), np.float32)
+    gap = np.zeros(int(0.7 * MODEL_SAMPLE_RATE), np.float32)
     streams = []
     for length_scale in (0.8, 0.95, 1.1, 1.3):
         take = say(speaker, phrase, length_scale)
@@ -71,7 +67,7 @@ def recall_streams(speaker, phrase: str, rng: np.random.Generator) -> list[tuple
             level = rng.uniform(0.2, 0.6)
             audio = np.concatenate([gap, lead * level, gap, take * level, gap, gap, gap])
             audio = audio + rng.standard_normal(len(audio)).astype(np.float32) * noise_level
-            streams.append((audio, (2 * len(gap) + len(lead) + len(take)) / SAMPLE_RATE))
+            streams.append((audio, (2 * len(gap) + len(lead) + len(take)) / MODEL_SAMPLE_RATE))
     return streams
 
 
@@ -80,16 +76,16 @@ def other_audio(speaker, minutes: float, rng: np.random.Generator) -> np.ndarray
     texts = OTHER_SPEECH + tuple(s for s in SENTENCES[::3])
     takes = [say(speaker, text, length_scale) for text in texts for length_scale in (0.9, 1.15)]
     parts, total = [], 0
-    while total < minutes * 60 * SAMPLE_RATE:
+    while total < minutes * 60 * MODEL_SAMPLE_RATE:
         kind = rng.random()
         if kind < 0.8:
             part = takes[rng.integers(len(takes))] * rng.uniform(0.1, 0.6)
         elif kind < 0.9:
-            part = music(int(rng.uniform(3, 8) * SAMPLE_RATE), rng) * 0.05
+            part = music(int(rng.uniform(3, 8) * MODEL_SAMPLE_RATE), rng) * 0.05
         else:
-            part = np.zeros(int(rng.uniform(1, 4) * SAMPLE_RATE), np.float32)
+            part = np.zeros(int(rng.uniform(1, 4) * MODEL_SAMPLE_RATE), np.float32)
         part = part + rng.standard_normal(len(part)).astype(np.float32) * rng.choice([0.001, 0.01])
-        pause = np.zeros(int(rng.uniform(0.3, 1.5) * SAMPLE_RATE), np.float32)
+        pause = np.zeros(int(rng.uniform(0.3, 1.5) * MODEL_SAMPLE_RATE), np.float32)
         parts += [part.astype(np.float32), pause]
         total += len(part) + len(pause)
     return np.concatenate(parts)
@@ -133,7 +129,7 @@ def main() -> None:
         for audio, end in streams:
             detector = WakeWordDetector([model])  # each stream has its own time base
             hits = stream(detector, audio)
-            found += any(-0.2 <= hit.end_sample / SAMPLE_RATE - end <= 1.0 for hit in hits)
+            found += any(-0.2 <= hit.end_sample / MODEL_SAMPLE_RATE - end <= 1.0 for hit in hits)
             peaks.append(detector.highest.score)
         print(
             f"fresh speech:    recall {found}/{len(streams)} (4 speeds x 3 noise levels, after other speech) at "
@@ -145,12 +141,12 @@ def main() -> None:
         started = time.process_time()
         false_accepts = stream(detector, other)
         cpu = time.process_time() - started
-        hours = len(other) / SAMPLE_RATE / 3600
+        hours = len(other) / MODEL_SAMPLE_RATE / 3600
         print(
             f"fresh negatives: {len(false_accepts)} false accepts in {hours * 60:.1f} min of other speech, music and "
             f"noise ({len(false_accepts) / hours:.1f}/h); highest score {detector.highest.score:.2f}"
         )
-        seconds = len(other) / SAMPLE_RATE
+        seconds = len(other) / MODEL_SAMPLE_RATE
         print(
             f"detection cost:  {cpu / seconds * 1000:.1f} ms CPU per second of audio (real-time factor {cpu / seconds:.4f}), "
             f"{cpu / (seconds * WakeWordDetector.STEPS_PER_SECOND) * 1000:.2f} ms per 80 ms step, 1 thread"

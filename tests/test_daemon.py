@@ -17,10 +17,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
 from edge_assistant.daemon import EARCON_DELAY_MS, Assistant, EventLog
-from edge_assistant.engine import ENCODER_BLOCK_TOKENS
+from edge_assistant.llm.engine import ENCODER_BLOCK_TOKENS
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 
@@ -120,7 +123,7 @@ class ScriptedWake:
     seen: int = 0
 
     def process(self, samples: np.ndarray):
-        from edge_assistant.wakeword import WakeDetection
+        from edge_assistant.wake.detector import WakeDetection
 
         before = self.seen / MODEL_SAMPLE_RATE
         self.seen += len(samples)
@@ -173,10 +176,10 @@ def assistant_for(
     config = Config()
     config.conversation.stream_audio = stream_audio
     events_file = (events_path or stream.with_suffix(".jsonl")).open("w")
-    playback = VirtualPlayback(voice.sample_rate)
+    playback = RecordingPlayback(voice.sample_rate)
+    source = EchoSource(FileSource(stream, config.input.frame_ms), playback, echo_gain)
     assistant = Assistant(
-        config, engine, voice, FileSource(stream, config.input.frame_ms), playback, wake, EventLog(events_file),
-        wait_for_replies=True, echo_gain=echo_gain, respond=respond,
+        config, engine, voice, source, playback, wake, EventLog(events_file), wait_for_replies=True, respond=respond,
     )
     return assistant, playback, events_file
 
@@ -249,7 +252,7 @@ def test_question_in_one_breath_with_the_wake_word_is_whole_and_gets_no_earcon(
 ) -> None:
     """"Hey Jarvis what's the time" without a pause: the utterance starts where
     the wake phrase ended, and no earcon is played (or heard back) over it."""
-    from edge_assistant.wakeword import WakeWordDetector
+    from edge_assistant.wake.detector import WakeWordDetector
 
     sentence = speak("Hey Jarvis what's the time?")
     stream = write_stream(tmp_path / "in.wav", silence(1.0), sentence, silence(4.0))
@@ -451,7 +454,7 @@ def test_with_a_wake_word_speech_noise_and_music_start_nothing(twin, wake_model:
 def test_spoken_wake_word_during_the_reply_is_a_barge_in(storyteller, voice, wake_model: Path, tmp_path: Path) -> None:
     """The wake model hears the phrase during the reply and stops it."""
     from conftest import WAKE_PHRASE
-    from edge_assistant.wakeword import WakeWordDetector
+    from edge_assistant.wake.detector import WakeWordDetector
 
     first = speak("Tell me a long story about dragons.")
     # The reply starts 0.8 s after the question ends (endpointing); speak the wake

@@ -133,16 +133,16 @@ def test_dry_run_changes_nothing() -> None:
 def test_dry_run_models_match_the_manifest(tmp_path: Path) -> None:
     """The script reads the shipped manifest itself (it runs before the venv
     exists); its count, size and projector names agree with edge_assistant.models."""
-    from edge_assistant import models
+    from edge_assistant.models.manifest import SYSTEM_MODELS_DIR, audio_projector_path, load_manifest
 
-    manifest = models.load_manifest()
+    manifest = load_manifest()
     result = provision("--dry-run", "--prefix", str(tmp_path))
     total_gb = sum(file.size for file in manifest) / 1e9
     assert f"download {len(manifest)} files, {total_gb:.1f} GB" in result.stdout, result.stdout
     models_dir = Path(plan(result.stdout)["models"])
-    assert models_dir == tmp_path / models.SYSTEM_MODELS_DIR.relative_to("/")
+    assert models_dir == tmp_path / SYSTEM_MODELS_DIR.relative_to("/")
     mmproj = models_dir / next(file.filename for file in manifest if file.role == "mmproj")
-    assert f"models slim {mmproj} {models.audio_projector_path(mmproj)}" in result.stdout, result.stdout
+    assert f"models slim {mmproj} {audio_projector_path(mmproj)}" in result.stdout, result.stdout
     assert not any(tmp_path.iterdir()), "a dry run wrote into the prefix"
 
 
@@ -224,13 +224,14 @@ def test_unit_agrees_with_the_script() -> None:
 
 
 def test_unit_agrees_with_the_daemon() -> None:
-    from edge_assistant import errors, models
+    from edge_assistant import errors
+    from edge_assistant.models.manifest import SYSTEM_MODELS_DIR
     from edge_assistant.systemd import Notifier
 
     service = parse_unit(UNIT.read_text())["Service"]
     # The models live in the StateDirectory, where the daemon looks by default.
-    assert models.SYSTEM_MODELS_DIR.parent == Path("/var/lib") / service["StateDirectory"][0]
-    assert f"-{models.SYSTEM_MODELS_DIR}" in service["ReadOnlyPaths"]
+    assert SYSTEM_MODELS_DIR.parent == Path("/var/lib") / service["StateDirectory"][0]
+    assert f"-{SYSTEM_MODELS_DIR}" in service["ReadOnlyPaths"]
     # Type=notify with a watchdog: the daemon pings at half of WatchdogSec.
     assert service["Type"] == ["notify"]
     watchdog_s = int(service["WatchdogSec"][0].removesuffix("s"))
@@ -346,15 +347,15 @@ def test_prefix_install_is_idempotent(tmp_path: Path) -> None:
     assert "nothing to change" in dry.stdout, dry.stdout
 
     # Models present (sparse files of the manifest's sizes, the audio-only projector
-    # named as models.audio_projector_path names it): nothing to download.
-    from edge_assistant import models
+    # named as manifest.audio_projector_path names it): nothing to download.
+    from edge_assistant.models.manifest import audio_projector_path, load_manifest
 
     models_dir = Path(paths["models"])
-    for file in models.load_manifest():
+    for file in load_manifest():
         with open(file.path(models_dir), "wb") as f:
             f.truncate(file.size)
         if file.role == "mmproj":
-            models.audio_projector_path(file.path(models_dir)).write_bytes(b"")
+            audio_projector_path(file.path(models_dir)).write_bytes(b"")
     with_models = provision("--prefix", str(prefix), "--no-service")
     assert "nothing to change" in with_models.stdout, with_models.stdout
     assert re.search(r"^ok +models: all files", with_models.stdout, re.M), with_models.stdout

@@ -8,15 +8,15 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio
-from edge_assistant.config import EndpointConfig
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.config import AudioConfig, EndpointConfig
 from edge_assistant.vad import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded, find_speech
 
 from speech import NOISE_KINDS, concat, dbfs, noise, silence, speak
 
 
 def run(samples: np.ndarray, config: EndpointConfig = EndpointConfig(), frame_ms: int = 30) -> list[object]:
-    endpointer = Endpointer(config, aggressiveness=2, frame_ms=frame_ms)
+    endpointer = Endpointer(config, aggressiveness=2, frame_ms=frame_ms, padding_ms=AudioConfig().speech_padding_ms)
     size = endpointer.frame_samples
     events = []
     for start in range(0, len(samples) - size + 1, size):
@@ -181,7 +181,7 @@ def rising_during(kind: str) -> Case:
 
 def run_timed(samples: np.ndarray, frame_ms: int = 30) -> list[tuple[object, int]]:
     """Each event and the end_sample of the frame that produced it."""
-    endpointer = Endpointer(EndpointConfig(), aggressiveness=2, frame_ms=frame_ms)
+    endpointer = Endpointer(EndpointConfig(), aggressiveness=2, frame_ms=frame_ms, padding_ms=AudioConfig().speech_padding_ms)
     size = endpointer.frame_samples
     events = []
     for start in range(0, len(samples) - size + 1, size):
@@ -261,7 +261,7 @@ def test_find_speech_ends_where_the_speech_ends_when_noise_follows(kind: str) ->
     case = gated_then_noise(kind)
     start, end = case.where.extent(case.noise_db)
     padding = 200 * MODEL_SAMPLE_RATE // 1000
-    span = find_speech(Audio(case.stream, MODEL_SAMPLE_RATE), padding_ms=200)
+    span = find_speech(Audio(case.stream, MODEL_SAMPLE_RATE), 2, EndpointConfig().min_speech_ms, padding_ms=200)
     assert span.start <= start and end <= span.end <= end + END_TOLERANCE_MS * MODEL_SAMPLE_RATE // 1000 + padding
 
 

@@ -8,14 +8,16 @@ import dataclasses
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import Audio
-from edge_assistant.config import AudioConfig, EngineConfig
-from edge_assistant.engine import GemmaEngine, Interruption, TurnCancelled
+from edge_assistant.audio.format import Audio
+from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
 from edge_assistant.errors import AudioInputError, UsageError
+from edge_assistant.llm.engine import GemmaEngine, Interruption, TurnCancelled
 from edge_assistant.turn import prepare_audio
 
 from scripted import ScriptedEngine
 from speech import concat, silence, speak
+
+MIN_SPEECH_MS = EndpointConfig().min_speech_ms
 
 pytestmark = pytest.mark.slow
 TURN_END_TOKENS = 2  # "<turn|>" "\n", evaluated after each reply to keep the history
@@ -82,7 +84,7 @@ def long_speech(seconds: float) -> Audio:
 
 
 def test_35_seconds_split_into_30_second_clips(engine: GemmaEngine) -> None:
-    speech = prepare_audio(long_speech(35), AudioConfig())
+    speech = prepare_audio(long_speech(35), AudioConfig(), MIN_SPEECH_MS)
     assert speech.seconds > 33
     engine.reset_history()
     stats = engine.respond(speech.samples).stats
@@ -91,7 +93,7 @@ def test_35_seconds_split_into_30_second_clips(engine: GemmaEngine) -> None:
 
 
 def test_keep_last_keeps_30_seconds(engine: GemmaEngine, caplog: pytest.LogCaptureFixture) -> None:
-    speech = prepare_audio(long_speech(35), AudioConfig(long_audio="keep_last"))
+    speech = prepare_audio(long_speech(35), AudioConfig(long_audio="keep_last"), MIN_SPEECH_MS)
     assert speech.seconds == pytest.approx(30.0, abs=0.01)
     assert "keeping the last 30 s" in caplog.text
     engine.reset_history()
@@ -100,7 +102,7 @@ def test_keep_last_keeps_30_seconds(engine: GemmaEngine, caplog: pytest.LogCaptu
 
 def test_speech_over_max_seconds_is_refused() -> None:
     with pytest.raises(AudioInputError, match="audio.max_seconds"):
-        prepare_audio(long_speech(40), AudioConfig(max_seconds=32))
+        prepare_audio(long_speech(40), AudioConfig(max_seconds=32), MIN_SPEECH_MS)
 
 
 def test_audio_that_cannot_fit_the_context_is_a_clear_error(twin) -> None:
@@ -296,7 +298,7 @@ def test_cancel_is_per_turn(engine: GemmaEngine) -> None:
     turn = engine.begin_turn(5.0)
     turn.feed(question_of(2.0))
     turn.cancel()
-    from edge_assistant.engine import TurnCancelled
+    from edge_assistant.llm.engine import TurnCancelled
 
     with pytest.raises(TurnCancelled):
         turn.feed(question_of(2.0))
@@ -310,7 +312,7 @@ def test_encoder_reach_covers_how_far_a_window_start_travels(layers: int) -> Non
     """Follow a difference in a window's first token through gemma4a's layers:
     attention over 12-token blocks that see 12 tokens back, then a causal
     convolution of kernel 5."""
-    from edge_assistant.engine import ENCODER_BLOCK_TOKENS, encoder_reach_tokens
+    from edge_assistant.llm.engine import ENCODER_BLOCK_TOKENS, encoder_reach_tokens
 
     differing = 1  # tokens [0, differing) differ from the clip-start encoding
     for _ in range(layers):

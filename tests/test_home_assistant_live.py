@@ -183,9 +183,9 @@ def test_a_spoken_request_switches_the_light_through_the_model_turn(
     against the server, and the reply after it is what is spoken."""
     import numpy as np
 
-    from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio
-    from edge_assistant.tool_calls import render_tool_call
-    from edge_assistant.tool_loop import ToolUse
+    from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+    from edge_assistant.llm.tool_calls import render_tool_call
+    from edge_assistant.llm.tool_loop import ToolUse
     from edge_assistant.tools.setup import build_tools
     from edge_assistant.turn import run_turn
     from scripted import ScriptedEngine

@@ -12,8 +12,9 @@ import threading
 import numpy as np
 import pytest
 
-from edge_assistant import audio_io
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, MicrophoneSource
+from edge_assistant.audio import devices, sources
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
+from edge_assistant.audio.sources import MicrophoneSource
 from edge_assistant.config import Config, apply_overrides
 from edge_assistant.errors import AudioDeviceError, UsageError
 
@@ -51,7 +52,7 @@ def test_failing_and_stalling_device_is_reopened_and_reported(
     monkeypatch: pytest.MonkeyPatch, fast_recovery: None
 ) -> None:
     fake = fake_input(["fail", "fail", "audio", "audio"])
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(sources, "import_sounddevice", lambda: fake)
     pings, statuses = [], []
     source = MicrophoneSource(None, 30, on_idle=lambda: pings.append(1), on_status=statuses.append)
     frames = collect(source, 1.9)
@@ -66,7 +67,7 @@ def test_failing_and_stalling_device_is_reopened_and_reported(
 
 def test_device_without_16k_is_captured_natively_and_resampled(monkeypatch: pytest.MonkeyPatch, fast_recovery: None) -> None:
     fake = fake_input(["audio"], rates=(48000,))
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(sources, "import_sounddevice", lambda: fake)
     frames = collect(MicrophoneSource(None, 30), 0.9)
     assert fake.opened == [(48000, 1)]
     samples = np.concatenate([frame.samples for frame in frames])
@@ -84,7 +85,7 @@ def test_multichannel_device_gives_the_chosen_channel_at_16k_mono(
     monkeypatch: pytest.MonkeyPatch, fast_recovery: None, channel_counts: tuple[int, ...], rates: tuple[int, ...], channel: int
 ) -> None:
     fake = fake_input(["audio"], rates=rates, channel_counts=channel_counts)
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(sources, "import_sounddevice", lambda: fake)
     frames = collect(MicrophoneSource(None, 30, channel=channel), 0.9)
     assert fake.opened == [(16000 if 16000 in rates else rates[0], min(channel_counts))]
     samples = np.concatenate([frame.samples for frame in frames])
@@ -100,7 +101,7 @@ def test_multichannel_device_gives_the_chosen_channel_at_16k_mono(
 
 
 def test_channel_out_of_range_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake_input([], channel_counts=(2,)))
+    monkeypatch.setattr(sources, "import_sounddevice", lambda: fake_input([], channel_counts=(2,)))
     with pytest.raises(AudioDeviceError) as raised:
         MicrophoneSource(None, 30, channel=2)  # before the models load, not when the first frame is read
     assert str(raised.value) == "input.channel = 2 is out of range: input device fake HAT has 2 channel(s), numbered from 0"
@@ -111,7 +112,7 @@ def test_channel_out_of_range_is_a_one_line_error(monkeypatch: pytest.MonkeyPatc
 def test_queue_is_bounded_and_drops_are_reported(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setattr(MicrophoneSource, "QUEUE_SECONDS", 0.2)
     fake = fake_input(["audio"])
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(sources, "import_sounddevice", lambda: fake)
     source = MicrophoneSource(None, 30)
     frames = source.frames()
     first = next(frames)  # the fake then delivers 1 s at once into a 0.2 s queue
@@ -131,7 +132,7 @@ def test_queue_is_bounded_and_drops_are_reported(monkeypatch: pytest.MonkeyPatch
 
 
 def test_drop_reports_are_rate_limited(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake_input([]))
+    monkeypatch.setattr(sources, "import_sounddevice", lambda: fake_input([]))
     source = MicrophoneSource(None, 30)
     for dropped in (3, 5, 9):  # three bursts within the report interval: one warning
         source.dropped_chunks = dropped
@@ -155,7 +156,7 @@ def test_devices_listed_or_a_clear_error(monkeypatch: pytest.MonkeyPatch, capsys
 
     fake = fake_input([])
     fake.query_devices = lambda: Devices([1, 2])
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(devices, "import_sounddevice", lambda: fake)
     assert main(["devices"]) == 0
     assert capsys.readouterr().out.strip() == listing
 

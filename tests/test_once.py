@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge_assistant import audio_io, engine
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, write_wav_atomic
+from edge_assistant.audio import files as audio_files, playback as playback_module
+from edge_assistant.llm import engine
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.cli import main
-from edge_assistant.engine import TurnReply, TurnStats
+from edge_assistant.llm.engine import TurnReply, TurnStats
 
 from fake_sounddevice import fake_output
 from speech import VOICE_PATH, concat, noise, silence, speak
@@ -112,16 +114,16 @@ def test_spoken_reply_plays_through_one_stream_to_its_end(
     tmp_path: Path, question_wav: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     fake = fake_output()  # takes the voice's 22,050 Hz mono: what is written is played untouched
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(playback_module, "import_sounddevice", lambda: fake)
     monkeypatch.setattr(engine, "GemmaEngine", ScriptedGemma)
     written: list[np.ndarray] = []
-    queue_write = audio_io.DevicePlayback.write
+    queue_write = playback_module.DevicePlayback.write
 
-    def record_write(self: audio_io.DevicePlayback, samples: np.ndarray, sample_rate: int) -> None:
+    def record_write(self: playback_module.DevicePlayback, samples: np.ndarray, sample_rate: int) -> None:
         written.append(samples)
         queue_write(self, samples, sample_rate)
 
-    monkeypatch.setattr(audio_io.DevicePlayback, "write", record_write)
+    monkeypatch.setattr(playback_module.DevicePlayback, "write", record_write)
     unused = tmp_path / "unused.gguf"  # ScriptedGemma never opens the model files
     unused.touch()
     config = tmp_path / "config.toml"
@@ -168,10 +170,8 @@ def test_bad_audio_exit_2_one_line_and_out_untouched(
     path = bad_audio_files(tmp_path)[kind]
     if kind == "unreadable" and os.geteuid() == 0:
         # Root reads files whatever their mode: answer the permission check as a user's would.
-        from edge_assistant import audio_io
-
         real_access = os.access
-        monkeypatch.setattr(audio_io.os, "access", lambda p, mode: False if Path(p) == path else real_access(p, mode))
+        monkeypatch.setattr(audio_files.os, "access", lambda p, mode: False if Path(p) == path else real_access(p, mode))
     out = tmp_path / "keep.wav"
     out.write_bytes(b"the user's earlier reply")
     # Deliberately bogus model paths: bad audio must be refused before models load.

@@ -7,8 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_assistant import audio_io
-from edge_assistant.audio_io import DevicePlayback
+from edge_assistant.audio import playback as playback_module
+from edge_assistant.audio.format import Frame
+from edge_assistant.audio.playback import DevicePlayback, RecordingPlayback
+from edge_assistant.audio.sources import EchoSource
 from edge_assistant.errors import AudioDeviceError
 
 from fake_sounddevice import fake_output
@@ -44,7 +46,7 @@ def test_written_voice_is_played_at_a_rate_and_channels_the_device_takes(
     opened: tuple[int, int],
 ) -> None:
     fake = fake_output(rates, channel_counts, default_rate)
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(playback_module, "import_sounddevice", lambda: fake)
     playback = DevicePlayback(None, VOICE_RATE)
     [stream] = fake.streams
     assert (stream.rate, stream.channels) == opened
@@ -67,7 +69,7 @@ def test_written_voice_is_played_at_a_rate_and_channels_the_device_takes(
 
 
 def test_device_that_takes_nothing_we_can_play_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(audio_io, "import_sounddevice", lambda: fake_output((96000,), (8,)))
+    monkeypatch.setattr(playback_module, "import_sounddevice", lambda: fake_output((96000,), (8,)))
     with pytest.raises(AudioDeviceError) as raised:
         DevicePlayback(None, VOICE_RATE)
     message = str(raised.value)
@@ -85,7 +87,7 @@ def test_the_playhead_says_how_much_of_a_reply_was_heard() -> None:
         def synthesize(self, sentence: str) -> np.ndarray:
             return np.ones(len(sentence) * 10, dtype=np.float32)  # 10 samples per character
 
-    playback = audio_io.VirtualPlayback(16000)
+    playback = RecordingPlayback(16000)
     speaker = StreamingSpeaker(Voice(), playback)
     speaker.say("Hello there.", reply_chars=13)  # a space of the next sentence was generated before it ended
     speaker.say("How are you?", reply_chars=25)
@@ -97,7 +99,41 @@ def test_the_playhead_says_how_much_of_a_reply_was_heard() -> None:
     assert speaker.heard_reply_chars(first.end) == 13
     assert speaker.heard_reply_chars(first.end + (second.end - first.end) // 2) == 19
     assert playback.playhead == 0
-    playback.advance(160)  # 10 ms of input time plays 10 ms of output
+    playback.play(160)  # 10 ms of input time plays 10 ms of output
     assert playback.playhead == 160
     playback.stop()
     assert playback.playhead == playback.written
+
+
+class _Silence:
+    """Three 30 ms frames of digital silence, as a FileSource would give them."""
+
+    def frames(self):  # noqa: ANN201
+        return (Frame(np.zeros(480, dtype=np.float32), 480 * (k + 1)) for k in range(3))
+
+    def stop(self) -> None:
+        pass
+
+
+def test_a_recorded_speaker_plays_in_input_time_and_is_heard_at_the_echo_gain() -> None:
+    """``run --input-file --output-file``: each input frame plays as long a piece
+    of the reply into the recording, and the input hears it at the gain."""
+    playback = RecordingPlayback(16000)
+    playback.write(np.ones(600, dtype=np.float32), 16000)
+    frames = list(EchoSource(_Silence(), playback, gain=0.5).frames())
+    assert [frame.end_sample for frame in frames] == [480, 960, 1440]
+    assert np.allclose(frames[0].samples, 0.5)
+    assert np.allclose(frames[1].samples[:120], 0.5) and not frames[1].samples[120:].any()
+    assert not frames[2].samples.any() and not playback.busy
+    recording = playback.recording()
+    assert len(recording) == 1440 and recording[:600].all() and not recording[600:].any()
+
+
+def test_without_echo_the_input_is_untouched_and_drain_plays_the_rest_at_once() -> None:
+    playback = RecordingPlayback(16000)
+    playback.write(np.ones(2000, dtype=np.float32), 16000)
+    frames = list(EchoSource(_Silence(), playback).frames())
+    assert not any(frame.samples.any() for frame in frames)
+    assert playback.busy
+    playback.drain()  # --once --out: nothing clocks it, the whole reply goes in
+    assert not playback.busy and playback.recording().sum() == 2000

@@ -18,18 +18,21 @@ from pathlib import Path
 
 import pytest
 
-from edge_assistant import cli, models
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, write_wav_atomic
+from edge_assistant import cli
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.errors import ModelFileError, UsageError
-from edge_assistant.wakeword import DEFAULT_THRESHOLD, WakeWordDetector
+from edge_assistant.models.download import BASE_URL_ENV
+from edge_assistant.models.manifest import ModelFile, load_manifest, resolve_wake, select
+from edge_assistant.wake.detector import DEFAULT_THRESHOLD, WakeWordDetector
 
 from speech import everyday_audio, noise, phrase_at, tones
 
 PRETRAINED = {"hey_jarvis": "hey jarvis", "alexa": "alexa", "hey_mycroft": "hey mycroft", "hey_rhasspy": "hey rhasspy"}
 
 
-def wake_entries() -> list[models.ModelFile]:
-    return [file for file in models.load_manifest() if file.role == "wake"]
+def wake_entries() -> list[ModelFile]:
+    return [file for file in load_manifest() if file.role == "wake"]
 
 
 class _Quiet(SimpleHTTPRequestHandler):
@@ -60,7 +63,7 @@ def test_models_download_only_wake_fetches_and_verifies_them(
     mirror: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The shipped sizes and sha256s against the real bytes, through the CLI."""
-    monkeypatch.setenv(models.BASE_URL_ENV, mirror)
+    monkeypatch.setenv(BASE_URL_ENV, mirror)
     assert cli.main(["models", "download", "--only", "wake", "--dir", str(tmp_path)]) == 0
     assert sorted(path.name for path in tmp_path.iterdir()) == sorted(
         [file.filename for file in wake_entries()] + [file.filename + ".sha256" for file in wake_entries()]
@@ -80,30 +83,30 @@ def test_download_only_an_unknown_name_is_a_usage_error(capsys: pytest.CaptureFi
 
 def test_a_name_resolves_to_the_manifest_file(openwakeword_models: Path) -> None:
     for item in ("hey_jarvis", "hey_jarvis_v0.1"):
-        assert models.resolve_wake(item, openwakeword_models) == openwakeword_models / "hey_jarvis_v0.1.onnx"
+        assert resolve_wake(item, openwakeword_models) == openwakeword_models / "hey_jarvis_v0.1.onnx"
 
 
 def test_a_missing_pretrained_model_says_how_to_fetch_just_it(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match=r"models download --only alexa --dir .*\(854.2 kB\)"):
-        models.resolve_wake("alexa", tmp_path)
+        resolve_wake("alexa", tmp_path)
 
 
 def test_an_unknown_name_lists_the_pretrained_ones(tmp_path: Path) -> None:
     with pytest.raises(ModelFileError, match="pretrained names are hey_jarvis, alexa, hey_mycroft, hey_rhasspy"):
-        models.resolve_wake("hey_siri", tmp_path)
+        resolve_wake("hey_siri", tmp_path)
 
 
 def test_own_models_and_paths_resolve_as_before(tmp_path: Path) -> None:
     (tmp_path / "hey_tessa.onnx").write_bytes(b"")
-    assert models.resolve_wake("hey_tessa", tmp_path) == tmp_path / "hey_tessa.onnx"
-    assert models.resolve_wake("~/elsewhere/x.onnx", tmp_path) == Path.home() / "elsewhere" / "x.onnx"
+    assert resolve_wake("hey_tessa", tmp_path) == tmp_path / "hey_tessa.onnx"
+    assert resolve_wake("~/elsewhere/x.onnx", tmp_path) == Path.home() / "elsewhere" / "x.onnx"
 
 
 def test_select_keeps_manifest_order() -> None:
-    chosen = models.select(models.load_manifest(), ["hey_rhasspy", "voice"])
+    chosen = select(load_manifest(), ["hey_rhasspy", "voice"])
     assert [file.name for file in chosen] == ["piper-en_us-joe-medium", "hey_rhasspy"]
     with pytest.raises(UsageError):
-        models.select(models.load_manifest(), ["weights"])
+        select(load_manifest(), ["weights"])
 
 
 CONDITIONS = [  # length scale, level, background: as for the trained model's tests
@@ -121,7 +124,7 @@ def test_hey_jarvis_hears_piper_say_it_once_at_its_default_threshold(
     openwakeword_models: Path, length_scale: float, level: float, background
 ) -> None:
     audio, end = phrase_at("hey jarvis", length_scale, level, background())
-    detector = WakeWordDetector([models.resolve_wake("hey_jarvis", openwakeword_models)])
+    detector = WakeWordDetector([resolve_wake("hey_jarvis", openwakeword_models)])
     assert detector.thresholds == [DEFAULT_THRESHOLD]  # release models carry no threshold
     detections = [d for i in range(0, len(audio), 480) for d in detector.process(audio[i : i + 480])]
     assert len(detections) == 1, (detections, detector.highest)
@@ -130,7 +133,7 @@ def test_hey_jarvis_hears_piper_say_it_once_at_its_default_threshold(
 
 def test_each_model_wants_its_own_phrase(openwakeword_models: Path) -> None:
     """All four in one detector: each phrase wakes the model it belongs to."""
-    detector = WakeWordDetector([models.resolve_wake(name, openwakeword_models) for name in PRETRAINED])
+    detector = WakeWordDetector([resolve_wake(name, openwakeword_models) for name in PRETRAINED])
     heard = []
     for name, phrase in PRETRAINED.items():
         if name == "hey_rhasspy":  # the weakest of the four on this voice: see its own test
@@ -143,12 +146,12 @@ def test_each_model_wants_its_own_phrase(openwakeword_models: Path) -> None:
 
 def test_hey_rhasspy_hears_a_clear_take(openwakeword_models: Path) -> None:
     audio, _ = phrase_at("hey rhasspy", 1.0, 0.5, noise(10.0, 0.002, seed=9))
-    detector = WakeWordDetector([models.resolve_wake("hey_rhasspy", openwakeword_models)])
+    detector = WakeWordDetector([resolve_wake("hey_rhasspy", openwakeword_models)])
     assert [d.name for d in detector.process(audio)] == ["hey_rhasspy_v0.1"]
 
 
 def test_all_four_sleep_through_a_minute_of_other_speech_noise_and_music(openwakeword_models: Path) -> None:
-    detector = WakeWordDetector([models.resolve_wake(name, openwakeword_models) for name in PRETRAINED])
+    detector = WakeWordDetector([resolve_wake(name, openwakeword_models) for name in PRETRAINED])
     assert detector.process(everyday_audio()) == [], detector.highest
 
 
@@ -168,7 +171,7 @@ def test_a_configured_models_dir_with_a_tilde_is_the_home_directory(
     mirror: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.setenv(models.BASE_URL_ENV, mirror)
+    monkeypatch.setenv(BASE_URL_ENV, mirror)
     monkeypatch.chdir(tmp_path)
     config = tmp_path / "config.toml"
     config.write_text('[models]\ndir = "~/models"\n')

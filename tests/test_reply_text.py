@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_assistant.reply_text import HiddenBlockFilter, SentenceSplitter, strip_hidden_blocks
+from edge_assistant.llm.reply_text import HiddenBlockFilter, SentenceSplitter, strip_hidden_blocks
 
 
 def stream(text: str, size: int) -> list[str]:

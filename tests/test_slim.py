@@ -1,4 +1,4 @@
-"""``edge_assistant.models.slim_projector`` against the real mtmd loader, on a
+"""``edge_assistant.models.slim.slim_projector`` against the real mtmd loader, on a
 twin projector laid out like the published Gemma 4 E2B mmproj files (a gemma4v
 vision tower and the gemma4a audio tower in one file), and what the vision
 tower costs in memory.
@@ -26,7 +26,9 @@ import gguf
 import numpy as np
 import pytest
 
-from edge_assistant import models
+from edge_assistant.models.manifest import audio_projector_path, load_manifest, resolve
+from edge_assistant.models.slim import _is_vision_tensor, slim_projector
+
 from speech import speak
 
 from twin_generator import REPO_ROOT, load_make_twin
@@ -57,13 +59,13 @@ def twin_av():
 @pytest.fixture(scope="module")
 def slimmed(twin_av, tmp_path_factory) -> Path:
     _, full = twin_av
-    dst = models.audio_projector_path(tmp_path_factory.mktemp("slim") / full.name)
+    dst = audio_projector_path(tmp_path_factory.mktemp("slim") / full.name)
     assert dst.name == "twin-e2b-mmproj-av.audio.gguf"
-    return models.slim_projector(full, dst)
+    return slim_projector(full, dst)
 
 
 def tensor_bytes(reader: gguf.GGUFReader, vision: bool) -> int:
-    return sum(int(t.n_bytes) for t in reader.tensors if models._is_vision_tensor(t.name) == vision)
+    return sum(int(t.n_bytes) for t in reader.tensors if _is_vision_tensor(t.name) == vision)
 
 
 # --------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def test_av_projector_is_laid_out_like_the_published_ones(twin_av, twin):
     assert not any(n.startswith("v.std_") for n in names)  # E2B: standardize = false
     # the audio tower is the default twin's, tensor for tensor
     audio_only = {t.name: t for t in gguf.GGUFReader(twin.mmproj).tensors}
-    audio = [t for t in r.tensors if not models._is_vision_tensor(t.name)]
+    audio = [t for t in r.tensors if not _is_vision_tensor(t.name)]
     assert [t.name for t in audio] == list(audio_only)
     for t in audio:
         assert t.tensor_type == audio_only[t.name].tensor_type
@@ -127,7 +129,7 @@ def test_twin_vision_to_audio_ratio_is_the_real_one(twin_av):
 def test_slim_copy_holds_exactly_the_audio_tower(twin_av, slimmed, twin):
     _, full = twin_av
     before, after = gguf.GGUFReader(full), gguf.GGUFReader(slimmed)
-    assert [t.name for t in after.tensors] == [t.name for t in before.tensors if not models._is_vision_tensor(t.name)]
+    assert [t.name for t in after.tensors] == [t.name for t in before.tensors if not _is_vision_tensor(t.name)]
     assert [t.name for t in after.tensors] == [t.name for t in gguf.GGUFReader(twin.mmproj).tensors]
     assert after.fields["clip.has_vision_encoder"].contents() is False
     assert not [k for k in after.fields if k.startswith("clip.vision.")]
@@ -187,7 +189,7 @@ ENGINE = """
     from pathlib import Path
     import numpy as np
     from edge_assistant.config import EngineConfig
-    from edge_assistant.engine import GemmaEngine
+    from edge_assistant.llm.engine import GemmaEngine
     samples = np.load(sys.argv[3])
     with GemmaEngine(Path(sys.argv[1]), Path(sys.argv[2]), EngineConfig(max_tokens=4, seed=1)) as engine:
         reply = engine.respond(samples)
@@ -273,7 +275,7 @@ def test_vision_memory_cost(twin_av, slimmed, tmp_path):
     big_hp = dataclasses.replace(mt.VISION, n_embd=384, n_ff=1536, n_layer=6, n_head=6)  # head dim 64 as real
     big = tmp_path / "twin-av-big.gguf"
     mt.build_mmproj(big, 0, with_vision=True, vision=big_hp)
-    big_slim = models.slim_projector(big, tmp_path / "twin-av-big.audio.gguf")
+    big_slim = slim_projector(big, tmp_path / "twin-av-big.audio.gguf")
     vbytes = {name: tensor_bytes(gguf.GGUFReader(path), vision=True) for name, path in (("twin", full), ("big", big))}
     real = mt.e2b_projector_estimate("F16")
 
@@ -301,14 +303,13 @@ def test_vision_memory_cost(twin_av, slimmed, tmp_path):
 
 
 def test_cli_slim_writes_beside_the_source_where_resolve_finds_it(twin_av, tmp_path, capsys):
-    from edge_assistant import models
     from edge_assistant.cli import main
 
     source = tmp_path / "mmproj-F16.gguf"
     shutil.copyfile(twin_av[1], source)
     assert main(["models", "slim", str(source)]) == 0
-    slimmed_path = models.audio_projector_path(source)
+    slimmed_path = audio_projector_path(source)
     assert slimmed_path.is_file() and str(slimmed_path) in capsys.readouterr().out
-    assert models.resolve("mmproj", tmp_path, [f for f in models.load_manifest() if f.role == "mmproj"]) == slimmed_path
+    assert resolve("mmproj", tmp_path, [f for f in load_manifest() if f.role == "mmproj"]) == slimmed_path
     assert main(["models", "slim", str(source)]) == 3  # never overwrites
     assert "refusing to overwrite" in capsys.readouterr().err

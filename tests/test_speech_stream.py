@@ -8,7 +8,7 @@ import threading
 import numpy as np
 import pytest
 
-from edge_assistant.engine import TurnReply, TurnStats
+from edge_assistant.llm.engine import TurnReply, TurnStats
 from edge_assistant.turn import MIN_FEED_SAMPLES, SpeechStream, respond_streamed
 
 

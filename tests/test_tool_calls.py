@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_assistant.tool_calls import (
+from edge_assistant.llm.tool_calls import (
     ToolCall, defuse, format_value, parse_tool_calls, render_tool_call, render_tool_response,
 )
 

@@ -150,6 +150,6 @@ def test_bad_declarations_are_refused() -> None:
      ("Don't.", False), ("", False), ("maybe later", False), ("no, yes", False)],
 )
 def test_only_a_clear_yes_confirms(text: str, yes: bool) -> None:
-    from edge_assistant.tool_loop import is_yes
+    from edge_assistant.llm.tool_loop import is_yes
 
     assert is_yes(text) is yes

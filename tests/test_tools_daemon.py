@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 import soundfile
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
 from edge_assistant.daemon import Assistant, EventLog
-from edge_assistant.tool_calls import render_tool_call
+from edge_assistant.llm.tool_calls import render_tool_call
 from edge_assistant.tools.setup import build_tools
 from edge_assistant.tts import PiperSpeech
 
@@ -77,14 +80,15 @@ def run_files(tmp_path: Path, engine, voice, config: Config, *parts, name: str =
     events_path = tmp_path / f"{name}.jsonl"
     engine.reset_history()
     with events_path.open("w") as events_file:
-        playback = VirtualPlayback(voice.sample_rate)
+        playback = RecordingPlayback(voice.sample_rate)
+        source = EchoSource(FileSource(stream, config.input.frame_ms), playback)
         assistant = Assistant(
-            config, engine, voice, FileSource(stream, config.input.frame_ms), playback, None, EventLog(events_file),
+            config, engine, voice, source, playback, None, EventLog(events_file),
             wait_for_replies=True, tools=build_tools(config),
         )
         assistant.run()
     out = tmp_path / f"{name}.out.wav"
-    write_wav_atomic(out, playback.recording(), playback.sample_rate)  # what `run --output-file` writes
+    playback.save(out)  # what `run --output-file` writes
     recording, _ = soundfile.read(out, dtype="float32")
     return [json.loads(line) for line in events_path.read_text().splitlines()], recording
 

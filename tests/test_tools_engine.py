@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio
-from edge_assistant.tool_calls import render_tool_call, render_tool_response
-from edge_assistant.tool_loop import ToolUse
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.llm.tool_calls import render_tool_call, render_tool_response
+from edge_assistant.llm.tool_loop import ToolUse
 from edge_assistant.tools import FunctionTool, Parameter, Toolbox, ToolResult
 from edge_assistant.turn import TOOL_APOLOGY, run_turn
 

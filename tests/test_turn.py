@@ -9,8 +9,8 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, Audio
-from edge_assistant.engine import TurnReply, TurnStats
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+from edge_assistant.llm.engine import TurnReply, TurnStats
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker
 from edge_assistant.turn import run_turn
 

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, FileSource, VirtualPlayback, write_wav_atomic
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
+from edge_assistant.audio.playback import RecordingPlayback
+from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
 from edge_assistant.daemon import Assistant, EventLog
 from edge_assistant.errors import TurnStuckError
@@ -64,8 +67,9 @@ def assistant(stream: Path, engine: FakeEngine, respond, notifier: Notifier, eve
     log = EventLog(None)
     emit = log.emit
     log.emit = lambda kind, at, **fields: (events.append(kind), emit(kind, at, **fields))  # type: ignore[method-assign]
+    playback = RecordingPlayback(16000)
     daemon = Assistant(
-        config, engine, SilentVoice(), FileSource(stream, 30), VirtualPlayback(16000), None, log, notifier,
+        config, engine, SilentVoice(), EchoSource(FileSource(stream, 30), playback), playback, None, log, notifier,
         wait_for_replies=True, respond=respond,
     )
     daemon.cancel_grace_seconds = 0.3

@@ -346,7 +346,7 @@ def test_full_size_twin_loads_and_answers():
         from pathlib import Path
         import numpy as np
         from edge_assistant.config import EngineConfig
-        from edge_assistant.engine import GemmaEngine
+        from edge_assistant.llm.engine import GemmaEngine
         t = np.arange(2 * 16000, dtype=np.float32) / 16000
         with GemmaEngine(Path(sys.argv[1]), Path(sys.argv[2]), EngineConfig(max_tokens=4)) as engine:
             stats = engine.respond((0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)).stats

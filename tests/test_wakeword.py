@@ -17,11 +17,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge_assistant import wakeword_cli
-from edge_assistant.audio_io import MODEL_SAMPLE_RATE, write_wav_atomic
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.config import Config
 from edge_assistant.errors import AudioDeviceError, AudioInputError, ModelFileError, UsageError
-from edge_assistant.wakeword import (
+from edge_assistant.wake import cli as wakeword_cli
+from edge_assistant.wake.dataset import windows_of
+from edge_assistant.wake.detector import (
+    FRAMES,
     META_PHRASE,
     META_THRESHOLD,
     STEP_SAMPLES,
@@ -30,7 +33,7 @@ from edge_assistant.wakeword import (
     feature_model_paths,
     load_wake_model,
 )
-from edge_assistant.wakeword_train import FRAMES, Network, export_onnx, windows_of
+from edge_assistant.wake.network import Network, export_onnx
 
 from conftest import WAKE_PHRASE
 from speech import VOICE_PATH, concat, everyday_audio, noise, phrase_at, silence, speak, tones

@@ -2,7 +2,7 @@
 
 ``core`` declares and checks; the built-ins, the scheduler and the allowlisted
 commands build on it. The Gemma call syntax itself is model-format code in
-:mod:`edge_assistant.tool_calls`.
+:mod:`edge_assistant.llm.tool_calls`.
 """
 
 from .core import (

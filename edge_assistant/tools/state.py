@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ..atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +47,10 @@ def read_json(path: Path) -> Any | None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write through a temporary file and a rename: a crash leaves the old file or the new."""
+    """Replace ``path`` whole (a crash leaves the old file or the new), synced
+    to disk first: a Pi loses power more often than it shuts down."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            json.dump(data, file, indent=1, ensure_ascii=False)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, temporary.open("w", encoding="utf-8") as file:
+        json.dump(data, file, indent=1, ensure_ascii=False)
+        file.flush()
+        os.fsync(file.fileno())

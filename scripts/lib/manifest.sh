@@ -19,7 +19,7 @@ manifest_files() {
 }
 
 # The source projector and the audio-only copy `models slim` writes, which resolve()
-# prefers (edge_assistant.models.audio_projector_path), as file names:
+# prefers (edge_assistant.models.manifest.audio_projector_path), as file names:
 # mmproj-F16.gguf -> mmproj-F16.audio.gguf.
 projector_names() {
     local name

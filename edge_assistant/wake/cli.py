@@ -14,9 +14,10 @@ from typing import Iterator
 
 import numpy as np
 
-from .config import Config
-from .errors import AudioDeviceError, UsageError
-from .wakeword import SAMPLE_RATE, STEP_SAMPLES, WakeDetection, WakeWordDetector
+from ..audio.format import MODEL_SAMPLE_RATE
+from ..config import Config
+from ..errors import UsageError
+from .detector import STEP_SAMPLES, WakeDetection, WakeWordDetector
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
 
 
 def run_train(args: argparse.Namespace, config: Config) -> int:
-    from .wakeword_train import TrainOptions, tidy_phrase, train
+    from .train import TrainOptions, tidy_phrase, train
 
     phrase = tidy_phrase(args.phrase)  # before a missing default voice is blamed
     voices = tuple(args.voice) if args.voice else (configured_voice(config),)
@@ -81,17 +82,17 @@ def run_train(args: argparse.Namespace, config: Config) -> int:
 
 def configured_voice(config: Config) -> Path:
     """The voice the assistant speaks with: config, else the manifest's."""
-    from . import models
+    from ..models.manifest import resolve
 
     if config.models.voice:
         return Path(config.models.voice).expanduser()
-    return models.resolve("voice", config.models.directory)
+    return resolve("voice", config.models.directory)
 
 
 def run_test(args: argparse.Namespace, config: Config) -> int:
     if args.threshold is not None and not 0 < args.threshold < 1:
         raise UsageError(f"--threshold must be between 0 and 1, got {args.threshold}")
-    from .models import resolve_wake
+    from ..models.manifest import resolve_wake
 
     detector = WakeWordDetector([resolve_wake(args.model, config.models.directory)], args.threshold, config.wake.refractory_seconds)
     model = detector.models[0]
@@ -99,13 +100,11 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
     phrase = f" ({model.phrase!r})" if model.phrase else ""
     print(f"{model.name}{phrase}: threshold {detector.thresholds[0]:.2f} ({origin})")
     if args.input_file:
-        from .audio_io import read_audio
+        from ..audio.files import read_audio
 
         chunks = chunked(read_audio(args.input_file).samples)
     else:
-        from .audio_io import parse_device
-
-        chunks = microphone(parse_device(config.input.device))
+        chunks = microphone(config)
     count, heard = 0, 0
     try:
         for chunk in chunks:
@@ -115,7 +114,7 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
                 print(f"{seconds(detection):8.2f} s  {detection.name}  {detection.score:.3f}", flush=True)
     except KeyboardInterrupt:  # the way to stop listening
         pass
-    summary = f"{count} detection{'s' * (count != 1)} in {heard / SAMPLE_RATE:.1f} s of audio"
+    summary = f"{count} detection{'s' * (count != 1)} in {heard / MODEL_SAMPLE_RATE:.1f} s of audio"
     if detector.highest is not None:
         summary += f"; highest score {detector.highest.score:.3f} at {seconds(detector.highest):.2f} s"
     print(summary)
@@ -123,7 +122,7 @@ def run_test(args: argparse.Namespace, config: Config) -> int:
 
 
 def seconds(detection: WakeDetection) -> float:
-    return detection.end_sample / SAMPLE_RATE
+    return detection.end_sample / MODEL_SAMPLE_RATE
 
 
 def chunked(samples: np.ndarray) -> Iterator[np.ndarray]:
@@ -132,20 +131,15 @@ def chunked(samples: np.ndarray) -> Iterator[np.ndarray]:
         yield samples[start : start + STEP_SAMPLES]
 
 
-def microphone(device: str | int | None) -> Iterator[np.ndarray]:
-    """16 kHz int16 blocks from the input device until Ctrl-C."""
-    try:
-        import sounddevice
-    except OSError as error:  # PortAudio itself is missing
-        raise AudioDeviceError(f"cannot use the microphone: {error}") from None
-    try:
-        stream = sounddevice.InputStream(samplerate=SAMPLE_RATE, channels=1, dtype="int16", blocksize=STEP_SAMPLES, device=device)
-    except (sounddevice.PortAudioError, ValueError) as error:
-        raise AudioDeviceError(f"cannot open the microphone {device or '(default input)'}: {error}") from None
+def microphone(config: Config) -> Iterator[np.ndarray]:
+    """80 ms pieces from the configured input device (and channel) until Ctrl-C,
+    captured as the daemon captures them."""
+    from ..audio.devices import parse_device
+    from ..audio.sources import MicrophoneSource
+
+    source = MicrophoneSource(
+        parse_device(config.input.device), STEP_SAMPLES * 1000 // MODEL_SAMPLE_RATE,
+        channel=config.input.channel, wait_for_device=False,
+    )
     print("listening; say the wake phrase, Ctrl-C to stop", flush=True)
-    with stream:
-        while True:
-            block, overflowed = stream.read(STEP_SAMPLES)
-            if overflowed:
-                log.warning("microphone overflow: audio was lost")
-            yield block[:, 0]
+    return (frame.samples for frame in source.frames())

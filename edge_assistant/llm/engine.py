@@ -27,9 +27,10 @@ import llama_cpp
 import numpy as np
 from llama_cpp import mtmd_cpp
 
+from ..audio.format import MODEL_SAMPLE_RATE
+from ..config import EngineConfig
+from ..errors import ModelFileError, UsageError
 from .chat_format import ChatFormat, ToolDeclarations
-from .config import EngineConfig
-from .errors import ModelFileError, UsageError
 from .tool_calls import CALL_CLOSE, CALL_OPEN
 from .tool_loop import ToolUse, generate_with_tools
 
@@ -50,7 +51,7 @@ SAMPLES_PER_AUDIO_TOKEN = 640  # 16 kHz / 25 tokens per second
 # the left only, and the subsampling reads one mel frame past a token.
 ENCODER_BLOCK_TOKENS = 12
 ENCODER_BLOCK_SAMPLES = ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN  # 480 ms
-CLIP_SAMPLES = MAX_CLIP_SECONDS * 16000  # mtmd encodes longer audio as separate 30 s clips
+CLIP_SAMPLES = MAX_CLIP_SECONDS * MODEL_SAMPLE_RATE  # mtmd encodes longer audio as separate 30 s clips
 
 
 def encoder_reach_tokens(layers: int) -> int:

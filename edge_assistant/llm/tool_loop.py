@@ -1,7 +1,7 @@
 """The tool loop inside one model turn: generate; when the model calls tools,
 check and run them, put their responses into the same turn, and generate on.
 
-It drives an :class:`~edge_assistant.engine.AudioTurn` whose generation pauses
+It drives an :class:`~edge_assistant.llm.engine.AudioTurn` whose generation pauses
 after a call group (``stopped_by == "tool_call"``); the caller commits or rolls
 back the whole turn, calls and responses included, as it does any turn.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from .tool_calls import ToolCall, parse_tool_calls, render_tool_response
-from .tools import Confirmer, Toolbox, ToolCallRecord
+from ..tools import Confirmer, Toolbox, ToolCallRecord
 
 log = logging.getLogger(__name__)
 
