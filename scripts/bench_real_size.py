@@ -398,7 +398,7 @@ def llama_bench(bin_dir: Path, model: Path, settings, threads: int, max_tokens: 
     command = [str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "128", "-n", str(max_tokens),
                "-b", str(settings.n_batch), "-ub", str(settings.n_ubatch), "-ctk", settings.kv_cache_type,
                "-ctv", settings.kv_cache_type, "-fa", "1", "-lzm", "on" if settings.lazy_load else "off",
-               "--repack", "1" if settings.repack else "0", "-mmp", "1" if settings.use_mmap else "0",
+               "--repack", "1" if settings.repack else "0", "-lm", "mmap" if settings.use_mmap else "none",
                "-r", "3", "-o", "json"]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
