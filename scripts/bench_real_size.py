@@ -413,7 +413,7 @@ def mtmd_cli_first_token(bin_dir: Path, model: Path, mmproj: Path, wav: Path, se
     command = [str(bin_dir / "llama-mtmd-cli"), "-m", str(model), "--mmproj", str(mmproj), "--audio", str(wav),
                "-p", "Answer the question.", "-n", "1", "-t", str(threads), "-c", str(settings.n_ctx),
                "-b", str(settings.n_batch), "-ub", str(settings.n_ubatch), "-ctk", settings.kv_cache_type,
-               "-ctv", settings.kv_cache_type, "-fa", "on", "--temp", "0", "--no-warmup"]
+               "-ctv", settings.kv_cache_type, "-fa", "on", "--temp", "0", "--no-warmup", "--jinja"]
     encode, prompt = [], []
     for _ in range(runs):
         result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
