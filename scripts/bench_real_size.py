@@ -418,7 +418,7 @@ def mtmd_cli_first_token(bin_dir: Path, model: Path, mmproj: Path, wav: Path, se
     for _ in range(runs):
         result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         log = result.stdout + result.stderr
-        encoded = re.search(r"(?:audio|image) slice encoded in (\d+) ms", log)
+        encoded = re.search(r"(?:(?:audio|image) slice encoded|batch encoding done) in (\d+) ms", log)
         evaluated = re.search(r"prompt eval time =\s*([\d.]+) ms", log)
         if result.returncode != 0 or not encoded or not evaluated:
             raise BenchError(f"llama-mtmd-cli failed: {(log.strip().splitlines() or [''])[-1]}")
