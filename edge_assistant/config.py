@@ -70,7 +70,19 @@ class EngineConfig:
     n_ubatch: int = 128
     kv_cache_type: str = "q8_0"
     threads: int = 0  # 0 = the number of physical cores
+    # Threads while the reply is generated, when Piper speaks beside it; 0 = threads.
+    decode_threads: int = 0
     use_mmap: bool = True
+    # Read the per-layer embedding table (1.2 GiB in E2B, a few rows used per
+    # token) on demand through mmap instead of whole at load; llama.cpp's own
+    # default does this only for tables over 4 GiB.
+    lazy_load: bool = True
+    # Let llama.cpp repack Q4_0/Q4_K matrices for its faster CPU kernels (a
+    # second copy in RAM of those matrices; much faster decode, see README "Memory").
+    repack: bool = True
+    # Run the audio encoder once at load so the first question does not pay for
+    # its buffers' allocation.
+    warm_up_projector: bool = False
     max_tokens: int = 256
     # Google's recommended sampling for Gemma 4.
     temperature: float = 1.0
@@ -287,6 +299,7 @@ def validate(config: Config, where: str) -> None:
         (engine.n_ctx >= 512, "engine.n_ctx", "at least 512"),
         (1 <= engine.n_ubatch <= engine.n_batch, "engine.n_ubatch", "between 1 and engine.n_batch"),
         (engine.threads >= 0, "engine.threads", "0 (auto) or more"),
+        (engine.decode_threads >= 0, "engine.decode_threads", "0 (= engine.threads) or more"),
         (engine.max_tokens >= 1, "engine.max_tokens", "at least 1"),
         (engine.temperature >= 0, "engine.temperature", "0 or more"),
         (0 < engine.top_p <= 1, "engine.top_p", "in (0, 1]"),

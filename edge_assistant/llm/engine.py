@@ -39,6 +39,9 @@ native_log = logging.getLogger("edge_assistant.llama_cpp")
 
 # GGML type ids for the KV cache (ggml.h).
 KV_CACHE_GGML_TYPES = {"f16": 1, "q4_0": 2, "q8_0": 8}
+# llama.h enum llama_lazy_mode (the bindings declare no names for it).
+LLAMA_LAZY_MODE_OFF = 0
+LLAMA_LAZY_MODE_ON = 2
 AUDIO_TOKENS_PER_SECOND = 25  # Gemma 4's audio encoder: one token per 40 ms
 MAX_CLIP_SECONDS = 30  # Gemma 4's limit per audio clip; mtmd splits longer audio
 FETCH_HINT = "fetch it with: edge-assistant models download"
@@ -400,6 +403,49 @@ def _apply_weight_placement(model_params: llama_cpp.llama_model_params, placemen
     return overrides
 
 
+MADV_DONTNEED = 4  # Linux <sys/mman.h>
+
+
+def mapped_ranges(path: Path, maps: str) -> list[tuple[int, int]]:
+    """(start, end) of every mapping of ``path`` in a /proc/PID/maps text."""
+    target = str(path.resolve())
+    ranges = []
+    for line in maps.splitlines():
+        fields = line.split(maxsplit=5)
+        if len(fields) == 6 and fields[5] == target:
+            start, end = (int(value, 16) for value in fields[0].split("-"))
+            ranges.append((start, end))
+    return ranges
+
+
+def release_mapped_pages(path: Path) -> int:
+    """Unmap this process's resident pages of the mmap'd model file (they stay in
+    the page cache): the bytes resident before.
+
+    llama.cpp reads the matrices it repacks through its mapping and keeps the
+    mapping, so the originals stay resident beside their repacked copy (861 MiB
+    at E2B's size) although they are never read again. MADV_DONTNEED on a
+    read-only file mapping only drops the page-table entries: the weights still
+    used fault back in from the page cache on first use, the originals never do."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+        before = _rss_file_bytes()
+    except OSError:
+        return 0  # not Linux: nothing to release
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    for start, end in mapped_ranges(path, maps):
+        if libc.madvise(start, end - start, MADV_DONTNEED) != 0:
+            log.warning("madvise(MADV_DONTNEED) on the model mapping failed: %s", os.strerror(ctypes.get_errno()))
+    return max(0, before - _rss_file_bytes())
+
+
+def _rss_file_bytes() -> int:
+    status = Path("/proc/self/status").read_text()
+    match = re.search(r"^RssFile:\s+(\d+) kB", status, re.M)
+    return int(match.group(1)) * 1024 if match else 0
+
+
 def check_gguf(path: Path, what: str) -> None:
     """Fail with a clear message before llama.cpp sees a file it would choke on."""
     if not path.is_file():
@@ -472,10 +518,14 @@ class GemmaEngine:
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0
         model_params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP if settings.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE
+        model_params.lazy_mode = LLAMA_LAZY_MODE_ON if settings.lazy_load else LLAMA_LAZY_MODE_OFF
         extra_buffers = cpu_extra_buffer_types()
-        placement = plan_weight_placement(
-            cpu_amx_flags(_read_cpuinfo()), extra_buffers, lambda: gguf_matrices(self.model_path)
-        )
+        if settings.repack:
+            placement = plan_weight_placement(
+                cpu_amx_flags(_read_cpuinfo()), extra_buffers, lambda: gguf_matrices(self.model_path)
+            )
+        else:
+            placement = WeightPlacement(use_extra_bufts=False, note="extra buffer types off (engine.repack = false)")
         if placement.note:
             log.info("weights: %s", placement.note)
         overrides = _apply_weight_placement(model_params, placement, extra_buffers.get(REPACK_BUFFER))
@@ -485,6 +535,9 @@ class GemmaEngine:
             raise ModelFileError(
                 f"cannot load model {self.model_path} (corrupt, truncated or not a Gemma 4 model); {FETCH_HINT}"
             )
+        if settings.use_mmap and (placement.use_extra_bufts or placement.repacked):
+            released = release_mapped_pages(self.model_path)
+            log.info("weights: %.0f MiB of the mapped model file released after load (repacked originals)", released / 2**20)
         self._vocab = llama_cpp.llama_model_get_vocab(self._model)
 
         kv_type = KV_CACHE_GGML_TYPES[settings.kv_cache_type]
@@ -493,7 +546,7 @@ class GemmaEngine:
         context_params.n_batch = settings.n_batch
         context_params.n_ubatch = settings.n_ubatch
         context_params.n_seq_max = 1
-        context_params.n_threads = self.threads
+        context_params.n_threads = settings.decode_threads or self.threads
         context_params.n_threads_batch = self.threads
         # A quantized V cache needs flash attention.
         context_params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
@@ -521,7 +574,7 @@ class GemmaEngine:
         mtmd_params.use_gpu = False
         mtmd_params.n_threads = self.threads
         mtmd_params.print_timings = False
-        mtmd_params.warmup = False
+        mtmd_params.warmup = settings.warm_up_projector
         self._mtmd = mtmd_cpp.mtmd_init_from_file(str(self.mmproj_path).encode(), self._model, mtmd_params)
         if not self._mtmd:
             raise ModelFileError(
