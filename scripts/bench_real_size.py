@@ -231,7 +231,8 @@ def run_worker(job: dict) -> dict:
     Piper speaking the reply, and return the medians."""
     from scripted import ScriptedEngine
 
-    from edge_assistant.audio_io import NullSink, read_audio
+    from edge_assistant.audio.files import read_audio
+    from edge_assistant.audio.playback import RecordingPlayback
     from edge_assistant.config import AudioConfig, EngineConfig
     from edge_assistant.tts import PiperSpeech, StreamingSpeaker
     from edge_assistant.turn import prepare_audio, run_turn
@@ -242,7 +243,7 @@ def run_worker(job: dict) -> dict:
     load_ms = (time.perf_counter() - started) * 1000
     engine = scripted.engine
     voice = PiperSpeech(Path(job["voice"]))
-    speaker = StreamingSpeaker(voice, NullSink())
+    speaker = StreamingSpeaker(voice, RecordingPlayback(voice.sample_rate))  # synthesized, played nowhere
     result: dict = {"load_ms": load_ms, "threads": engine.threads, "questions": {}}
     for name, path in job["questions"].items():
         speech = prepare_audio(read_audio(path), AudioConfig())
@@ -542,7 +543,7 @@ def spoken_questions(voice_path: Path) -> Iterator[dict[str, Path]]:
     them that prepare_audio trims)."""
     from bench_once import spoken
 
-    from edge_assistant.audio_io import write_wav_atomic
+    from edge_assistant.audio.files import write_wav_atomic
     from edge_assistant.tts import PiperSpeech
 
     voice = PiperSpeech(voice_path)
@@ -615,7 +616,7 @@ def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     from bench_once import default_voice
 
     from edge_assistant.config import EngineConfig
-    from edge_assistant.engine import physical_cores
+    from edge_assistant.llm.engine import physical_cores
 
     if (args.model is None) != (args.mmproj is None):
         parser.error("give both --model and --mmproj, or neither (the full-size twin)")
