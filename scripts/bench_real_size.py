@@ -233,7 +233,7 @@ def run_worker(job: dict) -> dict:
 
     from edge_assistant.audio.files import read_audio
     from edge_assistant.audio.playback import RecordingPlayback
-    from edge_assistant.config import AudioConfig, EngineConfig
+    from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
     from edge_assistant.tts import PiperSpeech, StreamingSpeaker
     from edge_assistant.turn import prepare_audio, run_turn
 
@@ -246,7 +246,7 @@ def run_worker(job: dict) -> dict:
     speaker = StreamingSpeaker(voice, RecordingPlayback(voice.sample_rate))  # synthesized, played nowhere
     result: dict = {"load_ms": load_ms, "threads": engine.threads, "questions": {}}
     for name, path in job["questions"].items():
-        speech = prepare_audio(read_audio(path), AudioConfig())
+        speech = prepare_audio(read_audio(path), AudioConfig(), EndpointConfig().min_speech_ms)
         turns = []
         for _ in range(job["runs"]):
             engine.reset_history()
