@@ -95,13 +95,8 @@ def parse_status(text: str) -> MemorySample:
 
 
 @dataclass
-class PeakMemory:
+class PeakMemory(MemorySample):
     """Peaks over a process's life: each field's own maximum."""
-
-    rss: int = 0
-    anon: int = 0
-    file: int = 0
-    hwm: int = 0
 
     def add(self, sample: MemorySample) -> None:
         self.rss = max(self.rss, sample.rss)

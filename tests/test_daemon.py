@@ -23,7 +23,6 @@ from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
 from edge_assistant.daemon import EARCON_DELAY_MS, Assistant, EventLog
-from edge_assistant.llm.engine import ENCODER_BLOCK_TOKENS
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 
