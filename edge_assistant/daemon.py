@@ -378,12 +378,15 @@ class Assistant:
             self._wait_for_feeding(self._stream)
 
     def _wait_for_feeding(self, stream: SpeechStream) -> None:
-        """File input: let the worker feed what has been heard before reading on."""
+        """File input: let the worker feed what has been heard before reading on;
+        while it answers ahead in a pause, the pause lasts its real length."""
         turn = self._turn
         while not stream.taken(0.2):
             if turn is None or turn.done.is_set():
                 return
             self._feed_watchdog()
+        if stream.ahead:
+            time.sleep(self.config.input.frame_ms / 1000)
 
     def _on_endpoint(self, event: EndpointEvent | None) -> None:
         if isinstance(event, SpeechStarted):

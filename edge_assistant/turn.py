@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
@@ -80,9 +82,10 @@ class SpeechStream:
     discards it without ever waiting; the turn worker takes it in growing steps.
 
     While the speaker pauses, the audio loop says where the utterance would end
-    (:meth:`pause`); the worker ends the audio there early and waits
-    (:meth:`await_end`), so that when the endpoint confirms it nothing is left to
-    evaluate, and if the speaker goes on it reopens the audio and feeds on.
+    (:meth:`pause`); the worker ends the audio there early and answers ahead
+    until the pause is decided (:meth:`pause_outcome`), so that when the endpoint
+    confirms it the reply has begun, and if the speaker goes on it reopens the
+    audio and feeds on.
     """
 
     def __init__(self, max_seconds: float) -> None:
@@ -95,6 +98,7 @@ class SpeechStream:
         self._pause_keep: int | None = None  # while the speaker pauses: its length if the pause lasts
         self._discarded = False
         self._waiting = False  # the worker waits for more audio, or for the pause's outcome
+        self._ahead = False  # the worker generates the reply in the pause, before the endpoint
         self._on_end: Callable[[], None] | None = None
         self.ended_at: float | None = None  # perf_counter() when the speech ended
         self.samples = np.zeros(0, dtype=np.float32)  # all of it, once ended
@@ -156,10 +160,12 @@ class SpeechStream:
     def taken(self, timeout: float) -> bool:
         """For file input, where input time is not wall time: wait up to ``timeout``
         seconds for the worker to have fed every step the audio so far allows, or
-        to wait on a pause's outcome (so runs are reproducible); True once it has."""
+        to wait on a pause's outcome or answer ahead in it (so runs are
+        reproducible); True once it has."""
         with self._condition:
             return self._condition.wait_for(
-                lambda: self._discarded or self._keep is not None or (self._waiting and self._pending < self._due()),
+                lambda: self._discarded or self._keep is not None or self.ahead
+                or (self._waiting and self._pending < self._due()),
                 timeout,
             )
 
@@ -195,24 +201,46 @@ class SpeechStream:
                 return self._pause_keep
             return None
 
-    def await_end(self, keep_samples: int) -> bool:
-        """After ending the audio early at ``keep_samples``: wait for the pause's
-        outcome. True when the utterance ended there; False when the speaker went
-        on or the end moved (reopen the audio and feed on)."""
+    def pause_outcome(self, keep_samples: int) -> bool | None:
+        """After ending the audio early at ``keep_samples``: True when the
+        utterance ended there; False when the speaker went on or the end moved
+        (reopen the audio and feed on); None while the pause is undecided."""
         with self._condition:
-            while True:
-                if self._discarded:
-                    raise TurnCancelled()
-                if self._keep is not None:
-                    if self._keep != keep_samples:
-                        return False
-                    self._parts, self._pending = [np.concatenate(self._parts)], 0
-                    self._taken = len(self._parts[0])
-                    self.samples = self._parts[0][: self._keep]
-                    return True
-                if self._pause_keep != keep_samples:
+            if self._discarded:
+                raise TurnCancelled()
+            if self._keep is not None:
+                if self._keep != keep_samples:
                     return False
+                self._parts, self._pending = [np.concatenate(self._parts)], 0
+                self._taken = len(self._parts[0])
+                self.samples = self._parts[0][: self._keep]
+                return True
+            return None if self._pause_keep == keep_samples else False
+
+    def await_end(self, keep_samples: int) -> bool:
+        """:meth:`pause_outcome`, waiting until the pause is decided."""
+        with self._condition:
+            while (outcome := self.pause_outcome(keep_samples)) is None:
                 self._wait()
+            return outcome
+
+    @contextmanager
+    def answering_ahead(self) -> Iterator[None]:
+        """While the worker generates the reply ahead of the endpoint, in the
+        pause: file input lets the pause last its real length then."""
+        with self._condition:
+            self._ahead = True
+            self._condition.notify_all()
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._ahead = False
+
+    @property
+    def ahead(self) -> bool:
+        """The worker answers ahead in a pause that is still undecided."""
+        return self._ahead and self._pause_keep is not None and self._keep is None
 
     def _wait(self) -> None:
         self._waiting = True
@@ -225,6 +253,57 @@ class SpeechStream:
         return self._keep
 
 
+class SpeechResumed(Exception):
+    """The speaker went on after the pause a reply was generated in."""
+
+
+class ReplyAhead:
+    """A reply generated in the end-of-speech pause, before the endpoint decides:
+    its text is held back until the pause proves to be the end, and dropped if
+    the speaker goes on. Tools never run before that (they act on the world)."""
+
+    def __init__(
+        self, stream: SpeechStream, keep_samples: int, stats: TurnStats, on_text: Callable[[str], None] | None
+    ) -> None:
+        self._stream = stream
+        self._stats = stats
+        self._keep = keep_samples
+        self._on_text = on_text
+        self._held: list[str] = []
+        self.confirmed = False
+
+    def on_text(self, piece: str) -> None:
+        if self.confirmed:
+            self._forward(piece)
+        else:
+            self._held.append(piece)
+
+    def check(self) -> None:
+        """Between tokens: release the held text once the endpoint confirmed the
+        pause; raise :class:`SpeechResumed` when the speaker went on."""
+        if not self.confirmed:
+            self._decided(self._stream.pause_outcome(self._keep))
+
+    def settle(self) -> None:
+        """Before tools run or the turn closes: wait for the endpoint's decision."""
+        if not self.confirmed:
+            self._decided(self._stream.await_end(self._keep))
+
+    def _decided(self, outcome: bool | None) -> None:
+        if outcome is False:
+            raise SpeechResumed()
+        if outcome:
+            self.confirmed = True
+            self._stats.generated_ahead = self._stats.generated_tokens
+            for piece in self._held:
+                self._forward(piece)
+            self._held = []
+
+    def _forward(self, piece: str) -> None:
+        if self._on_text is not None:
+            self._on_text(piece)
+
+
 def respond_streamed(
     engine: Any,
     stream: SpeechStream,
@@ -234,9 +313,10 @@ def respond_streamed(
 ) -> TurnReply:
     """Evaluate a question while it is spoken, then answer it: the same
     :class:`~edge_assistant.llm.engine.AudioTurn` as a whole recording, fed in steps.
-    A pause ends the audio early; the endpoint then finds the turn ready to
-    generate. A discarded or cancelled stream rolls the turn back and reports
-    "cancelled"."""
+    A pause ends the audio early and the reply is generated in it, held back
+    until the endpoint confirms the end (:class:`ReplyAhead`); if the speaker
+    goes on, the reply and the closing text are rolled back and feeding goes on.
+    A discarded or cancelled stream rolls the turn back and reports "cancelled"."""
     try:
         turn = engine.begin_turn(stream.max_seconds)
     except TurnCancelled:  # stopped while the text before the audio was evaluated
@@ -244,21 +324,29 @@ def respond_streamed(
     stream.when_ended(turn.note_speech_end)
     text, calls = "", []
     try:
-        ready = False
-        while not ready:
+        while True:
             step, ended = stream.next_step()
             if len(step):
                 turn.feed(step, evaluate=not ended)
             if ended:
                 turn.end_audio(stream.keep_samples)
+                text, calls = generate_with_tools(turn, on_text, stream.ended_at, tools)
                 break
             pause_end = stream.pause_end()
             if pause_end is not None:
                 turn.end_audio(pause_end, early=True)
-                ready = stream.await_end(pause_end)
-                if not ready:
+                ahead = ReplyAhead(stream, pause_end, turn.stats, on_text)
+                try:
+                    with stream.answering_ahead():
+                        text, calls = generate_with_tools(turn, ahead.on_text, None, tools, ahead)
+                        ahead.settle()
+                    break
+                except SpeechResumed:
+                    log.info("the speaker went on after a pause: %d reply tokens begun in it dropped",
+                             turn.stats.generated_tokens)
                     turn.reopen_audio()
-        text, calls = generate_with_tools(turn, on_text, stream.ended_at, tools)
+        if turn.stats.first_token_at and stream.ended_at is not None:  # endpoint → first token, 0 if ahead of it
+            turn.stats.first_token_ms = max(0.0, (turn.stats.first_token_at - stream.ended_at) * 1000)
     except TurnCancelled:
         turn.stats.stopped_by = "cancelled"
     finally:
@@ -363,6 +451,7 @@ def run_turn(
             "prompt": stats.prompt_tokens,
             "audio": stats.audio_tokens,
             "generated": stats.generated_tokens,
+            "generated_ahead": stats.generated_ahead,
             "evaluated_this_turn": stats.evaluated_this_turn,
             "after_speech_end": stats.after_speech_end,
             "context": stats.context_tokens,

@@ -4,6 +4,7 @@ microphone and a speaker, on the Gemma 4 twin and the real Piper voice."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -103,6 +104,29 @@ def test_two_questions_two_turns_second_evaluates_only_new_tokens(
             assert tokens["after_speech_end"] == 0  # closed in the pause before the endpoint
         else:
             assert tokens["after_speech_end"] == tokens["prompt"] + tokens["audio"]
+
+
+def test_a_pause_inside_the_question_drops_the_reply_begun_in_it(
+    scripted, voice, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The speaker pauses mid-question for longer than the padding kept after
+    speech but less than the end silence: the turn ends its audio early and
+    starts answering in the pause, then the speaker goes on. The reply begun
+    ahead is rolled back unheard; the question is answered once, as a whole."""
+    first, second = speak("What is the capital"), speak("of France and of Spain?")
+    stream = write_stream(tmp_path / "in.wav", silence(0.5), first, silence(0.5), second, silence(6.0))
+    with caplog.at_level(logging.INFO, logger="edge_assistant.turn"):
+        events = run_assistant(stream, scripted, voice)
+    assert any("the speaker went on after a pause" in message for message in caplog.messages)
+    turns = [event for event in events if event["event"] == "turn"]
+    assert len(turns) == 1
+    assert turns[0]["reply"] == SCRIPTED_REPLY  # the reply begun in the pause would have come first
+    tokens = turns[0]["tokens"]
+    assert tokens["generated"] == len(scripted.tokenize(SCRIPTED_REPLY))
+    assert abs(tokens["audio"] - 25 * (first.seconds + 0.5 + second.seconds + 0.5)) <= 15  # both parts, once
+    assert tokens["evaluated_this_turn"] == tokens["prompt"] + tokens["audio"] + tokens["generated"] + 2
+    assert kinds(events).count("speak_start") == 1
+    scripted.check_cache()
 
 
 def test_own_reply_heard_through_the_microphone_starts_no_turn(storyteller, voice, tmp_path: Path) -> None:

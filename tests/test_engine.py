@@ -175,8 +175,9 @@ def test_audio_cut_back_at_the_end_equals_the_shorter_clip(engine: GemmaEngine) 
 
 
 def test_audio_closed_early_in_a_pause_and_reopened_gives_the_one_shot_logits(engine: GemmaEngine) -> None:
-    """The speaker paused, the turn was closed early, then they went on: the
-    reopened turn ends with the same cache as the whole question at once."""
+    """The speaker paused, the turn was closed early and a reply begun ahead of
+    the endpoint, then they went on: the reopened turn ends with the same cache
+    as the whole question at once, and nothing of the early reply stays."""
     engine.reset_history()
     audio = question_of(5.0)
     expected, one_shot = first_token_logits(engine, audio, None)
@@ -185,7 +186,11 @@ def test_audio_closed_early_in_a_pause_and_reopened_gives_the_one_shot_logits(en
         for start in range(0, 52000, 8000):
             turn.feed(audio[start : start + 8000])
         turn.end_audio(45000, early=True)
+        turn.generate(max_tokens=3)
+        assert turn.stats.generated_tokens == 3
         turn.reopen_audio()
+        assert (turn.stats.generated_tokens, turn.stats.stopped_by) == (0, "")
+        engine.check_cache()
         turn.feed(audio[56000:])
         turn.end_audio()
         np.testing.assert_allclose(turn.next_token_logits(), expected, rtol=0, atol=1e-3 * np.abs(expected).max())

@@ -4,6 +4,7 @@ when it closes the audio early in a pause, and how it reopens it."""
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ class RecordingTurn:
         self.stats = TurnStats()
         self.fed = 0
         self.step_taken = threading.Event()
+        self.reply = ["reply"]
+        self.token_gate: threading.Semaphore | None = None
 
     def note_speech_end(self) -> None:
         self.calls.append(("speech_end",))
@@ -35,11 +38,25 @@ class RecordingTurn:
 
     def reopen_audio(self) -> None:
         self.calls.append(("reopen",))
+        self.stats.generated_tokens = 0
 
-    def generate(self, on_text=None, started=None) -> str:
+    def generate(self, on_text=None, started=None, between_tokens=None) -> str:  # noqa: ANN001
+        """Says ``reply`` one word per token; ``token_gate`` (if set) is waited on
+        before each, so a test can act while the reply is generated ahead."""
         self.calls.append(("generate",))
+        text = ""
+        for word in self.reply:
+            if self.token_gate is not None:
+                self.token_gate.acquire()
+            if between_tokens is not None:
+                between_tokens()
+            self.stats.generated_tokens += 1
+            text += word
+            if on_text is not None:
+                on_text(word)
+            self.calls.append(("token", word))
         self.stats.stopped_by = "end_of_turn"
-        return "reply"
+        return text
 
     def finish(self, interruption=None) -> None:  # noqa: ANN001
         self.calls.append(("finish", self.stats.stopped_by))
@@ -53,9 +70,11 @@ class FakeEngine:
         return self.turn
 
 
-def start_worker(stream: SpeechStream) -> tuple[FakeEngine, threading.Thread, list[TurnReply]]:
-    engine, replies = FakeEngine(), []
-    worker = threading.Thread(target=lambda: replies.append(respond_streamed(engine, stream, None)), daemon=True)
+def start_worker(
+    stream: SpeechStream, on_text=None, engine: FakeEngine | None = None  # noqa: ANN001
+) -> tuple[FakeEngine, threading.Thread, list[TurnReply]]:
+    engine, replies = engine or FakeEngine(), []
+    worker = threading.Thread(target=lambda: replies.append(respond_streamed(engine, stream, on_text)), daemon=True)
     worker.start()
     return engine, worker, replies
 
@@ -76,7 +95,7 @@ def test_a_lasting_pause_closes_the_turn_before_the_endpoint() -> None:
     stream.append(np.zeros(3000, dtype=np.float32))
     stream.pause(MIN_FEED_SAMPLES + 1000)  # the silence started 2000 samples ago
     settle(stream)
-    assert engine.turn.calls[-1] == ("end_audio", MIN_FEED_SAMPLES + 1000, True)
+    assert ("end_audio", MIN_FEED_SAMPLES + 1000, True) in engine.turn.calls
     stream.append(np.zeros(5000, dtype=np.float32))  # more silence: nothing to do
     settle(stream)
     stream.end(MIN_FEED_SAMPLES + 1000)
@@ -86,6 +105,7 @@ def test_a_lasting_pause_closes_the_turn_before_the_endpoint() -> None:
         ("feed", 3000, True),
         ("end_audio", MIN_FEED_SAMPLES + 1000, True),
         ("generate",),
+        ("token", "reply"),
         ("finish", "end_of_turn"),
     ]
     assert ("speech_end",) in engine.turn.calls
@@ -107,10 +127,13 @@ def test_speech_after_a_pause_reopens_the_audio_and_feeds_on() -> None:
     assert without_speech_end(engine.turn.calls) == [
         ("feed", MIN_FEED_SAMPLES, True),
         ("end_audio", MIN_FEED_SAMPLES - 500, True),
+        ("generate",),
+        ("token", "reply"),
         ("reopen",),
         ("feed", MIN_FEED_SAMPLES, True),
         ("end_audio", 2 * MIN_FEED_SAMPLES, False),
         ("generate",),
+        ("token", "reply"),
         ("finish", "end_of_turn"),
     ]
 
@@ -126,9 +149,12 @@ def test_an_end_other_than_the_pause_reopens_and_ends_there() -> None:
     worker.join(5.0)
     assert without_speech_end(engine.turn.calls)[1:] == [
         ("end_audio", MIN_FEED_SAMPLES - 500, True),
+        ("generate",),
+        ("token", "reply"),
         ("reopen",),
         ("end_audio", MIN_FEED_SAMPLES - 3000, False),
         ("generate",),
+        ("token", "reply"),
         ("finish", "end_of_turn"),
     ]
     assert len(stream.samples) == MIN_FEED_SAMPLES - 3000
@@ -144,7 +170,7 @@ def test_a_pause_beyond_what_was_fed_waits_for_that_audio() -> None:
     stream.append(np.zeros(800, dtype=np.float32))  # far less than a step
     stream.pause(MIN_FEED_SAMPLES + 400)
     settle(stream)
-    assert without_speech_end(engine.turn.calls)[-2:] == [("feed", 800, True), ("end_audio", MIN_FEED_SAMPLES + 400, True)]
+    assert without_speech_end(engine.turn.calls)[-4:-2] == [("feed", 800, True), ("end_audio", MIN_FEED_SAMPLES + 400, True)]
     stream.discard()
     worker.join(5.0)
     assert engine.turn.calls[-1] == ("finish", "cancelled")
@@ -161,3 +187,80 @@ def test_the_end_is_noted_the_moment_it_happens(when: str) -> None:
     if when == "before":
         stream.when_ended(lambda: noted.append("ended"))
     assert noted == ["ended"]
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_reply_generated_in_the_pause_is_held_until_the_endpoint_confirms() -> None:
+    stream, received = SpeechStream(30.0), []
+    engine = FakeEngine()
+    engine.turn.reply, engine.turn.token_gate = ["Hello", " there"], threading.Semaphore(0)
+    engine, worker, replies = start_worker(stream, received.append, engine)
+    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
+    stream.pause(MIN_FEED_SAMPLES - 500)
+    settle(stream)
+    engine.turn.token_gate.release()
+    wait_for(lambda: ("token", "Hello") in engine.turn.calls)
+    assert received == []  # nothing is spoken before the endpoint
+    stream.end(MIN_FEED_SAMPLES - 500)
+    engine.turn.token_gate.release()
+    worker.join(5.0)
+    assert received == ["Hello", " there"]
+    assert replies[0].text == "Hello there"
+    assert "reopen" not in [call[0] for call in engine.turn.calls]
+
+
+def test_speech_after_the_pause_drops_the_reply_generated_in_it() -> None:
+    stream, received = SpeechStream(30.0), []
+    engine = FakeEngine()
+    engine.turn.reply, engine.turn.token_gate = ["Hello", " there"], threading.Semaphore(0)
+    engine, worker, replies = start_worker(stream, received.append, engine)
+    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
+    stream.pause(MIN_FEED_SAMPLES - 500)
+    settle(stream)
+    engine.turn.token_gate.release()
+    wait_for(lambda: ("token", "Hello") in engine.turn.calls)
+    stream.resume()  # the speaker goes on
+    stream.append(np.ones(MIN_FEED_SAMPLES, dtype=np.float32))
+    gate, engine.turn.token_gate = engine.turn.token_gate, None  # from now on tokens come at once
+    gate.release()
+    wait_for(lambda: ("reopen",) in engine.turn.calls)
+    settle(stream)
+    stream.end(2 * MIN_FEED_SAMPLES)
+    worker.join(5.0)
+    calls = without_speech_end(engine.turn.calls)
+    assert calls[calls.index(("reopen",)) - 2 : calls.index(("reopen",)) + 1] == [
+        ("generate",), ("token", "Hello"), ("reopen",)
+    ]
+    assert calls[-6:] == [
+        ("feed", MIN_FEED_SAMPLES, True),
+        ("end_audio", 2 * MIN_FEED_SAMPLES, False),
+        ("generate",),
+        ("token", "Hello"),
+        ("token", " there"),
+        ("finish", "end_of_turn"),
+    ]
+    assert received == ["Hello", " there"]  # only the answer to the whole question
+    assert replies[0].text == "Hello there"
+
+
+def test_a_stream_discarded_while_the_reply_is_generated_ahead_cancels_the_turn() -> None:
+    stream, received = SpeechStream(30.0), []
+    engine = FakeEngine()
+    engine.turn.reply, engine.turn.token_gate = ["Hello", " there"], threading.Semaphore(0)
+    engine, worker, replies = start_worker(stream, received.append, engine)
+    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
+    stream.pause(MIN_FEED_SAMPLES - 500)
+    settle(stream)
+    engine.turn.token_gate.release()
+    wait_for(lambda: ("token", "Hello") in engine.turn.calls)
+    stream.discard()
+    engine.turn.token_gate.release()
+    worker.join(5.0)
+    assert engine.turn.calls[-1] == ("finish", "cancelled")
+    assert received == []

@@ -4,6 +4,8 @@ spoken, and the KV cache holds exactly the turn afterwards."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
 from edge_assistant.llm.tool_calls import render_tool_call, render_tool_response
 from edge_assistant.llm.tool_loop import ToolUse
 from edge_assistant.tools import FunctionTool, Parameter, Toolbox, ToolResult
-from edge_assistant.turn import TOOL_APOLOGY, run_turn
+from edge_assistant.turn import TOOL_APOLOGY, SpeechStream, run_turn
 
 from scripted import ScriptedEngine
 
@@ -71,6 +73,34 @@ def test_a_call_runs_and_the_model_continues_in_the_same_turn(model) -> None:
     closing = len(model.engine._audio_prefix_tokens) + len(model.engine._audio_suffix_tokens)
     assert tokens["prompt"] == closing + response
     assert tokens["evaluated_this_turn"] == tokens["prompt"] + tokens["audio"] + tokens["generated"] + 2
+    model.engine.check_cache()
+
+
+def test_a_call_begun_in_the_pause_runs_only_once_the_endpoint_confirms(model) -> None:
+    """Generated ahead of the endpoint, a call waits: if the speaker went on, the
+    question would change and the call must not have acted on the world."""
+    log: list = []
+    model.say(render_tool_call("add", {"a": 2, "b": 3}) + WAIT + "The sum is five.")
+    model.engine.reset_history()
+    stream, results = SpeechStream(30.0), []
+    worker = threading.Thread(
+        target=lambda: results.append(run_turn(model.engine, stream, None, 0.0, ToolUse(make_toolbox(log)))), daemon=True
+    )
+    worker.start()
+    stream.append(question())
+    stream.append(np.zeros(MODEL_SAMPLE_RATE // 4, dtype=np.float32))
+    stream.pause(MODEL_SAMPLE_RATE)
+    deadline = time.monotonic() + 30
+    while not (model.engine._active is not None and model.engine._active.stats.stopped_by == "tool_call"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert log == []  # the call is parsed and waits for the endpoint
+    stream.end(MODEL_SAMPLE_RATE)
+    worker.join(30)
+    assert log == [{"a": 2, "b": 3}]
+    assert results[0].sentences == ["The sum is five."]
+    assert results[0].tokens["generated_ahead"] > 0
     model.engine.check_cache()
 
 

@@ -98,12 +98,14 @@ class TurnStats:
     prompt_tokens: int = 0
     audio_tokens: int = 0
     generated_tokens: int = 0
+    generated_ahead: int = 0  # of those, generated in the pause before the endpoint confirmed the end
     evaluated_this_turn: int = 0
     after_speech_end: int = 0  # of those, evaluated after the audio ended (the closing text, unfinished audio)
     context_tokens: int = 0  # tokens in the KV cache after the turn
     encode_ms: float = 0.0
     prefill_ms: float = 0.0
     first_token_ms: float = 0.0
+    first_token_at: float = 0.0  # perf_counter() when the first reply token was sampled
     decode_ms: float = 0.0
     stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full", "cancelled" or "tool_call" (paused for results)
 
@@ -880,9 +882,12 @@ class GemmaEngine:
         cancelled: threading.Event,
         marks: list[tuple[int, int]],
         max_tokens: int | None = None,
+        between_tokens: Callable[[], None] | None = None,
     ) -> str:
         """Sample until the turn ends; ``marks`` gets (reply text length, cache
-        position) after each token evaluated: what a barge-in cuts by. Once a
+        position) after each token evaluated: what a barge-in cuts by;
+        ``between_tokens`` is called before each token is sampled and may raise
+        to abandon the generation (the caller then truncates the cache). Once a
         tool call closes, only another call may follow: anything else (Gemma's
         ``<|tool_response>``, the end of the turn, text) pauses generation with
         ``stopped_by`` "tool_call", unevaluated, so the caller can put the
@@ -898,10 +903,13 @@ class GemmaEngine:
             if cancelled.is_set():
                 stats.stopped_by = "cancelled"
                 break
+            if between_tokens is not None:
+                between_tokens()
             token = self._sampler.sample(self._ctx)
             if stats.generated_tokens == 0:
-                stats.first_token_ms = (time.perf_counter() - started) * 1000
-                generation_started = time.perf_counter()
+                stats.first_token_at = time.perf_counter()
+                stats.first_token_ms = (stats.first_token_at - started) * 1000
+                generation_started = stats.first_token_at
             if call_closed and token != self._call_open:
                 stats.stopped_by = "tool_call"
                 break
@@ -964,6 +972,7 @@ class AudioTurn:
         self._audio_ended = False
         self.committing = False  # closing the turn in the cache: a cancel no longer stops that
         self._heard = self._samples  # all audio fed, before end_audio() trimmed it
+        self._closing_start = 0  # cache position of the text closing the user turn, once the audio ended
         self._reply_start: int | None = None
         self._reply_marks: list[tuple[int, int]] = []  # (reply text length, cache position) per token
         self._reply_chars = 0
@@ -1023,19 +1032,24 @@ class AudioTurn:
             self._forget_tokens_beyond(keep_samples)
             self._samples = self._samples[:keep_samples]
         self._advance(final=True)
+        self._closing_start = self.engine._n_past
         self._evaluate_text(self.engine._audio_suffix_tokens, want_logits=True)
         self._audio_ended = True
         self._count_after_speech_end()
 
     def reopen_audio(self) -> None:
         """Undo an early :meth:`end_audio`: the speaker went on after a pause.
-        The closing text and the audio tokens the end changed leave the cache;
-        the tokens final before it stay, and feeding continues from all the audio
-        heard."""
+        The closing text, any reply generated ahead of the endpoint and the audio
+        tokens the end changed leave the cache; the tokens final before it stay,
+        and feeding continues from all the audio heard."""
         if not self._audio_ended:
             raise RuntimeError("reopen_audio() without end_audio()")
-        self._truncate(self.engine._n_past - len(self.engine._audio_suffix_tokens))
+        self._truncate(self._closing_start)
         self.stats.prompt_tokens -= len(self.engine._audio_suffix_tokens)
+        self.stats.generated_tokens, self.stats.first_token_ms, self.stats.first_token_at = 0, 0.0, 0.0
+        self.stats.decode_ms, self.stats.stopped_by = 0.0, ""
+        self._reply_start, self._reply_marks, self._reply_chars = None, [], 0
+        self.engine._sampler.reset()  # the answer restarts as a fresh turn's would
         self._forget_tokens_beyond(len(self._samples))
         self._samples = self._heard
         self._audio_ended = False
@@ -1050,21 +1064,26 @@ class AudioTurn:
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._ctx, -1), shape=(n_vocab,)).copy()
 
     def generate(
-        self, on_text: Callable[[str], None] | None = None, started: float | None = None, max_tokens: int | None = None
+        self,
+        on_text: Callable[[str], None] | None = None,
+        started: float | None = None,
+        max_tokens: int | None = None,
+        between_tokens: Callable[[], None] | None = None,
     ) -> str:
         """The reply, token by token to ``on_text``; ``started`` (perf_counter) is
         where first_token_ms counts from, by default the turn's opening;
-        ``max_tokens`` caps this call (default engine.max_tokens)."""
+        ``max_tokens`` caps this call (default engine.max_tokens);
+        ``between_tokens`` runs before each token and may raise to stop (after an
+        early :meth:`end_audio`: the speaker went on, :meth:`reopen_audio`)."""
         if not self._audio_ended:
             raise RuntimeError("generate() before end_audio()")
-        self.note_speech_end()
-        self._count_after_speech_end()
         engine = self.engine
         if self._reply_start is None:
             self._reply_start = engine._n_past
+        self._count_after_speech_end()
         marks: list[tuple[int, int]] = []
         started = started if started is not None else self._opened
-        text = engine._generate(self.stats, started, on_text, self._cancelled, marks, max_tokens)
+        text = engine._generate(self.stats, started, on_text, self._cancelled, marks, max_tokens, between_tokens)
         self._reply_marks.extend((self._reply_chars + chars, position) for chars, position in marks)
         self._reply_chars += len(text)
         return text
@@ -1085,6 +1104,7 @@ class AudioTurn:
         barge-in keep the question and the part of the reply the user heard;
         otherwise (cancelled, failed) roll it back."""
         heard = interruption.heard_chars if interruption is not None else None
+        self._count_after_speech_end()
         if heard is not None and self._audio_ended and not self._closed:
             self.stats.stopped_by = "interrupted"
             self.commit(interruption)
@@ -1177,9 +1197,12 @@ class AudioTurn:
             self._clip_whole[index] = whole
 
     def _count_after_speech_end(self) -> None:
+        """Prompt tokens (audio and text, not the reply) evaluated after the
+        speech ended."""
         with self._position_lock:
             if self._speech_end is not None:
-                self.stats.after_speech_end = self.engine._n_past - self._speech_end
+                prompt_end = self.engine._n_past if self._reply_start is None else self._reply_start
+                self.stats.after_speech_end = max(0, prompt_end - self._speech_end)
 
     def _forget_tokens_beyond(self, samples: int) -> None:
         """Keep only the audio tokens the first ``samples`` make final (up to the

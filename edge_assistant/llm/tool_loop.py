@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .tool_calls import ToolCall, parse_tool_calls, render_tool_response
 from ..tools import Confirmer, Toolbox, ToolCallRecord
@@ -27,20 +27,35 @@ class ToolUse:
     confirm: Confirmer | None = None
 
 
+class Gate(Protocol):
+    """Holds a reply back until it may take effect (a reply generated before the
+    endpoint confirmed the question's end)."""
+
+    def check(self) -> None:
+        """Between tokens; raises to abandon the reply."""
+
+    def settle(self) -> None:
+        """Before a tool runs: waits until the reply may take effect, or raises."""
+
+
 def generate_with_tools(
-    turn: Any, on_text: Callable[[str], None] | None, started: float | None, tools: ToolUse | None
+    turn: Any, on_text: Callable[[str], None] | None, started: float | None, tools: ToolUse | None,
+    gate: Gate | None = None,
 ) -> tuple[str, list[ToolCallRecord]]:
     """The turn's whole reply text (calls included: the reply filter hides
     them) and a record of every call, in order. At most
     ``toolbox.max_calls_per_turn`` calls run; the turn ends after the first
     call group past that, so a model stuck calling cannot loop."""
-    segment = turn.generate(on_text, started)
+    between_tokens = gate.check if gate is not None else None
+    segment = turn.generate(on_text, started, between_tokens=between_tokens)
     text, records = segment, []
     while turn.stats.stopped_by == "tool_call":
         calls = parse_tool_calls(segment)
         if tools is None or not calls:
             turn.stats.stopped_by = "end_of_turn"  # nothing to answer: the pause was the turn's end
             break
+        if gate is not None:
+            gate.settle()
         toolbox = tools.toolbox
         round_records = [run_call(call, toolbox, tools.confirm, len(records) + index) for index, call in enumerate(calls)]
         records.extend(round_records)
@@ -50,7 +65,7 @@ def generate_with_tools(
         if any(record.end_turn for record in round_records) or len(records) > toolbox.max_calls_per_turn:
             turn.stats.stopped_by = "end_of_turn"
             break
-        segment = turn.generate(on_text, started)
+        segment = turn.generate(on_text, started, between_tokens=between_tokens)
         text += segment
     return text, records
 
