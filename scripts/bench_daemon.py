@@ -9,7 +9,11 @@ speech to the first reply audio, per turn, split by stage.
     python scripts/bench_daemon.py --full-size --realtime   # wall-clock turns, loop gaps, SIGTERM
 
 Without --model it runs on the Gemma 4 twin; without --wake the wake-word cost is
-not measured. Speech is synthesized with Piper; numbers, not pass/fail.
+not measured. Speech is synthesized with Piper; numbers, not pass/fail. The
+reply is scripted English (tests/scripted.py: every token is still evaluated by
+the model, only the choice of token is fixed), so the first sentence has a real
+reply's length and Piper speaks words, not the random-weight twin's noise in a
+dozen scripts, which would make "first audio" measure Piper spelling gibberish.
 
 By default the questions are read from a file that waits for the engine: the
 turns are timed as if this machine kept up with the speech. ``--realtime`` plays
@@ -45,6 +49,9 @@ from edge_assistant.vad import Endpointer
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_once import default_voice, twin_paths  # noqa: E402  (one twin/voice lookup for both benchmarks)
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scripted import ScriptedEngine  # noqa: E402
+
 SENTENCES = (
     "The kitchen timer is still running.",
     "Could you pass me the salt, please?",
@@ -57,6 +64,7 @@ QUESTIONS = (
     # About 5 s: long enough for streaming to matter.
     "My sister is flying in from Lisbon tomorrow evening, so what time should we leave for the airport?",
 )
+REPLY = "Leave at about half past six. The evening traffic to the airport is heavy, so give yourselves an hour."
 
 
 def household_stream(voice: PiperSpeech, minutes: float) -> np.ndarray:
@@ -170,7 +178,7 @@ def main() -> int:
     parser.add_argument("--model", type=Path)
     parser.add_argument("--mmproj", type=Path)
     parser.add_argument("--voice", type=Path)
-    parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--idle-only", action="store_true", help="only the idle cost: no model, no turns")
     parser.add_argument("--full-size", action="store_true", help="the full-size random-weight E2B twin (about 3.4 GB, built once)")
     parser.add_argument("--realtime", action="store_true", help="questions at the speed of speech; loop gaps; SIGTERM")
@@ -191,17 +199,21 @@ def main() -> int:
 
     model, mmproj = (args.model, args.mmproj) if args.model else full_size_paths() if args.full_size else twin_paths()
     with tempfile.TemporaryDirectory() as workdir:
-        with GemmaEngine(model, mmproj, config.engine) as engine:
+        scripted = ScriptedEngine(model, mmproj, REPLY, config.engine)
+        with scripted.engine as engine:
+            by_mode = {}
             for stream_audio in (True, False):
                 config.conversation.stream_audio = stream_audio
                 engine.reset_history()
                 turns, assistant = turn_latencies(config, engine, voice, Path(workdir), args.realtime)
+                by_mode[stream_audio] = turns
                 how = "streamed while spoken" if stream_audio else "evaluated after the speech ended"
                 print_latencies(turns, model, how + (", in real time" if args.realtime else ""))
                 if args.realtime:
                     timing = assistant.loop_timing
                     print(f"  audio loop: {timing.frames} frames of {config.input.frame_ms} ms, longest gap between "
                           f"two {timing.longest_gap_ms:.0f} ms, {timing.gaps_over_100_ms} gaps over 100 ms")
+            print_ratios(by_mode[True], by_mode[False])
         if args.realtime:
             seconds, code = sigterm_during_prefill(model, mmproj, args.voice or default_voice(), voice, Path(workdir))
             print(f"\nSIGTERM 3 s into a 15 s streamed question: exited after {seconds:.2f} s with code {code}")
@@ -211,18 +223,33 @@ def main() -> int:
 def print_latencies(turns: list[dict], model: Path, how: str) -> None:
     print(f"\nlatency after the endpoint fired ({model.name}, question {how}), ms:")
     stages = ("encode", "prefill", "first_token", "tts_first_audio")
-    print("  turn  speech s  " + "  ".join(f"{stage:>15s}" for stage in stages) + "  tokens after end  engine load")
+    print("  turn  speech s  " + "  ".join(f"{stage:>15s}" for stage in stages)
+          + "  tokens after end  reply tokens ahead  engine load")
     for number, turn in enumerate(turns, start=1):
         timings, tokens = turn["timings_ms"], turn["tokens"]
         speech_seconds = tokens["audio"] / 25
         # Engine work on the question per second of it: above 1.0 a live stream falls behind.
         load = (timings["encode"] + timings["prefill"]) / 1000 / speech_seconds
         print(f"  {number:4d}  {speech_seconds:8.2f}  " + "  ".join(f"{timings.get(stage, float('nan')):15.1f}" for stage in stages)
-              + f"  {tokens['after_speech_end']:16d}  {load:11.2f}")
+              + f"  {tokens['after_speech_end']:16d}  {tokens['generated_ahead']:18d}  {load:11.2f}")
     if turns:
         median = statistics.median(turn["timings_ms"]["first_token"] for turn in turns)
         print(f"  median endpoint→first token: {median:.0f} ms (plus endpoint.end_silence_ms = "
               f"{turns[0]['timings_ms']['endpoint_silence']:.0f} ms of waiting for silence before it)")
+
+
+def print_ratios(streamed: list[dict], one_shot: list[dict]) -> None:
+    """Streamed against one-shot, turn by turn (the same audio): the issue's goal
+    is <= 25 % for the 5 s question."""
+    print("\nstreamed / evaluated after the speech ended, same audio:")
+    for number, (ours, theirs) in enumerate(zip(streamed, one_shot), start=1):
+        seconds = theirs["tokens"]["audio"] / 25
+        parts = []
+        for stage in ("first_token", "tts_first_audio"):
+            mine, base = ours["timings_ms"].get(stage), theirs["timings_ms"].get(stage)
+            if mine is not None and base:
+                parts.append(f"{stage} {mine:.0f} / {base:.0f} ms = {mine / base:.0%}")
+        print(f"  turn {number} ({seconds:.1f} s): " + "; ".join(parts))
 
 
 def full_size_paths() -> tuple[Path, Path]:
