@@ -5,7 +5,7 @@ file-backed memory, one configuration per fresh process.
 
     python scripts/bench_real_size.py                          # defaults, on the full-size twin
     python scripts/bench_real_size.py --sweep threads --sweep kv --runs 3
-    python scripts/bench_real_size.py --limit 3.3 --limit 2.6  # inside memory cgroups, cold page cache (root)
+    python scripts/bench_real_size.py --limit 3.3 --limit 2.6  # the daemon inside memory cgroups, cold page cache (root)
     python scripts/bench_real_size.py --yardsticks             # llama-bench, llama-mtmd-cli, faster-whisper
 
 Sweeps: threads (1..cores, and cores-1 for decode while Piper speaks), ubatch
@@ -226,11 +226,10 @@ def run_worker(job: dict) -> dict:
     Piper speaking the reply, and return the medians."""
     from scripted import ScriptedEngine
 
-    from edge_assistant.audio.files import read_audio
     from edge_assistant.audio.playback import RecordingPlayback
-    from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
+    from edge_assistant.config import EngineConfig
     from edge_assistant.tts import PiperSpeech, StreamingSpeaker
-    from edge_assistant.turn import prepare_audio, run_turn
+    from edge_assistant.turn import run_turn
 
     settings = EngineConfig(max_tokens=job["max_tokens"], seed=1, **job["engine"])
     started = time.perf_counter()
@@ -239,9 +238,11 @@ def run_worker(job: dict) -> dict:
     engine = scripted.engine
     voice = PiperSpeech(Path(job["voice"]))
     speaker = StreamingSpeaker(voice, RecordingPlayback(voice.sample_rate))  # synthesized, played nowhere
-    result: dict = {"load_ms": load_ms, "threads": engine.threads, "questions": {}}
+    result: dict = {"load_ms": load_ms, "threads": engine.threads, "questions": {},
+                    "user_turn": [engine.chat_format.user_prefix, engine.chat_format.user_suffix],
+                    "system_prompt_tokens": engine.system_prompt_tokens}
     for name, path in job["questions"].items():
-        speech = prepare_audio(read_audio(path), AudioConfig(), EndpointConfig().min_speech_ms)
+        speech = prepared_speech(Path(path))
         turns = []
         for _ in range(job["runs"]):
             engine.reset_history()
@@ -255,6 +256,15 @@ def run_worker(job: dict) -> dict:
     return result
 
 
+def prepared_speech(path: Path):
+    """The question as the engine gets it: trimmed to the speech (turn.prepare_audio)."""
+    from edge_assistant.audio.files import read_audio
+    from edge_assistant.config import AudioConfig, EndpointConfig
+    from edge_assistant.turn import prepare_audio
+
+    return prepare_audio(read_audio(path), AudioConfig(), EndpointConfig().min_speech_ms)
+
+
 def question_figures(seconds: float, turns: list) -> dict:
     """Medians over the runs of one question, from the engine's own TurnStats
     (through run_turn's timings and token counts)."""
@@ -265,9 +275,12 @@ def question_figures(seconds: float, turns: list) -> dict:
     return {
         "seconds": seconds,
         "audio_tokens": turns[0].tokens["audio"],
+        "prompt_tokens": turns[0].tokens["prompt"],
         "encode_ms_per_s": median(t.timings_ms["encode"] / seconds for t in turns),
         "prefill_tok_s": median((t.tokens["prompt"] + t.tokens["audio"]) / t.timings_ms["prefill"] * 1000 for t in turns),
         "first_token_ms": median(t.timings_ms["first_token"] for t in turns),
+        "encode_ms": median(t.timings_ms["encode"] for t in turns),
+        "prefill_ms": median(t.timings_ms["prefill"] for t in turns),
         "decode_tok_s": median(t.tokens["generated"] / t.timings_ms["decode"] * 1000 for t in turns),
         "generated": turns[0].tokens["generated"],
     }
@@ -301,26 +314,47 @@ class Outcome:
     error: str = ""
 
 
-def run_config(variant: Variant, base: dict, cgroup: MemoryCgroup | None = None, cold: bool = False) -> Outcome:
-    """``variant`` in a fresh process (so peak RSS is its own), optionally inside
-    ``cgroup`` and after dropping the page cache."""
-    job = dict(base, engine=variant.engine, mmproj=str(base["mmprojs"][variant.projector]))
+@dataclass
+class Measured:
+    """A finished process: its exit code, output and memory."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+    memory: PeakMemory
+    cgroup: CgroupResult | None
+
+    def failure(self) -> str:
+        """Why it failed, in one line ("" when it exited 0)."""
+        if self.returncode == 0:
+            return ""
+        reason = "killed (SIGKILL: OOM?)" if self.returncode == -9 else f"exit {self.returncode}"
+        return f"{reason}: {(self.stderr.strip().splitlines() or [''])[-1]}"
+
+
+def run_measured(command: list[str], cgroup: MemoryCgroup | None = None, cold: bool = False) -> Measured:
+    """``command`` in a fresh process (so peak RSS is its own), optionally inside
+    ``cgroup`` and after dropping the page cache; this repository first on its
+    PYTHONPATH."""
     if cold:
         drop_page_cache()
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               preexec_fn=cgroup.enter if cgroup else None)
+                               stdin=subprocess.DEVNULL, preexec_fn=cgroup.enter if cgroup else None)
     watcher = MemoryWatcher(process.pid)
     stdout, stderr = process.communicate()
-    memory = watcher.stop()
-    outcome = Outcome(variant, None, memory, cgroup.result() if cgroup else None)
-    if process.returncode != 0:
-        reason = "killed (SIGKILL: OOM?)" if process.returncode == -9 else f"exit {process.returncode}"
-        outcome.error = f"{reason}: {(stderr.strip().splitlines() or [''])[-1]}"
+    return Measured(process.returncode, stdout, stderr, watcher.stop(), cgroup.result() if cgroup else None)
+
+
+def run_config(variant: Variant, base: dict, cold: bool = False) -> Outcome:
+    """``variant`` in a worker process of its own (see run_measured)."""
+    job = dict(base, engine=variant.engine, mmproj=str(base["mmprojs"][variant.projector]))
+    measured = run_measured([sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(job)], cold=cold)
+    outcome = Outcome(variant, None, measured.memory, measured.cgroup, measured.failure())
+    if outcome.error:
         return outcome
-    outcome.figures = json.loads(stdout.strip().splitlines()[-1])
-    memory.hwm = max(memory.hwm, outcome.figures["vm_hwm"])
+    outcome.figures = json.loads(measured.stdout.strip().splitlines()[-1])
+    outcome.memory.hwm = max(outcome.memory.hwm, outcome.figures["vm_hwm"])
     return outcome
 
 
@@ -360,21 +394,165 @@ def run_and_print(variant: Variant, base: dict, **how) -> Outcome:
     return outcome
 
 
-def limit_report(unlimited: Outcome, limited: list[Outcome]) -> str:
-    lines = ["\nmemory-limited (cgroup v1 memory.limit_in_bytes, cold page cache), against the same run unlimited:",
-             f"{'limit':>8s} {'decode':>8s} {'prefill':>8s} {'1st tok':>8s} {'cgroup max':>10s} {'OOM kills':>9s}"]
-    base = unlimited.figures["questions"][list(QUESTIONS)[-1]] if unlimited.figures else None
-    for outcome in limited:
-        limit = outcome.cgroup.limit / GIB
-        usage = f"{outcome.cgroup.max_usage / GIB:9.2f}G"
-        if outcome.figures is None or base is None:
-            lines.append(f"{limit:7.2f}G failed: {outcome.error} {usage} {outcome.cgroup.oom_kills:9d}")
+# -- the daemon inside memory limits -------------------------------------------------------
+#
+# The goal (issue 14) is about the product: `edge-assistant run` answering a 15 s
+# question with Piper speaking, limited to 3.3 GiB (a 4 GB Pi's room for the
+# service) and to 2.6 GiB. So every limited run is the real daemon, its reply
+# scripted by scripts/scripted_daemon.py, one process per run; the unlimited
+# baseline is the same command. The page cache is dropped before every run
+# (limited or not), as after a boot, so the model file is read from the disk
+# in each, and the runs take turns (unlimited, each limit, again) so a change in
+# the machine's load falls on all of them alike.
+
+DAEMON_QUESTION = "15 s"
+DAEMON_GOALS = {3.3: 0.97, 2.6: 0.9}  # limit GiB: decode speed against unlimited, at least
+PEAK_RSS_GOAL = 2.6 * GIB
+
+
+def daemon_config(engine: dict, max_tokens: int, state_dir: Path) -> str:
+    """The TOML the daemon reads: voice activity alone starts a turn (no wake
+    word), a fixed seed and max_tokens, the shared [engine] settings, and tool
+    state in the benchmark's own directory instead of the user's."""
+    lines = ["[wake]", 'model = "none"', "", "[tools]", f"state_dir = {json.dumps(str(state_dir))}", "", "[engine]",
+             f"max_tokens = {max_tokens}", "seed = 1"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in engine.items()]  # JSON scalars are TOML scalars
+    return "\n".join(lines) + "\n"
+
+
+def daemon_command(base: dict, config: Path, output: Path) -> list[str]:
+    """`edge-assistant run` on the question file, events on stdout, the reply's
+    audio to ``output``, through scripted_daemon.py so the model says REPLY."""
+    return [sys.executable, str(ROOT / "scripts" / "scripted_daemon.py"), "--reply", REPLY, "run",
+            "--input-file", base["questions"][DAEMON_QUESTION], "--output-file", str(output), "--events",
+            "--model", base["model"], "--mmproj", base["mmprojs"]["F16"], "--voice", base["voice"],
+            "--config", str(config)]
+
+
+def turn_figures(events: str) -> dict:
+    """Decode speed, first token and first audio of the one turn in the daemon's
+    event stream (stdout of `run --events`)."""
+    records = [json.loads(line) for line in events.splitlines() if line.startswith("{")]
+    errors = [record["message"] for record in records if record["event"] == "error"]
+    if errors:
+        raise BenchError(f"the daemon's turn failed: {errors[0]}")
+    turns = [record for record in records if record["event"] == "turn"]
+    if len(turns) != 1:
+        raise BenchError(f"expected one turn from the daemon, got {len(turns)}")
+    tokens, timings = turns[0]["tokens"], turns[0]["timings_ms"]
+    if not tokens["generated"] or not timings["decode"]:
+        raise BenchError("the daemon's turn generated nothing")
+    return {
+        "decode_tok_s": tokens["generated"] / timings["decode"] * 1000,
+        "first_token_ms": timings["first_token"],
+        "first_audio_ms": timings.get("tts_first_audio", float("nan")),
+        "generated": tokens["generated"],
+        "audio_tokens": tokens["audio"],
+    }
+
+
+@dataclass
+class DaemonRun:
+    """One daemon run: its turn's figures (None when it failed) and its memory."""
+
+    figures: dict | None
+    memory: PeakMemory
+    cgroup: CgroupResult | None
+    error: str = ""
+
+
+def run_daemon(base: dict, engine: dict, limit_gib: float | None, workdir: Path) -> DaemonRun:
+    """The daemon once, cold page cache, inside a fresh memory cgroup of
+    ``limit_gib`` (None: unlimited)."""
+    config = workdir / "daemon.toml"
+    config.write_text(daemon_config(engine, base["max_tokens"], workdir / "tool-state"))
+    command = daemon_command(base, config, workdir / "reply.wav")
+    cgroup = MemoryCgroup(int(limit_gib * GIB)) if limit_gib is not None else None
+    try:
+        measured = run_measured(command, cgroup, cold=True)
+    finally:
+        if cgroup is not None:
+            cgroup.remove()
+    run = DaemonRun(None, measured.memory, measured.cgroup, measured.failure())
+    if not run.error:
+        try:
+            run.figures = turn_figures(measured.stdout)
+        except BenchError as error:
+            run.error = str(error)
+    return run
+
+
+def spread(values: list[float], digits: int) -> str:
+    """``median (min-max)``."""
+    if not values:
+        return "-"
+    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def daemon_label(limit_gib: float | None) -> str:
+    return "unlimited" if limit_gib is None else f"limit {limit_gib:g} GiB"
+
+
+def daemon_report(runs: dict[float | None, list[DaemonRun]]) -> str:
+    """A row per configuration (medians and min-max over its runs), then one
+    line per limit against the unlimited runs, and the peak RSS goal."""
+    header = (f"{'configuration':16s} {'decode tok/s':>20s} {'1st token ms':>22s} {'1st audio ms':>22s} "
+              f"{'peak RSS GiB':>19s} {'anon':>5s} {'file':>5s} {'cgroup max':>10s} {'OOM kills':>9s} {'failed':>6s}")
+    lines = [header, "-" * len(header)]
+    decode: dict[float | None, list[float]] = {}
+    for limit, group in runs.items():
+        done = [run for run in group if run.figures]
+        decode[limit] = [run.figures["decode_tok_s"] for run in done]
+        hwm = [run.memory.hwm / GIB for run in group]
+        usage = [run.cgroup.max_usage / GIB for run in group if run.cgroup]
+        lines.append(
+            f"{daemon_label(limit):16s} {spread(decode[limit], 2):>20s} "
+            f"{spread([run.figures['first_token_ms'] for run in done], 0):>22s} "
+            f"{spread([run.figures['first_audio_ms'] for run in done], 0):>22s} {spread(hwm, 2):>19s} "
+            f"{statistics.median(run.memory.anon for run in group) / GIB:5.2f} "
+            f"{statistics.median(run.memory.file for run in group) / GIB:5.2f} "
+            f"{(f'{max(usage):.2f}G' if usage else '-'):>10s} "
+            f"{sum(run.cgroup.oom_kills for run in group if run.cgroup):9d} {len(group) - len(done):6d}")
+        lines += [f"  {daemon_label(limit)} failed: {run.error}" for run in group if run.error]
+    lines.append("")
+    base = decode.get(None, [])
+    for limit, group in runs.items():
+        if limit is None:
             continue
-        q = outcome.figures["questions"][list(QUESTIONS)[-1]]
-        lines.append(f"{limit:7.2f}G {q['decode_tok_s'] / base['decode_tok_s']:7.2f}x "
-                     f"{q['prefill_tok_s'] / base['prefill_tok_s']:7.2f}x "
-                     f"{q['first_token_ms'] / base['first_token_ms']:7.2f}x {usage} {outcome.cgroup.oom_kills:9d}")
+        oom = sum(run.cgroup.oom_kills for run in group if run.cgroup)
+        failed = sum(1 for run in group if not run.figures)
+        if not base or not decode[limit]:
+            lines.append(f"{daemon_label(limit)}: no ratio (a configuration has no successful run): goal not met")
+            continue
+        ratio = statistics.median(decode[limit]) / statistics.median(base)
+        goal = DAEMON_GOALS.get(limit)
+        verdict = ("no goal for this limit" if goal is None else
+                   f"goal >= {goal:.2f}x with no OOM kill: {'met' if ratio >= goal and not oom and not failed else 'NOT met'}")
+        lines.append(f"{daemon_label(limit)}: decode {ratio:.2f}x unlimited (medians), {oom} OOM kills, "
+                     f"{failed} failed runs; {verdict}")
+    if None in runs:
+        peak = statistics.median(run.memory.hwm for run in runs[None])
+        lines.append(f"peak RSS unlimited {peak / GIB:.2f} GiB (median of VmHWM): goal <= {PEAK_RSS_GOAL / GIB:.1f} GiB "
+                     f"{'met' if peak <= PEAK_RSS_GOAL else 'NOT met'}")
     return "\n".join(lines)
+
+
+def daemon_limits(base: dict, engine: dict, limits: list[float], runs: int) -> str:
+    """The unlimited daemon and each limit, ``runs`` times in turn; a line per run
+    as it ends, then the report."""
+    order: list[float | None] = [None, *limits]
+    results: dict[float | None, list[DaemonRun]] = {limit: [] for limit in order}
+    with tempfile.TemporaryDirectory(prefix="bench-daemon-") as workdir:
+        for number in range(1, runs + 1):
+            for limit in order:
+                run = run_daemon(base, engine, limit, Path(workdir))
+                results[limit].append(run)
+                figures = run.figures
+                print(f"  run {number}, {daemon_label(limit)}: "
+                      + (f"decode {figures['decode_tok_s']:.2f} tok/s, first token {figures['first_token_ms']:.0f} ms, "
+                         f"{figures['generated']} tokens" if figures else f"failed: {run.error}")
+                      + f", VmHWM {run.memory.hwm / GIB:.2f} GiB", flush=True)
+    return daemon_report(results)
 
 
 # -- yardsticks ----------------------------------------------------------------------------
@@ -403,25 +581,78 @@ def llama_bench(bin_dir: Path, model: Path, settings, threads: int, max_tokens: 
     return {("prefill" if row["n_prompt"] else "decode"): row["avg_ts"] for row in rows}
 
 
-def mtmd_cli_first_token(bin_dir: Path, model: Path, mmproj: Path, wav: Path, settings, threads: int, runs: int) -> dict:
-    """llama-mtmd-cli on the same audio: its encoder time and its prompt evaluation
-    (the audio embeddings and the text around them), medians of ``runs``."""
-    command = [str(bin_dir / "llama-mtmd-cli"), "-m", str(model), "--mmproj", str(mmproj), "--audio", str(wav),
-               "-p", "Answer the question.", "-n", "1", "-t", str(threads), "-c", str(settings.n_ctx),
-               "-b", str(settings.n_batch), "-ub", str(settings.n_ubatch), "-ctk", settings.kv_cache_type,
-               "-ctv", settings.kv_cache_type, "-fa", "on", "--temp", "0", "--no-warmup", "--jinja"]
-    encode, prompt = [], []
+MTMD_MARKER = "<__media__>"  # mtmd_default_marker(): where the audio goes in the prompt
+
+
+@dataclass
+class MtmdCliTimes:
+    """What llama-mtmd-cli itself prints about one run (at -lv 4: libllama's and
+    libmtmd's info lines are "trace" to its logger)."""
+
+    encode_ms: float  # "mtmd batch encoding done in N ms": the audio encoder, all batches
+    audio_decode_ms: float  # "audio decoded (batch i/n) in N ms": the audio embeddings into the KV cache
+    prompt_eval_ms: float  # llama_perf's "prompt eval time": every prompt token, audio included
+    prompt_tokens: int  # its token count
+
+    @property
+    def first_token_ms(self) -> float:
+        return self.encode_ms + self.prompt_eval_ms
+
+
+def parse_mtmd_cli_log(log: str) -> MtmdCliTimes:
+    """The timings llama-mtmd-cli printed (stdout and stderr together)."""
+    encoded = re.findall(r"(?:mtmd batch encoding done|(?:audio|image) slice encoded) in (\d+) ms", log)
+    decoded = re.findall(r"(?:audio|image) decoded \(batch \d+/\d+\) in (\d+) ms", log)
+    evaluated = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", log)
+    if not encoded or not evaluated or not float(evaluated.group(1)):
+        raise BenchError("llama-mtmd-cli printed no encoder time or no prompt eval time (it needs -lv 4 and a sampled token)")
+    return MtmdCliTimes(sum(map(float, encoded)), sum(map(float, decoded)), float(evaluated.group(1)),
+                        int(evaluated.group(2)))
+
+
+def user_turn_template(user_prefix: str, user_suffix: str) -> str:
+    """A chat template that renders the user's message exactly as our engine
+    frames its audio (the model's own template, thinking off, with the empty
+    thought block); no system turn: ours is in the cache before the audio comes."""
+    for piece in (user_prefix, user_suffix):
+        if any(syntax in piece for syntax in ("{{", "{%", "{#")):
+            raise BenchError(f"the user turn {piece!r} holds template syntax: cannot hand it to llama-mtmd-cli")
+    return ('{% for message in messages %}{% if message.role == "user" %}'
+            f"{user_prefix}{{{{ message.content }}}}{user_suffix}"
+            "{% endif %}{% endfor %}")
+
+
+def mtmd_cli_command(bin_dir: Path, model: Path, mmproj: Path, wav: Path, settings, threads: int, template: str) -> list[str]:
+    """llama-mtmd-cli answering ``wav`` with our threads, context, n_batch,
+    n_ubatch, KV type and flash attention, warmed up at load as our engine is,
+    greedy, one token; ``template`` frames the user's turn as ours does."""
+    return [str(bin_dir / "llama-mtmd-cli"), "-m", str(model), "--mmproj", str(mmproj), "--audio", str(wav),
+            "-p", MTMD_MARKER, "-n", "1", "-t", str(threads), "-c", str(settings.n_ctx), "-b", str(settings.n_batch),
+            "-ub", str(settings.n_ubatch), "-ctk", settings.kv_cache_type, "-ctv", settings.kv_cache_type, "-fa", "on",
+            "--temp", "0", "--jinja", "--chat-template", template, "--perf", "-lv", "4"]
+
+
+def mtmd_cli_first_token(command: list[str], runs: int) -> MtmdCliTimes:
+    """llama-mtmd-cli's own time from the audio handed over to the first token:
+    its encoder time plus its prompt evaluation (the user turn's text, the audio
+    embeddings, the generation prompt), each run in a fresh process; the median
+    run of ``runs`` (the lower middle one for an even count). Left out, because
+    it prints no time for them: computing the audio's mel spectrogram (inside
+    mtmd_tokenize) and sampling the first token, a few ms; our first token
+    includes them. Its warm-up at load is kept on (--no-warmup put the first
+    graph's set-up, 1.5 s on the twin, into its prompt time); ours has evaluated
+    the system prompt at load, and the median of our turns leaves out the first
+    turn's encoder set-up. Its prompt eval time needs the sampled token: only
+    sampling reads the logits and so closes libllama's timer of the last prompt
+    batch (-n 0 prints 0 ms)."""
+    times = []
     for _ in range(runs):
         result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
         log = result.stdout + result.stderr
-        encoded = re.search(r"(?:(?:audio|image) slice encoded|batch encoding done) in (\d+) ms", log)
-        evaluated = re.search(r"prompt eval time =\s*([\d.]+) ms", log)
-        if result.returncode != 0 or not encoded or not evaluated:
+        if result.returncode != 0:
             raise BenchError(f"llama-mtmd-cli failed: {(log.strip().splitlines() or [''])[-1]}")
-        encode.append(float(encoded.group(1)))
-        prompt.append(float(evaluated.group(1)))
-    return {"encode_ms": statistics.median(encode), "prompt_eval_ms": statistics.median(prompt),
-            "first_token_ms": statistics.median(e + p for e, p in zip(encode, prompt))}
+        times.append(parse_mtmd_cli_log(log))
+    return sorted(times, key=lambda t: t.first_token_ms)[(len(times) - 1) // 2]
 
 
 def whisper_venv() -> Path:
@@ -493,6 +724,8 @@ def whisper_transcripts(wavs: dict[str, Path], threads: int, runs: int) -> dict[
 
 
 def yardsticks(base: dict, settings, threads: int, ours: Outcome, runs: int) -> str:
+    from edge_assistant.audio.files import write_wav_atomic
+
     lines = [f"\nyardsticks ({threads} threads, same files and settings):"]
     ours_q = ours.figures["questions"] if ours.figures else {}
     try:
@@ -502,13 +735,29 @@ def yardsticks(base: dict, settings, threads: int, ours: Outcome, runs: int) -> 
         lines.append(f"  llama-bench: prefill {bench['prefill']:.1f} tok/s, decode {bench['decode']:.2f} tok/s; "
                      f"ours decode {longest.get('decode_tok_s', float('nan')):.2f} tok/s = "
                      f"{longest.get('decode_tok_s', float('nan')) / bench['decode']:.2f}x (goal >= 0.97x)")
-        for name, wav in base["questions"].items():
-            cli = mtmd_cli_first_token(bin_dir, Path(base["model"]), Path(base["mmprojs"]["F16"]), Path(wav), settings,
-                                       threads, runs)
-            mine = ours_q.get(name, {}).get("first_token_ms", float("nan"))
-            lines.append(f"  llama-mtmd-cli, {name} question: encode {cli['encode_ms']:.0f} ms + prompt "
-                         f"{cli['prompt_eval_ms']:.0f} ms = {cli['first_token_ms']:.0f} ms; ours {mine:.0f} ms = "
-                         f"{mine / cli['first_token_ms']:.2f}x (goal <= 1.05x)")
+        if not ours.figures:
+            raise BenchError("llama-mtmd-cli not compared: our own run failed")
+        template = user_turn_template(*ours.figures["user_turn"])
+        with tempfile.TemporaryDirectory(prefix="bench-mtmd-") as workdir:
+            for name, wav in base["questions"].items():
+                mine = ours_q[name]
+                speech = prepared_speech(Path(wav))  # the audio our engine got, silence trimmed
+                trimmed = Path(workdir) / Path(wav).name
+                write_wav_atomic(trimmed, speech.samples, speech.sample_rate)
+                cli = mtmd_cli_first_token(mtmd_cli_command(bin_dir, Path(base["model"]), Path(base["mmprojs"]["F16"]),
+                                                            trimmed, settings, threads, template), runs)
+                ours_tokens = mine["prompt_tokens"] + mine["audio_tokens"]
+                lines.append(
+                    f"  llama-mtmd-cli, {name} question: encode {cli.encode_ms:.0f} ms + prompt eval "
+                    f"{cli.prompt_eval_ms:.0f} ms ({cli.prompt_tokens} tokens, audio {cli.audio_decode_ms:.0f} ms of it) "
+                    f"= {cli.first_token_ms:.0f} ms; ours {mine['first_token_ms']:.0f} ms (encode {mine['encode_ms']:.0f} + "
+                    f"prefill {mine['prefill_ms']:.0f} ms + the rest: mel spectrogram, tokenizing, Python; "
+                    f"{ours_tokens} tokens after "
+                    f"the {ours.figures['system_prompt_tokens']}-token system prompt it keeps cached; theirs: BOS and the same "
+                    f"user turn) = "
+                    f"{mine['first_token_ms'] / cli.first_token_ms:.2f}x ours/theirs (goal <= 1.05x; same threads "
+                    f"{threads}, n_batch {settings.n_batch}, n_ubatch {settings.n_ubatch}, KV {settings.kv_cache_type}, "
+                    f"same audio)")
     except BenchError as error:
         lines.append(f"  llama.cpp tools: {error}")
     try:
@@ -572,10 +821,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mmproj", type=Path, help="its F16 projector")
     parser.add_argument("--mmproj-q8_0", type=Path, help="its Q8_0 projector (for --sweep projector)")
     parser.add_argument("--voice", type=Path)
-    parser.add_argument("--runs", type=int, default=3, help="turns per question per configuration (median)")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="turns per question per configuration, and daemon runs per --limit configuration (median)")
     parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="tokens generated per turn")
     parser.add_argument("--sweep", action="append", default=[], choices=SWEEPS)
-    parser.add_argument("--limit", type=float, action="append", default=[], help="memory limit in GiB (cgroup v1, root)")
+    parser.add_argument("--limit", type=float, action="append", default=[],
+                        help="the daemon inside this memory limit in GiB, against it unlimited (cgroup v1, root)")
     parser.add_argument("--cold", action="store_true", help="drop the page cache before every configuration (root)")
     parser.add_argument("--yardsticks", action="store_true", help="llama-bench, llama-mtmd-cli and faster-whisper too")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -615,6 +866,8 @@ def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
 
     if (args.model is None) != (args.mmproj is None):
         parser.error("give both --model and --mmproj, or neither (the full-size twin)")
+    if args.runs < 1 or any(gib <= 0 for gib in args.limit):
+        parser.error("--runs must be 1 or more and every --limit above 0 GiB")
     common = parse_settings(args.set)
     cores = physical_cores()
     variants = [Variant("defaults", dict(common))]
@@ -634,20 +887,14 @@ def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
         load = os.getloadavg()
         print(f"{model.name}, {cores} cores, {args.runs} runs per question, max_tokens {args.max_tokens}, "
               f"load average {load[0]:.2f} at start; medians; figures of the 15 s question unless labelled")
-        print(f"\nconfigurations (each in a fresh process{', cold page cache' if args.cold else ''}):\n{table_header()}")
-        outcomes = [run_and_print(variant, base, cold=args.cold) for variant in variants]
+        if args.sweep or args.yardsticks or not args.limit:  # --limit alone measures only the daemon
+            print(f"\nconfigurations (each in a fresh process{', cold page cache' if args.cold else ''}):\n{table_header()}")
+            outcomes = [run_and_print(variant, base, cold=args.cold) for variant in variants]
         if args.limit:
-            print(f"\ncold page cache, unlimited and limited (defaults{', ' + ' '.join(args.set) if args.set else ''}):")
-            print(table_header())
-            unlimited = run_and_print(Variant("unlimited", dict(common)), base, cold=True)
-            limited = []
-            for gib in args.limit:
-                cgroup = MemoryCgroup(int(gib * GIB))
-                try:
-                    limited.append(run_and_print(Variant(f"limit {gib} GiB", dict(common)), base, cgroup=cgroup, cold=True))
-                finally:
-                    cgroup.remove()
-            print(limit_report(unlimited, limited))
+            print(f"\nthe daemon (`edge-assistant run`, scripted reply, Piper speaking) on the {DAEMON_QUESTION} "
+                  f"question, cold page cache before every run, unlimited and inside cgroup v1 memory limits, "
+                  f"{args.runs} runs each, medians (min-max){', ' + ' '.join(args.set) if args.set else ''}:", flush=True)
+            print(daemon_limits(base, dict(common), args.limit, args.runs))
         if args.yardsticks:
             print(yardsticks(base, settings, EngineConfig(**common).threads or cores, outcomes[0], args.runs))
         print(f"\nload average at the end {os.getloadavg()[0]:.2f}")

@@ -12,6 +12,11 @@ from edge_assistant.config import EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
 
 
+def reply_tokens(engine: GemmaEngine, reply: str) -> list[int]:
+    """``reply`` as the model would emit it: its tokens, then the end-of-turn token."""
+    return engine.tokenize(reply) + engine.tokenize(engine.chat_format.turn_end)[:1]
+
+
 class ScriptedSampler:
     """Returns the scripted tokens one per call, then the end-of-turn token; every
     turn says the same (``reset`` starts over, as the engine does after a turn)."""
@@ -28,6 +33,11 @@ class ScriptedSampler:
     def reset(self) -> None:
         self._next = 0
 
+    def say(self, engine: GemmaEngine, reply: str) -> None:
+        """Every following turn of ``engine`` replies ``reply``, then ends its turn."""
+        self.tokens = reply_tokens(engine, reply)
+        self.reset()
+
     def close(self) -> None:
         pass
 
@@ -43,13 +53,11 @@ class ScriptedEngine:
         self.engine = GemmaEngine(
             model, mmproj, settings or EngineConfig(max_tokens=200), sampler=self.sampler, tools=tools
         )
-        self._end_of_turn = self.engine.tokenize(self.engine.chat_format.turn_end)[:1]
         self.say(reply)
 
     def say(self, reply: str) -> None:
         """Every following turn replies ``reply``, then ends its turn."""
-        self.sampler.tokens = self.engine.tokenize(reply) + self._end_of_turn
-        self.sampler.reset()
+        self.sampler.say(self.engine, reply)
 
     def close(self) -> None:
         self.engine.close()

@@ -6,6 +6,7 @@ needs confirmation runs only after a spoken yes."""
 from __future__ import annotations
 
 import json
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +23,7 @@ from edge_assistant.llm.tool_calls import render_tool_call
 from edge_assistant.tools.setup import build_tools
 from edge_assistant.tts import PiperSpeech
 
-from scripted import ScriptedEngine, ScriptedSampler
+from scripted import ScriptedEngine, ScriptedSampler, reply_tokens
 from speech import VOICE_PATH, concat, silence, speak
 
 pytestmark = pytest.mark.slow
@@ -63,7 +64,7 @@ def tools_config(tmp_path: Path) -> Config:
 def tool_model(twin):
     declared = build_tools(tools_config(Path("/nonexistent-never-written"))).toolbox.declarations()
     model = ScriptedEngine(twin.model, twin.mmproj, "Okay.", tools=declared)
-    scripts = TurnScripts(lambda reply: model.engine.tokenize(reply) + model._end_of_turn)
+    scripts = TurnScripts(partial(reply_tokens, model.engine))
     model.engine._sampler = scripts
     yield model.engine, scripts
     model.close()
