@@ -127,7 +127,7 @@ def turn_latencies(
     """The daemon on a file of questions. Without ``realtime`` the file waits for
     the engine, so a streamed question is fed as if the machine kept up with the
     speech (the 'engine load' column says whether it does)."""
-    path = questions_file(voice, workdir, 40.0)
+    path = questions_file(voice, workdir, 20.0 if realtime else 40.0)
     events_path = workdir / "events.jsonl"
     with events_path.open("w") as events:
         playback = RecordingPlayback(voice.sample_rate)
