@@ -20,22 +20,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from scripted import ScriptedSampler  # noqa: E402
+from scripted import scripted_engine_class  # noqa: E402
 
 from edge_assistant import cli, daemon  # noqa: E402
-from edge_assistant.llm.engine import GemmaEngine  # noqa: E402
-
-
-def scripted_engine_class(reply: str) -> type[GemmaEngine]:
-    """A GemmaEngine whose sampler says ``reply`` every turn."""
-
-    class ScriptedGemmaEngine(GemmaEngine):
-        def __init__(self, *args, **kwargs) -> None:
-            sampler = ScriptedSampler()
-            super().__init__(*args, sampler=sampler, **kwargs)
-            sampler.say(self, reply)
-
-    return ScriptedGemmaEngine
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -42,6 +42,21 @@ class ScriptedSampler:
         pass
 
 
+def scripted_engine_class(reply: str) -> type[GemmaEngine]:
+    """A GemmaEngine whose sampler says ``reply`` every turn: what the product's
+    own CLI and daemon build when a test or benchmark puts it in place of
+    GemmaEngine (the engine still evaluates the prompt, the audio and every
+    reply token)."""
+
+    class ScriptedGemmaEngine(GemmaEngine):
+        def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003
+            sampler = ScriptedSampler()
+            super().__init__(*args, sampler=sampler, **kwargs)
+            sampler.say(self, reply)
+
+    return ScriptedGemmaEngine
+
+
 class ScriptedEngine:
     """A loaded :class:`GemmaEngine` (``.engine``) whose replies are :meth:`say`'s."""
 

@@ -49,6 +49,31 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
+def test_a_scripted_reply_comes_out_whole_and_spoken(
+    tmp_path: Path, question_wav: Path, model_args: list[str], monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The twin's own words are noise that differs per CPU; with the reply
+    scripted, --once must return exactly it, end the turn on the model's own
+    end-of-turn token, and speak all of it."""
+    from edge_assistant.tts import PiperSpeech
+
+    from scripted import scripted_engine_class
+
+    reply = "Mount Elbrus is the tallest mountain in Europe. It stands in the Caucasus."
+    monkeypatch.setattr(engine, "GemmaEngine", scripted_engine_class(reply))
+    out = tmp_path / "reply.wav"
+    assert main(["--once", str(question_wav), *model_args, "--out", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["reply"] == reply
+    assert report["stopped_by"] == "end_of_turn"
+    voice = PiperSpeech(VOICE_PATH)
+    alone = len(voice.synthesize(reply)) / voice.sample_rate
+    assert abs(report["spoken_seconds"] - alone) < 0.2 * alone  # both sentences, once
+    assert abs(soundfile.info(out).duration - report["spoken_seconds"]) < 0.01
+
+
+@pytest.mark.slow
 def test_question_answered_and_spoken_to_wav(tmp_path: Path, question_wav: Path, model_args: list[str]) -> None:
     out = tmp_path / "reply.wav"
     result = run_cli("--once", str(question_wav), *model_args, "--out", str(out), "--json", "--max-tokens", "48")
