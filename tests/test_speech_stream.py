@@ -196,7 +196,10 @@ def wait_for(condition, timeout: float = 5.0) -> None:  # noqa: ANN001
         time.sleep(0.005)
 
 
-def test_a_reply_generated_in_the_pause_is_held_until_the_endpoint_confirms() -> None:
+def first_token_ahead_in_a_pause():  # noqa: ANN201
+    """A worker that closed the audio early in a pause and has generated the first
+    of its two tokens ahead; the next waits for ``engine.turn.token_gate``.
+    Returns (stream, engine, worker, replies, text received by the speaker)."""
     stream, received = SpeechStream(30.0), []
     engine = FakeEngine()
     engine.turn.reply, engine.turn.token_gate = ["Hello", " there"], threading.Semaphore(0)
@@ -206,6 +209,11 @@ def test_a_reply_generated_in_the_pause_is_held_until_the_endpoint_confirms() ->
     settle(stream)
     engine.turn.token_gate.release()
     wait_for(lambda: ("token", "Hello") in engine.turn.calls)
+    return stream, engine, worker, replies, received
+
+
+def test_a_reply_generated_in_the_pause_is_held_until_the_endpoint_confirms() -> None:
+    stream, engine, worker, replies, received = first_token_ahead_in_a_pause()
     assert received == []  # nothing is spoken before the endpoint
     stream.end(MIN_FEED_SAMPLES - 500)
     engine.turn.token_gate.release()
@@ -216,15 +224,7 @@ def test_a_reply_generated_in_the_pause_is_held_until_the_endpoint_confirms() ->
 
 
 def test_speech_after_the_pause_drops_the_reply_generated_in_it() -> None:
-    stream, received = SpeechStream(30.0), []
-    engine = FakeEngine()
-    engine.turn.reply, engine.turn.token_gate = ["Hello", " there"], threading.Semaphore(0)
-    engine, worker, replies = start_worker(stream, received.append, engine)
-    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
-    stream.pause(MIN_FEED_SAMPLES - 500)
-    settle(stream)
-    engine.turn.token_gate.release()
-    wait_for(lambda: ("token", "Hello") in engine.turn.calls)
+    stream, engine, worker, replies, received = first_token_ahead_in_a_pause()
     stream.resume()  # the speaker goes on
     stream.append(np.ones(MIN_FEED_SAMPLES, dtype=np.float32))
     gate, engine.turn.token_gate = engine.turn.token_gate, None  # from now on tokens come at once
@@ -250,15 +250,7 @@ def test_speech_after_the_pause_drops_the_reply_generated_in_it() -> None:
 
 
 def test_a_stream_discarded_while_the_reply_is_generated_ahead_cancels_the_turn() -> None:
-    stream, received = SpeechStream(30.0), []
-    engine = FakeEngine()
-    engine.turn.reply, engine.turn.token_gate = ["Hello", " there"], threading.Semaphore(0)
-    engine, worker, replies = start_worker(stream, received.append, engine)
-    stream.append(np.zeros(MIN_FEED_SAMPLES, dtype=np.float32))
-    stream.pause(MIN_FEED_SAMPLES - 500)
-    settle(stream)
-    engine.turn.token_gate.release()
-    wait_for(lambda: ("token", "Hello") in engine.turn.calls)
+    stream, engine, worker, _, received = first_token_ahead_in_a_pause()
     stream.discard()
     engine.turn.token_gate.release()
     worker.join(5.0)
