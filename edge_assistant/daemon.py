@@ -43,7 +43,8 @@ from .audio.sources import AudioSource
 from .config import Config
 from .earcons import earcon
 from .errors import TurnStuckError, UsageError
-from .llm.engine import GemmaEngine, Interruption
+from .llm.audio_turn import Interruption
+from .llm.engine import GemmaEngine
 from .llm.tool_loop import ToolUse, hear_yes_or_no
 from .systemd import Notifier
 from .tools import Tool

@@ -21,7 +21,7 @@ import numpy as np
 from .audio.format import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
 from .errors import AudioInputError
-from .llm.engine import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
+from .llm.audio_turn import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
 from .llm.reply_text import HiddenBlockFilter, SentenceSplitter
 from .llm.tool_loop import ToolUse, generate_with_tools
 from .tools import ToolCallRecord
@@ -312,7 +312,7 @@ def respond_streamed(
     interruption: Interruption | None = None,
 ) -> TurnReply:
     """Evaluate a question while it is spoken, then answer it: the same
-    :class:`~edge_assistant.llm.engine.AudioTurn` as a whole recording, fed in steps.
+    :class:`~edge_assistant.llm.audio_turn.AudioTurn` as a whole recording, fed in steps.
     A pause ends the audio early and the reply is generated in it, held back
     until the endpoint confirms the end (:class:`ReplyAhead`); if the speaker
     goes on, the reply and the closing text are rolled back and feeding goes on.

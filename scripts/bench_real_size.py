@@ -876,7 +876,7 @@ def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     from bench_once import default_voice
 
     from edge_assistant.config import EngineConfig
-    from edge_assistant.llm.engine import physical_cores
+    from edge_assistant.llm.loading import physical_cores
 
     if (args.model is None) != (args.mmproj is None):
         parser.error("give both --model and --mmproj, or neither (the full-size twin)")

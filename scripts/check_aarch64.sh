@@ -18,7 +18,7 @@
 # and Piper's real-time factor under emulation (next to the host's, when the host
 # has .venv).
 #
-# test_turn.py imports edge_assistant.llm.engine, which imports llama_cpp at module
+# test_turn.py imports edge_assistant.llm.audio_turn, which imports llama_cpp at module
 # import time; that file runs with an import-only stand-in for llama_cpp (its
 # engine is scripted). The other files run without it, so test_models' llama.cpp
 # loader test is skipped. test_once.py and the daemon tests need the real engine.
@@ -262,7 +262,7 @@ run_tests() {
     mkdir -p "$ROOT_DIR$stub/llama_cpp"
     cat >"$ROOT_DIR$stub/llama_cpp/__init__.py" <<'EOF'
 """Import-only stand-in for llama-cpp-python in scripts/check_aarch64.sh:
-edge_assistant.llm.engine can be imported; nothing here runs a model."""
+edge_assistant.llm.audio_turn can be imported; nothing here runs a model."""
 import sys
 from unittest import mock
 

@@ -18,7 +18,7 @@ import textwrap
 import llama_cpp
 import pytest
 
-from edge_assistant.llm import engine
+from edge_assistant.llm import loading
 from twin_generator import REPO_ROOT
 
 SAPPHIRE_RAPIDS = (
@@ -44,11 +44,11 @@ MATRICES = [
 
 
 def test_amx_flags_come_from_the_cpuinfo_flags_lines():
-    assert engine.cpu_amx_flags(SAPPHIRE_RAPIDS) == {"amx_tile", "amx_int8"}
-    assert engine.cpu_amx_flags(SAPPHIRE_RAPIDS * 4) == {"amx_tile", "amx_int8"}
-    assert engine.cpu_amx_flags(EPYC) == frozenset()
-    assert engine.cpu_amx_flags("model name\t: amx_tile amx_int8 lookalike\n") == frozenset()
-    assert engine.cpu_amx_flags("") == frozenset()
+    assert loading.cpu_amx_flags(SAPPHIRE_RAPIDS) == {"amx_tile", "amx_int8"}
+    assert loading.cpu_amx_flags(SAPPHIRE_RAPIDS * 4) == {"amx_tile", "amx_int8"}
+    assert loading.cpu_amx_flags(EPYC) == frozenset()
+    assert loading.cpu_amx_flags("model name\t: amx_tile amx_int8 lookalike\n") == frozenset()
+    assert loading.cpu_amx_flags("") == frozenset()
 
 
 def test_without_an_amx_buffer_the_defaults_stay():
@@ -56,17 +56,17 @@ def test_without_an_amx_buffer_the_defaults_stay():
         raise AssertionError("the tensor list is read only when AMX must be avoided")
 
     for cpuinfo in (EPYC, SAPPHIRE_RAPIDS):  # an AMX CPU with a build that has no AMX buffer
-        placement = engine.plan_weight_placement(engine.cpu_amx_flags(cpuinfo), ["CPU_REPACK"], never)
+        placement = loading.plan_weight_placement(loading.cpu_amx_flags(cpuinfo), ["CPU_REPACK"], never)
         assert placement.use_extra_bufts and placement.repacked == ()
-    assert engine.plan_weight_placement(frozenset(), [], never).note == ""
-    assert "no AMX buffer" in engine.plan_weight_placement(engine.cpu_amx_flags(SAPPHIRE_RAPIDS), [], never).note
+    assert loading.plan_weight_placement(frozenset(), [], never).note == ""
+    assert "no AMX buffer" in loading.plan_weight_placement(loading.cpu_amx_flags(SAPPHIRE_RAPIDS), [], never).note
 
 
 def test_with_an_amx_buffer_only_repackable_matmul_weights_are_overridden():
     import re
 
-    placement = engine.plan_weight_placement(
-        engine.cpu_amx_flags(SAPPHIRE_RAPIDS), ["AMX", "CPU_REPACK"], lambda: MATRICES
+    placement = loading.plan_weight_placement(
+        loading.cpu_amx_flags(SAPPHIRE_RAPIDS), ["AMX", "CPU_REPACK"], lambda: MATRICES
     )
     assert not placement.use_extra_bufts
     repacked = sorted(name for name, _, _ in MATRICES if any(re.search(p, name) for p in placement.repacked))
@@ -74,12 +74,12 @@ def test_with_an_amx_buffer_only_repackable_matmul_weights_are_overridden():
     assert placement.n_repacked == 4
     assert "#20824" in placement.note and "amx_int8" in placement.note
     # without CPU_REPACK in the build, nothing can be sent there
-    bare = engine.plan_weight_placement(engine.cpu_amx_flags(SAPPHIRE_RAPIDS), ["AMX"], lambda: MATRICES)
+    bare = loading.plan_weight_placement(loading.cpu_amx_flags(SAPPHIRE_RAPIDS), ["AMX"], lambda: MATRICES)
     assert not bare.use_extra_bufts and bare.repacked == ()
 
 
 def test_the_twin_file_lists_its_k_quant_matrices(twin):
-    matrices = {name: (kind, rows) for name, kind, rows in engine.gguf_matrices(twin.model)}
+    matrices = {name: (kind, rows) for name, kind, rows in loading.gguf_matrices(twin.model)}
     assert matrices["blk.1.ffn_down.weight"] == (Q4_K, 64)
     assert matrices["blk.0.ffn_down.weight"] == (Q6_K, 64)
     assert matrices["token_embd.weight"] == (Q8_0, 262144)
@@ -90,7 +90,7 @@ TURN = """
     import logging, sys
     from pathlib import Path
     import numpy as np
-    from edge_assistant.llm import engine
+    from edge_assistant.llm import engine, loading
     from edge_assistant.config import EngineConfig
 
     lines = []
@@ -103,9 +103,9 @@ TURN = """
     logger.addHandler(Keep())
     logger.setLevel(logging.DEBUG)
     if sys.argv[3] == "as-if-amx":  # this ggml offering AMX on an AMX CPU; CPU_REPACK stays real
-        real = engine.cpu_extra_buffer_types
-        engine.cpu_extra_buffer_types = lambda: {"AMX": 0, **real()}
-        engine._read_cpuinfo = lambda: "flags\\t\\t: fpu avx2 amx_tile amx_int8\\n"
+        real = loading.cpu_extra_buffer_types
+        loading.cpu_extra_buffer_types = lambda: {"AMX": 0, **real()}
+        loading._read_cpuinfo = lambda: "flags\\t\\t: fpu avx2 amx_tile amx_int8\\n"
     t = np.arange(2 * 16000, dtype=np.float32) / 16000
     audio = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
     with engine.GemmaEngine(Path(sys.argv[1]), Path(sys.argv[2]), EngineConfig(max_tokens=4, threads=2)) as e:
@@ -129,7 +129,7 @@ def test_a_turn_on_the_twins_k_quant_matrices_never_uses_the_amx_buffer(twin):
     assert r.returncode == 0, (r.returncode, r.stdout[-3000:], r.stderr[-3000:])
     assert "TURN OK 50 " in r.stdout
     assert "AMX model buffer size" not in r.stdout
-    if "AMX" in engine.cpu_extra_buffer_types():
+    if "AMX" in loading.cpu_extra_buffer_types():
         assert "weights: ggml offers its AMX buffer" in r.stdout
 
 

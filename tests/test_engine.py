@@ -11,7 +11,8 @@ import pytest
 from edge_assistant.audio.format import Audio
 from edge_assistant.config import AudioConfig, EndpointConfig, EngineConfig
 from edge_assistant.errors import AudioInputError, UsageError
-from edge_assistant.llm.engine import GemmaEngine, Interruption, TurnCancelled
+from edge_assistant.llm.audio_turn import Interruption, TurnCancelled
+from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.turn import prepare_audio
 
 from scripted import ScriptedEngine
@@ -303,7 +304,7 @@ def test_cancel_is_per_turn(engine: GemmaEngine) -> None:
     turn = engine.begin_turn(5.0)
     turn.feed(question_of(2.0))
     turn.cancel()
-    from edge_assistant.llm.engine import TurnCancelled
+    from edge_assistant.llm.audio_turn import TurnCancelled
 
     with pytest.raises(TurnCancelled):
         turn.feed(question_of(2.0))
@@ -317,7 +318,7 @@ def test_encoder_reach_covers_how_far_a_window_start_travels(layers: int) -> Non
     """Follow a difference in a window's first token through gemma4a's layers:
     attention over 12-token blocks that see 12 tokens back, then a causal
     convolution of kernel 5."""
-    from edge_assistant.llm.engine import ENCODER_BLOCK_TOKENS, encoder_reach_tokens
+    from edge_assistant.llm.audio_turn import ENCODER_BLOCK_TOKENS, encoder_reach_tokens
 
     differing = 1  # tokens [0, differing) differ from the clip-start encoding
     for _ in range(layers):

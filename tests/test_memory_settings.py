@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from edge_assistant.config import EngineConfig
-from edge_assistant.llm.engine import GemmaEngine, mapped_ranges, release_mapped_pages
+from edge_assistant.llm.engine import GemmaEngine
+from edge_assistant.llm.loading import mapped_ranges, release_mapped_pages
 
 LAZY = "per_layer_token_embd.weight (size"
 REPACKED = "CPU_REPACK model buffer size"
@@ -20,7 +21,7 @@ REPACKED = "CPU_REPACK model buffer size"
 
 def load_log(twin, caplog, **settings) -> tuple[str, GemmaEngine]:
     caplog.clear()
-    caplog.set_level(logging.INFO, logger="edge_assistant.llm.engine")
+    caplog.set_level(logging.INFO, logger="edge_assistant.llm.loading")
     with caplog.at_level(logging.DEBUG, logger="edge_assistant.llama_cpp"):
         engine = GemmaEngine(twin.model, twin.mmproj, EngineConfig(max_tokens=4, **settings))
     return "\n".join(record.getMessage() for record in caplog.records), engine

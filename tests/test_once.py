@@ -19,7 +19,7 @@ from edge_assistant.llm import engine
 from edge_assistant.audio.files import write_wav_atomic
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.cli import main
-from edge_assistant.llm.engine import TurnReply, TurnStats
+from edge_assistant.llm.audio_turn import TurnReply, TurnStats
 
 from fake_sounddevice import fake_output
 from speech import VOICE_PATH, concat, noise, silence, speak

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from edge_assistant.llm.engine import TurnReply, TurnStats
+from edge_assistant.llm.audio_turn import TurnReply, TurnStats
 from edge_assistant.turn import MIN_FEED_SAMPLES, SpeechStream, respond_streamed
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
-from edge_assistant.llm.engine import TurnReply, TurnStats
+from edge_assistant.llm.audio_turn import TurnReply, TurnStats
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker
 from edge_assistant.turn import run_turn
 

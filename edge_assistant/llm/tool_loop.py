@@ -1,7 +1,7 @@
 """The tool loop inside one model turn: generate; when the model calls tools,
 check and run them, put their responses into the same turn, and generate on.
 
-It drives an :class:`~edge_assistant.llm.engine.AudioTurn` whose generation pauses
+It drives an :class:`~edge_assistant.llm.audio_turn.AudioTurn` whose generation pauses
 after a call group (``stopped_by == "tool_call"``); the caller commits or rolls
 back the whole turn, calls and responses included, as it does any turn.
 """
