@@ -282,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(list_devices())
             return 0
         if args.command == "run":
-            from .daemon import serve
+            from .daemon.service import serve
 
             model_path, mmproj_path, voice_path = model_paths(config, need_voice=True)
             return serve(

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from .audio.playback import Playback
+    from .config import EarconConfig
 
 # kind -> (frequency in Hz, seconds) per note
 TONES = {
@@ -25,3 +31,12 @@ def earcon(kind: str, sample_rate: int, volume: float) -> np.ndarray:
         envelope[-ramp:] = np.linspace(1, 0, ramp)
         notes.append(np.sin(2 * np.pi * frequency * t) * envelope)
     return (np.concatenate(notes) * volume).astype(np.float32)
+
+
+def play_earcon(kind: str, playback: Playback, settings: EarconConfig) -> np.ndarray:
+    """Queue an earcon if it is switched on; returns what was queued."""
+    if not getattr(settings, kind):
+        return np.zeros(0, dtype=np.float32)
+    tone = earcon(kind, playback.sample_rate, settings.volume)
+    playback.write(tone, playback.sample_rate)
+    return tone

@@ -41,7 +41,8 @@ from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
-from edge_assistant.daemon import Assistant, EventLog
+from edge_assistant.daemon.assistant import Assistant
+from edge_assistant.daemon.events import EventLog
 from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.vad import Endpointer

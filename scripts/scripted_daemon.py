@@ -22,14 +22,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from scripted import scripted_engine_class  # noqa: E402
 
-from edge_assistant import cli, daemon  # noqa: E402
+from edge_assistant import cli  # noqa: E402
+from edge_assistant.daemon import service  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--reply", required=True, help="what the model says every turn")
     args, rest = parser.parse_known_args(argv)
-    daemon.GemmaEngine = scripted_engine_class(args.reply)  # the one engine `run` builds (daemon.serve)
+    service.GemmaEngine = scripted_engine_class(args.reply)  # the one engine `run` builds (service.serve)
     return cli.main(rest)
 
 

@@ -23,7 +23,8 @@ from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
-from edge_assistant.daemon import EARCON_DELAY_MS, Assistant, EventLog
+from edge_assistant.daemon.assistant import EARCON_DELAY_MS, Assistant
+from edge_assistant.daemon.events import EventLog
 from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 

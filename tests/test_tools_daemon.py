@@ -18,7 +18,8 @@ from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
-from edge_assistant.daemon import Assistant, EventLog
+from edge_assistant.daemon.assistant import Assistant
+from edge_assistant.daemon.events import EventLog
 from edge_assistant.llm.tool_calls import render_tool_call
 from edge_assistant.tools.setup import build_tools
 from edge_assistant.tts import PiperSpeech

@@ -18,7 +18,8 @@ from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.audio.playback import RecordingPlayback
 from edge_assistant.audio.sources import EchoSource, FileSource
 from edge_assistant.config import Config
-from edge_assistant.daemon import Assistant, EventLog
+from edge_assistant.daemon.assistant import Assistant
+from edge_assistant.daemon.events import EventLog
 from edge_assistant.errors import TurnStuckError
 from edge_assistant.systemd import Notifier
 from edge_assistant.turn import TurnResult
@@ -72,7 +73,7 @@ def assistant(stream: Path, engine: FakeEngine, respond, notifier: Notifier, eve
         config, engine, SilentVoice(), EchoSource(FileSource(stream, 30), playback), playback, None, log, notifier,
         wait_for_replies=True, respond=respond,
     )
-    daemon.cancel_grace_seconds = 0.3
+    daemon.runner.cancel_grace_seconds = 0.3
     return daemon
 
 

@@ -1,0 +1,1 @@
+"""The always-listening assistant, ``edge-assistant run``."""

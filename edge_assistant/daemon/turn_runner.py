@@ -1,0 +1,207 @@
+"""The turn runner: each question answered on a worker thread, one at a time on
+the engine, with a watchdog for a turn that overruns or never returns."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..audio.format import MODEL_SAMPLE_RATE, Audio
+from ..audio.playback import Playback
+from ..config import Config
+from ..earcons import play_earcon
+from ..errors import TurnStuckError
+from ..llm.audio_turn import Interruption
+from ..llm.engine import GemmaEngine
+from ..systemd import Notifier
+from ..tts import PiperSpeech, StreamingSpeaker
+from ..turn import SpeechStream
+from .events import EventLog
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Turn:
+    """The turn the worker is running, as the audio loop sees it."""
+
+    done: threading.Event
+    wake_sample: int | None
+    speech_end_sample: int  # input time; for a stream, known when the speech ends
+    started: float | None  # time.monotonic() when the speech ended: turns are timed in wall time from there
+    speaker: StreamingSpeaker
+    stream: SpeechStream | None = None  # the question, while it is still spoken
+    cancelled_at: float | None = None  # time.monotonic() of a timeout's cancel
+    interruption: Interruption = field(default_factory=Interruption)  # a barge-in: what of the reply was heard
+
+
+class TurnRunner:
+    """Starts a worker per question (the audio loop never waits for one: the next
+    worker does), follows the one the loop listens to (:attr:`current`), and
+    feeds the systemd watchdog for the loop unless a turn got stuck."""
+
+    def __init__(
+        self, config: Config, engine: GemmaEngine, voice: PiperSpeech, playback: Playback, events: EventLog,
+        notifier: Notifier, respond: Callable[..., Any],
+    ) -> None:
+        self.config = config
+        self.engine = engine
+        self.voice = voice
+        self.playback = playback
+        self.events = events
+        self.notifier = notifier
+        self.respond = respond  # the usual turn: turn.run_turn, with the tools
+        self.current: Turn | None = None  # the turn the loop follows
+        self._last_started: Turn | None = None  # the last turn handed to a worker: the next one waits for it
+        self._stuck = False  # a cancelled turn never returned: the watchdog is no longer fed
+        self._reset_requested = threading.Event()
+        self._last_watchdog = 0.0
+        self.cancel_grace_seconds = 60.0  # a cancelled turn returns at its next token; far longer means stuck
+        self.turns = 0
+
+    @property
+    def running(self) -> bool:
+        """A worker is still inside the engine: it must not be freed under it."""
+        return self._last_started is not None and not self._last_started.done.is_set()
+
+    def request_reset(self) -> None:
+        """The next turn starts with the conversation forgotten."""
+        self._reset_requested.set()
+
+    def start(
+        self, speech: Audio | SpeechStream, wake_sample: int | None, now: int, idle_seconds: float,
+        respond: Callable[..., Any] | None = None,
+    ) -> Turn:
+        """Start the worker for one question, after the previous worker is done
+        (the audio loop never waits for it: the new worker does); ``respond``
+        replaces the usual turn (a yes/no answer)."""
+        conversation = self.config.conversation
+        reset = self._reset_requested.is_set() or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
+        self._reset_requested.clear()
+        previous = self._last_started
+        turn = Turn(
+            done=threading.Event(),
+            wake_sample=wake_sample,
+            speech_end_sample=now,
+            started=None,
+            speaker=StreamingSpeaker(self.voice, self.playback),
+            stream=speech if isinstance(speech, SpeechStream) else None,
+        )
+        self.current = turn
+        self._last_started = turn
+        worker = threading.Thread(
+            target=self._run, args=(turn, speech, reset, previous, respond or self.respond), name="turn", daemon=True
+        )
+        worker.start()
+        return turn
+
+    def interrupt(self) -> None:
+        """A barge-in. Never waits: the silenced speaker queues nothing more, what
+        it played is noted before the playback drops the rest, the engine stops
+        the turn at its next sub-batch or token, keeping the question and the
+        reply as far as it was heard, and the next turn's worker waits for this one."""
+        turn = self.current
+        if turn is not None:
+            turn.speaker.cancel()
+            turn.interruption.heard_chars = turn.speaker.heard_reply_chars(self.playback.playhead)
+            self.engine.cancel()
+            self.current = None
+
+    def wait(self, turn: Turn, limit: float | None = None) -> None:
+        """Block the loop until the turn returns (file input, end of input), still
+        feeding and honouring the watchdog; ``limit`` seconds at most."""
+        deadline = None if limit is None else time.monotonic() + limit
+        while not turn.done.wait(0.2):
+            self.watch()
+            self.feed_watchdog()
+            if deadline is not None and time.monotonic() >= deadline:
+                return
+
+    def wait_for_feeding(self, stream: SpeechStream) -> None:
+        """File input: let the worker feed what has been heard before reading on;
+        while it answers ahead in a pause, the pause lasts its real length."""
+        turn = self.current
+        while not stream.taken(0.2):
+            if turn is None or turn.done.is_set():
+                return
+            self.feed_watchdog()
+        if stream.ahead:
+            time.sleep(self.config.input.frame_ms / 1000)
+
+    def feed_watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval
+        if self._stuck:
+            return
+        now = time.monotonic()
+        if interval is not None and now - self._last_watchdog >= min(interval, 1.0):
+            self.notifier.watchdog()
+            self._last_watchdog = now
+
+    def watch(self) -> None:
+        """Cancel a turn that overran ``conversation.turn_timeout_seconds``. If it
+        still has not returned ``cancel_grace_seconds`` later, llama.cpp is stuck:
+        stop feeding the systemd watchdog so systemd restarts the service, or,
+        without a watchdog, end the run with an error."""
+        turn = self.current
+        if turn is None or turn.done.is_set() or self._stuck or turn.started is None:
+            return
+        now = time.monotonic()
+        timeout = self.config.conversation.turn_timeout_seconds
+        if turn.cancelled_at is None:
+            if now - turn.started < timeout:
+                return
+            log.error("turn still running after %.0f s (conversation.turn_timeout_seconds): cancelled", timeout)
+            self.events.emit("turn_timeout", turn.speech_end_sample, seconds=round(now - turn.started, 1))
+            turn.cancelled_at = now
+            self.engine.cancel()
+            turn.speaker.cancel()
+            return
+        if now - turn.cancelled_at < self.cancel_grace_seconds:
+            return
+        self._stuck = True
+        message = f"a turn did not return {self.cancel_grace_seconds:.0f} s after it was cancelled"
+        if self.notifier.watchdog_interval is not None:
+            log.critical("%s: no longer feeding the systemd watchdog, so systemd restarts the service", message)
+            self.notifier.status(f"stuck: {message}; waiting for the watchdog to restart the service")
+            return
+        raise TurnStuckError(f"{message}; restart edge-assistant")
+
+    def _run(
+        self, turn: Turn, speech: Audio | SpeechStream, reset_history: bool, previous: Turn | None,
+        respond: Callable[..., Any],
+    ) -> None:
+        try:
+            if previous is not None:
+                previous.done.wait()  # one turn at a time on the engine
+                # A barge-in after its reply was complete: the history keeps what was heard.
+                self.engine.trim_last_reply(previous.interruption)
+            if reset_history:
+                self.engine.reset_history()
+                log.info("conversation history reset")
+            result = respond(self.engine, speech, turn.speaker, time.perf_counter(), interruption=turn.interruption)
+            if result.stopped_by == "cancelled":
+                return
+            self.turns += 1
+            fields = result.as_dict()
+            # User-perceived latency: wake word → end of speech (input time), the
+            # silence the endpointer waited for, then the engine's stages.
+            timings = {"endpoint_silence": float(self.config.endpoint.end_silence_ms), **fields["timings_ms"]}
+            if turn.wake_sample is not None:
+                timings["wake_to_speech_end"] = round((turn.speech_end_sample - turn.wake_sample) * 1000 / MODEL_SAMPLE_RATE, 1)
+            self.events.emit(
+                "turn", turn.speech_end_sample, reply=fields["reply"], tokens=fields["tokens"],
+                timings_ms=timings, stopped_by=fields["stopped_by"], tool_calls=fields.get("tool_calls", []),
+            )
+        except Exception as error:  # one failed turn must not stop the assistant
+            log.exception("turn failed")
+            self.events.emit("error", turn.speech_end_sample, message=f"{type(error).__name__}: {error}")
+            turn.speaker.cancel()
+            with contextlib.suppress(Exception):
+                turn.speaker.finish()  # its thread ends too, not left waiting for sentences
+            play_earcon("error", self.playback, self.config.earcons)
+        finally:
+            turn.done.set()
