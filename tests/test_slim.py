@@ -32,6 +32,7 @@ from edge_assistant.models.slim import _is_vision_tensor, slim_projector
 from speech import speak
 
 from twin_generator import REPO_ROOT, load_make_twin
+from twin import projector  # scripts/twin, on the path through twin_generator
 N_THREADS = max(1, min(4, os.cpu_count() or 1))  # both sides set explicitly (see scripts/TWIN.md)
 MIB = 2**20
 
@@ -94,7 +95,7 @@ def test_av_projector_is_laid_out_like_the_published_ones(twin_av, twin):
 
 def test_av_projector_is_deterministic(twin_av, tmp_path):
     _, full = twin_av
-    load_make_twin().build_mmproj(tmp_path / "av.gguf", seed=0, with_vision=True)
+    projector.build_mmproj(tmp_path / "av.gguf", seed=0, with_vision=True)
     assert (tmp_path / "av.gguf").read_bytes() == full.read_bytes()
     assert list(tmp_path.iterdir()) == [tmp_path / "av.gguf"]
 
@@ -104,24 +105,22 @@ def test_e2b_estimate_matches_the_published_file_sizes():
     files: recomputing the real E2B projector from its config hyperparameters
     and the converter's type rules lands within 8 kB of both published sizes
     (the remainder is metadata: names, strings, a few tiny tensors)."""
-    mt = load_make_twin()
-    for ftype, published in (("F16", mt.E2B_MMPROJ_F16_BYTES), ("Q8_0", mt.E2B_MMPROJ_Q8_0_BYTES)):
-        est = mt.e2b_projector_estimate(ftype)
+    for ftype, published in (("F16", projector.E2B_MMPROJ_F16_BYTES), ("Q8_0", projector.E2B_MMPROJ_Q8_0_BYTES)):
+        est = projector.e2b_projector_estimate(ftype)
         assert abs(est["file_bytes"] - published) < 16_000, (ftype, est["file_bytes"], published)
         print(f"\nE2B mmproj {ftype}: estimated {est['file_bytes']:,} B, published {published:,} B; "
               f"vision {est['vision']['params'] / 1e6:.1f} M params = {est['vision']['bytes'] / MIB:.1f} MiB, "
               f"audio {est['audio']['params'] / 1e6:.1f} M params = {est['audio']['bytes'] / MIB:.1f} MiB")
-    f16 = mt.e2b_projector_estimate("F16")
+    f16 = projector.e2b_projector_estimate("F16")
     assert 165e6 < f16["vision"]["params"] < 172e6  # ~150 M in the model card, plus the 15.7 M position table
     assert 300e6 < f16["audio"]["params"] < 312e6   # ~300 M in the model card
 
 
 def test_twin_vision_to_audio_ratio_is_the_real_one(twin_av):
     """The twin's vision tower is sized so vision bytes : audio bytes is E2B's."""
-    mt = load_make_twin()
     r = gguf.GGUFReader(twin_av[1])
     twin_ratio = tensor_bytes(r, vision=True) / tensor_bytes(r, vision=False)
-    real = mt.e2b_projector_estimate("F16")
+    real = projector.e2b_projector_estimate("F16")
     real_ratio = real["vision"]["bytes"] / real["audio"]["bytes"]
     assert twin_ratio == pytest.approx(real_ratio, rel=0.01), (twin_ratio, real_ratio)
 
@@ -270,14 +269,13 @@ def test_vision_memory_cost(twin_av, slimmed, tmp_path):
     slope.  That is with warmup off, as GemmaEngine loads.  With mtmd's
     default warmup on, each tower's compute buffer is also reserved, but it
     stays out of RSS until an encode touches it, and vision never encodes here."""
-    mt = load_make_twin()
     model, full = twin_av
-    big_hp = dataclasses.replace(mt.VISION, n_embd=384, n_ff=1536, n_layer=6, n_head=6)  # head dim 64 as real
+    big_hp = dataclasses.replace(projector.VISION, n_embd=384, n_ff=1536, n_layer=6, n_head=6)  # head dim 64 as real
     big = tmp_path / "twin-av-big.gguf"
-    mt.build_mmproj(big, 0, with_vision=True, vision=big_hp)
+    projector.build_mmproj(big, 0, with_vision=True, vision=big_hp)
     big_slim = slim_projector(big, tmp_path / "twin-av-big.audio.gguf")
     vbytes = {name: tensor_bytes(gguf.GGUFReader(path), vision=True) for name, path in (("twin", full), ("big", big))}
-    real = mt.e2b_projector_estimate("F16")
+    real = projector.e2b_projector_estimate("F16")
 
     lines = [f"twin projector files: vision+audio {full.stat().st_size:,} B, slimmed {slimmed.stat().st_size:,} B "
              f"(vision tensors {vbytes['twin']:,} B); RSS growth over mtmd_init_from_file:"]
@@ -291,7 +289,7 @@ def test_vision_memory_cost(twin_av, slimmed, tmp_path):
     lines += [
         f"=> RSS per byte of vision tensors {slope:.3f} (twin -> variant); fixed overhead of the vision "
         f"context {overhead / MIB:.2f} MiB",
-        f"=> real E2B F16 projector ({mt.E2B_MMPROJ_F16_BYTES:,} B = {mt.E2B_MMPROJ_F16_BYTES / MIB:.0f} MiB): "
+        f"=> real E2B F16 projector ({projector.E2B_MMPROJ_F16_BYTES:,} B = {projector.E2B_MMPROJ_F16_BYTES / MIB:.0f} MiB): "
         f"vision tensors {real['vision']['bytes'] / MIB:.1f} MiB, audio {real['audio']['bytes'] / MIB:.1f} MiB; "
         f"slimming saves ~{low / MIB:.0f}-{high / MIB:.0f} MiB RSS (warmup off); the audio-only copy is "
         f"~{(real['header_bytes'] + real['audio']['bytes']) / 1e6:.0f} MB",

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from twin_generator import MAKE_TWIN, REPO_ROOT, load_make_twin
+from twin import full_size, projector, tensors, text_model, tokenizer  # scripts/twin, on the path through twin_generator
 
 SPECIAL = ["<|turn>", "<turn|>", "<|audio>", "<audio|>", "<|channel>", "<channel|>"]
 SAMPLE_RATE = 16000
@@ -79,8 +80,7 @@ def test_same_seed_gives_identical_bytes(twin, tmp_path):
 
 
 def test_other_seed_gives_other_weights(twin, tmp_path):
-    mt = load_make_twin()
-    mt.build_mmproj(tmp_path / "p.gguf", seed=1)
+    projector.build_mmproj(tmp_path / "p.gguf", seed=1)
     assert (tmp_path / "p.gguf").read_bytes() != twin.mmproj.read_bytes()
 
 
@@ -92,11 +92,10 @@ def test_random_kquant_blocks_have_the_asked_spread(dtype):
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
-    mt = load_make_twin()
     std = 1536 ** -0.5
-    blocks = mt._kquant_blocks(np.random.default_rng(0), 4096, dtype, std)
+    blocks = tensors._kquant_blocks(np.random.default_rng(0), 4096, dtype, std)
     values = dequantize(blocks, GGMLQuantizationType[dtype])
-    assert blocks.shape == (4096, mt._type_nbytes((256,), dtype))
+    assert blocks.shape == (4096, tensors._type_nbytes((256,), dtype))
     assert values.shape == (4096, 256) and np.isfinite(values).all()
     assert abs(values.mean()) < 0.01 * std
     assert values.std() == pytest.approx(std, rel=0.02)
@@ -107,9 +106,8 @@ def test_twin_has_amx_eligible_k_quant_matrices():
     would take (amx.cpp supports_op: rows of whole 256-value blocks, a
     multiple of 32 output rows), laid out by llama.cpp's Q4_K_M rule for
     ffn_down; they run in every test run (issue 14)."""
-    mt = load_make_twin()
-    specs = {s.name: s for s in mt.text_tensor_specs()}
-    down = [specs[f"blk.{il}.ffn_down.weight"] for il in range(mt.TEXT.n_layer)]
+    specs = {s.name: s for s in text_model.text_tensor_specs()}
+    down = [specs[f"blk.{il}.ffn_down.weight"] for il in range(text_model.TEXT.n_layer)]
     assert [s.dtype for s in down] == ["Q6_K", "Q4_K", "Q4_K", "Q6_K", "Q4_K", "Q4_K", "Q6_K", "Q4_K", "Q6_K", "Q6_K"]
     for s in down:
         n_out, n_in = s.shape
@@ -139,8 +137,6 @@ def test_cli_bad_args_one_line_error(tmp_path, args, needle):
 
 
 def test_failed_write_leaves_no_file(tmp_path):
-    mt = load_make_twin()
-
     class Boom:
         def write_header_to_file(self, path):
             Path(path).write_bytes(b"GGUF partial")
@@ -153,7 +149,7 @@ def test_failed_write_leaves_no_file(tmp_path):
 
     final = tmp_path / "twin-e2b.gguf"
     with pytest.raises(OSError):
-        mt._write(Boom(), final)
+        tensors.write_gguf(Boom(), final)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -254,7 +250,7 @@ def test_ensure_full_size_twin_has_its_own_entry_and_adds_a_q8_0_projector(tmp_p
     def build_full_size(out_dir, seed=0, projector_type="F16"):
         calls.append(("model", projector_type))
         Path(out_dir, mt.FULL_MODEL_NAME).write_bytes(b"model")
-        Path(out_dir, mt.full_mmproj_name(projector_type)).write_bytes(projector_type.encode())
+        Path(out_dir, full_size.full_mmproj_name(projector_type)).write_bytes(projector_type.encode())
 
     def build_full_size_mmproj(path, seed, projector_type):
         calls.append(("mmproj", projector_type))
@@ -285,8 +281,7 @@ E2B_Q6_K_ATTN_V = [0, 3, 6, 9, 12, 13, 14]
 def test_full_size_plan_is_e2b():
     """The full-size twin's tensor plan (names, shapes, types, bytes) against E2B
     and the published Q4_K_M file, without writing 3 GB."""
-    mt = load_make_twin()
-    plan = mt.full_size_plan("F16")
+    plan = full_size.full_size_plan("F16")
     model = {s.name: s for s in plan["model"]}
     assert len(model) == len(plan["model"])  # no duplicates
     assert (model["token_embd.weight"].shape, model["token_embd.weight"].dtype) == ((262144, 1536), "Q6_K")
@@ -317,15 +312,15 @@ def test_full_size_plan_is_e2b():
     params = sum(s.n_params for s in plan["model"])
     assert 4.6e9 < params < 4.7e9  # 2.75 G of them in the two embedding tables
 
-    sizes = mt.full_size_layout("F16")
-    assert sizes["model"] == pytest.approx(mt.E2B_Q4_K_M_BYTES, rel=0.01)
-    real = mt.e2b_projector_estimate("F16")
+    sizes = full_size.full_size_layout("F16")
+    assert sizes["model"] == pytest.approx(full_size.E2B_Q4_K_M_BYTES, rel=0.01)
+    real = projector.e2b_projector_estimate("F16")
     assert sum(s.nbytes for s in plan["mmproj"]) == real["audio"]["bytes"]  # the published file's audio half
     assert sizes["mmproj"] == pytest.approx(real["header_bytes"] + real["audio"]["bytes"], abs=64_000)
-    q8 = mt.full_size_plan("Q8_0")["mmproj"]
-    assert sum(s.nbytes for s in q8) == mt.e2b_projector_estimate("Q8_0")["audio"]["bytes"]
-    print(f"\nfull-size twin: model {sizes['model']:,} B (published Q4_K_M {mt.E2B_Q4_K_M_BYTES:,} B), "
-          f"audio projector F16 {sizes['mmproj']:,} B, Q8_0 {mt.full_size_layout('Q8_0')['mmproj']:,} B")
+    q8 = full_size.full_size_plan("Q8_0")["mmproj"]
+    assert sum(s.nbytes for s in q8) == projector.e2b_projector_estimate("Q8_0")["audio"]["bytes"]
+    print(f"\nfull-size twin: model {sizes['model']:,} B (published Q4_K_M {full_size.E2B_Q4_K_M_BYTES:,} B), "
+          f"audio projector F16 {sizes['mmproj']:,} B, Q8_0 {full_size.full_size_layout('Q8_0')['mmproj']:,} B")
 
 
 FULL_SIZE_ENV = "EDGE_ASSISTANT_FULL_SIZE"
@@ -339,7 +334,7 @@ def test_full_size_twin_loads_and_answers():
     engine in a subprocess and answering 2 s of audio."""
     mt = load_make_twin()
     model, mmproj = mt.ensure_full_size_twin(0)
-    sizes = mt.full_size_layout("F16")
+    sizes = full_size.full_size_layout("F16")
     assert (model.stat().st_size, mmproj.stat().st_size) == (sizes["model"], sizes["mmproj"])
     code = """
         import sys
@@ -676,10 +671,9 @@ def test_shared_kv_without_global_layer_aborts_in_subprocess(tmp_path):
     that own a KV cache, llama.cpp aborts (GGML_ASSERT) while building the
     cache.  This is why the twin keeps 4 sliding + 1 global before the shared
     layers, and why risky loads run in a subprocess."""
-    mt = load_make_twin()
     bad = tmp_path / "no-global-kv.gguf"
-    hp = dataclasses.replace(mt.TEXT, n_kv_shared=6)  # owners: layers 0-3, all sliding
-    mt.build_text_model(bad, 0, mt.load_tokenizer_kv(), hp=hp)
+    hp = dataclasses.replace(text_model.TEXT, n_kv_shared=6)  # owners: layers 0-3, all sliding
+    text_model.build_text_model(bad, 0, tokenizer.load_tokenizer_kv(), hp=hp)
     r = run_py(LOAD_MODEL, bad)
     assert r.returncode != 0 and "RESULT=" not in r.stdout
     assert "GGML_ASSERT(map_layer_ids.find(il_reuse) != map_layer_ids.end())" in r.stderr

@@ -1,5 +1,6 @@
 """scripts/make_twin.py as an importable module (scripts/ is not a package), for
-the fixtures and the twin tests alike."""
+the fixtures and the twin tests alike; its parts, the scripts/twin package, are
+importable once this module is (``from twin import projector``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MAKE_TWIN = REPO_ROOT / "scripts" / "make_twin.py"
+if str(MAKE_TWIN.parent) not in sys.path:
+    sys.path.insert(0, str(MAKE_TWIN.parent))
 
 
 def load_make_twin():  # noqa: ANN201 - the module
