@@ -48,7 +48,7 @@ from edge_assistant.tts import PiperSpeech
 from edge_assistant.vad import Endpointer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_once import default_voice, twin_paths  # noqa: E402  (one twin/voice lookup for both benchmarks)
+from benchlib import default_voice, twin_paths, underlined  # noqa: E402  (what the benchmarks share)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from scripted import ScriptedEngine  # noqa: E402
@@ -198,7 +198,7 @@ def main() -> int:
     if args.idle_only:
         return 0
 
-    model, mmproj = (args.model, args.mmproj) if args.model else full_size_paths() if args.full_size else twin_paths()
+    model, mmproj = (args.model, args.mmproj) if args.model else twin_paths(full_size=args.full_size)
     with tempfile.TemporaryDirectory() as workdir:
         scripted = ScriptedEngine(model, mmproj, REPLY, config.engine)
         with scripted.engine as engine:
@@ -224,8 +224,8 @@ def main() -> int:
 def print_latencies(turns: list[dict], model: Path, how: str) -> None:
     print(f"\nlatency after the endpoint fired ({model.name}, question {how}), ms:")
     stages = ("encode", "prefill", "first_token", "tts_first_audio")
-    print("  turn  speech s  " + "  ".join(f"{stage:>15s}" for stage in stages)
-          + "  tokens after end  reply tokens ahead  engine load")
+    print(underlined("  turn  speech s  " + "  ".join(f"{stage:>15s}" for stage in stages)
+                     + "  tokens after end  reply tokens ahead  engine load"))
     for number, turn in enumerate(turns, start=1):
         timings, tokens = turn["timings_ms"], turn["tokens"]
         speech_seconds = tokens["audio"] / 25
@@ -251,13 +251,6 @@ def print_ratios(streamed: list[dict], one_shot: list[dict]) -> None:
             if mine is not None and base:
                 parts.append(f"{stage} {mine:.0f} / {base:.0f} ms = {mine / base:.0%}")
         print(f"  turn {number} ({seconds:.1f} s): " + "; ".join(parts))
-
-
-def full_size_paths() -> tuple[Path, Path]:
-    """E2B's real shapes with random weights, built and cached on first use."""
-    from bench_once import load_make_twin
-
-    return load_make_twin().ensure_full_size_twin(0)
 
 
 if __name__ == "__main__":

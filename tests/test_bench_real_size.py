@@ -14,6 +14,9 @@ import pytest
 
 from twin_generator import REPO_ROOT
 
+import benchlib  # scripts/, on the path through twin_generator
+import yardstick_tools
+
 STATUS = """Name:\tpython
 VmPeak:\t 6000000 kB
 VmHWM:\t 3500000 kB
@@ -35,7 +38,7 @@ def bench():
 
 
 def test_status_gives_rss_split_and_the_kernels_peak_in_bytes(bench):
-    sample = bench.parse_status(STATUS)
+    sample = benchlib.parse_status(STATUS)
     assert sample.rss == 2_400_000 * 1024
     assert sample.anon == 1_900_000 * 1024
     assert sample.file == 500_000 * 1024  # shared memory counts as file-backed
@@ -43,14 +46,14 @@ def test_status_gives_rss_split_and_the_kernels_peak_in_bytes(bench):
 
 
 def test_peaks_are_kept_per_field(bench):
-    peak = bench.PeakMemory()
-    peak.add(bench.MemorySample(rss=10, anon=8, file=2, hwm=10))
-    peak.add(bench.MemorySample(rss=9, anon=3, file=6, hwm=12))
+    peak = benchlib.PeakMemory()
+    peak.add(benchlib.MemorySample(rss=10, anon=8, file=2, hwm=10))
+    peak.add(benchlib.MemorySample(rss=9, anon=3, file=6, hwm=12))
     assert (peak.rss, peak.anon, peak.file, peak.hwm) == (10, 8, 6, 12)
 
 
 def test_the_watcher_reads_a_live_process(bench):
-    watcher = bench.MemoryWatcher(os.getpid(), interval=0.001)
+    watcher = benchlib.MemoryWatcher(os.getpid(), interval=0.001)
     peak = watcher.stop()
     assert peak.rss > 0 and peak.anon > 0 and peak.hwm >= peak.rss
 
@@ -74,20 +77,20 @@ def test_every_sweep_is_valid_engine_settings(bench):
 def test_shared_settings_are_typed_and_checked_by_the_config(bench):
     assert bench.parse_settings(["repack = false", "n_ubatch = 64", "n_batch = 64"]) == {
         "repack": False, "n_ubatch": 64, "n_batch": 64}
-    with pytest.raises(bench.BenchError, match="unknown key engine.repak"):
+    with pytest.raises(benchlib.BenchError, match="unknown key engine.repak"):
         bench.parse_settings(["repak = false"])
-    with pytest.raises(bench.BenchError, match="bad --set"):
+    with pytest.raises(benchlib.BenchError, match="bad --set"):
         bench.parse_settings(["repack = maybe"])
 
 
 def test_the_table_shows_a_failed_configuration_with_its_memory(bench):
-    gib = bench.GIB
+    gib = benchlib.GIB
     good = bench.Outcome(bench.Variant("defaults"), {
         "load_ms": 2500.0,
         "questions": {name: {"encode_ms_per_s": 100.0, "prefill_tok_s": 50.0, "decode_tok_s": 10.0,
                              "first_token_ms": 3000.0} for name in bench.QUESTIONS},
-    }, bench.PeakMemory(rss=2 * gib, anon=gib, file=gib, hwm=2 * gib))
-    bad = bench.Outcome(bench.Variant("limit 2.2 GiB"), None, bench.PeakMemory(hwm=gib), error="killed (SIGKILL: OOM?)")
+    }, benchlib.PeakMemory(rss=2 * gib, anon=gib, file=gib, hwm=2 * gib))
+    bad = bench.Outcome(bench.Variant("limit 2.2 GiB"), None, benchlib.PeakMemory(hwm=gib), error="killed (SIGKILL: OOM?)")
     table = bench.format_table([good, bad], "title")
     rows = table.splitlines()
     assert rows[0] == "title"
@@ -124,7 +127,7 @@ MTMD_CLI_LOG = """\
 
 
 def test_llama_mtmd_cli_times_are_its_own_printed_figures(bench):
-    times = bench.parse_mtmd_cli_log(MTMD_CLI_LOG)
+    times = yardstick_tools.parse_mtmd_cli_log(MTMD_CLI_LOG)
     assert (times.encode_ms, times.audio_decode_ms, times.prompt_eval_ms, times.prompt_tokens) == (280, 1740, 2462.13, 183)
     assert times.first_token_ms == pytest.approx(280 + 2462.13)
 
@@ -132,12 +135,12 @@ def test_llama_mtmd_cli_times_are_its_own_printed_figures(bench):
 def test_llama_mtmd_cli_without_its_timings_is_an_error(bench):
     # What it prints at its default verbosity: the encoder line only (the run of issue 14).
     default_verbosity = "\n".join(line for line in MTMD_CLI_LOG.splitlines() if "llama_perf" not in line and "decod" not in line)
-    with pytest.raises(bench.BenchError, match="no prompt eval time"):
-        bench.parse_mtmd_cli_log(default_verbosity)
+    with pytest.raises(benchlib.BenchError, match="no prompt eval time"):
+        yardstick_tools.parse_mtmd_cli_log(default_verbosity)
     # With -n 0 nothing reads the logits, so the last prompt batch is never timed.
     no_token = MTMD_CLI_LOG.replace("2462.13 ms /   183 tokens", "   0.00 ms /     1 tokens")
-    with pytest.raises(bench.BenchError, match="no prompt eval time"):
-        bench.parse_mtmd_cli_log(no_token)
+    with pytest.raises(benchlib.BenchError, match="no prompt eval time"):
+        yardstick_tools.parse_mtmd_cli_log(no_token)
 
 
 def test_llama_mtmd_cli_gets_our_user_turn_and_our_settings(bench):
@@ -146,15 +149,15 @@ def test_llama_mtmd_cli_gets_our_user_turn_and_our_settings(bench):
     from edge_assistant.config import EngineConfig
 
     prefix, suffix = "<|turn>user\n", "<turn|>\n<|turn>model\n<|channel>thought\n<channel|>"
-    template = bench.user_turn_template(prefix, suffix)
-    rendered = jinja2.Template(template).render(messages=[{"role": "user", "content": bench.MTMD_MARKER}],
+    template = yardstick_tools.user_turn_template(prefix, suffix)
+    rendered = jinja2.Template(template).render(messages=[{"role": "user", "content": yardstick_tools.MTMD_MARKER}],
                                                 add_generation_prompt=True)
-    assert rendered == prefix + bench.MTMD_MARKER + suffix
-    with pytest.raises(bench.BenchError, match="template syntax"):
-        bench.user_turn_template("{{ oops }}", suffix)
+    assert rendered == prefix + yardstick_tools.MTMD_MARKER + suffix
+    with pytest.raises(benchlib.BenchError, match="template syntax"):
+        yardstick_tools.user_turn_template("{{ oops }}", suffix)
 
     settings = EngineConfig(n_batch=64, n_ubatch=32, kv_cache_type="f16")
-    command = bench.mtmd_cli_command(Path("/bin"), Path("m.gguf"), Path("p.gguf"), Path("q.wav"), settings, 3, template)
+    command = yardstick_tools.mtmd_cli_command(Path("/bin"), Path("m.gguf"), Path("p.gguf"), Path("q.wav"), settings, 3, template)
 
     def value(flag: str) -> str:
         return command[command.index(flag) + 1]
@@ -162,7 +165,7 @@ def test_llama_mtmd_cli_gets_our_user_turn_and_our_settings(bench):
     assert command[0] == "/bin/llama-mtmd-cli"
     assert (value("-t"), value("-b"), value("-ub"), value("-ctk"), value("-ctv"), value("--audio")) == (
         "3", "64", "32", "f16", "f16", "q.wav")
-    assert value("-n") == "1" and value("-lv") == "4" and value("-p") == bench.MTMD_MARKER
+    assert value("-n") == "1" and value("-lv") == "4" and value("-p") == yardstick_tools.MTMD_MARKER
     assert command.index("--jinja") < command.index("--chat-template") and value("--chat-template") == template
     assert "--no-warmup" not in command  # our engine is warm when the audio comes; so is theirs
 
@@ -180,9 +183,9 @@ def test_the_daemons_turn_event_gives_decode_speed_and_first_token(bench):
     figures = bench.turn_figures(events)
     assert figures["decode_tok_s"] == pytest.approx(22 / 458.9 * 1000)
     assert (figures["first_token_ms"], figures["first_audio_ms"], figures["generated"]) == (0.2, 862.5, 22)
-    with pytest.raises(bench.BenchError, match="expected one turn"):
+    with pytest.raises(benchlib.BenchError, match="expected one turn"):
         bench.turn_figures('{"event": "speech_start", "t": 0.54}\n')
-    with pytest.raises(bench.BenchError, match="turn failed: RuntimeError: boom"):
+    with pytest.raises(benchlib.BenchError, match="turn failed: RuntimeError: boom"):
         bench.turn_figures('{"event": "error", "t": 1.0, "message": "RuntimeError: boom"}\n')
 
 
@@ -207,12 +210,12 @@ def test_the_daemon_runs_the_product_with_the_benchmarks_settings(bench, tmp_pat
 
 
 def test_the_daemon_report_states_each_limits_ratio_and_goal(bench):
-    gib = bench.GIB
+    gib = benchlib.GIB
 
     def run(decode, hwm=2.4, oom=0, limit=None, error=""):
         figures = None if error else {"decode_tok_s": decode, "first_token_ms": 900.0, "first_audio_ms": 1500.0}
-        cgroup = bench.CgroupResult(int(limit * gib), int(3 * gib), oom) if limit else None
-        return bench.DaemonRun(figures, bench.PeakMemory(hwm=int(hwm * gib), anon=gib, file=gib), cgroup, error)
+        cgroup = benchlib.CgroupResult(int(limit * gib), int(3 * gib), oom) if limit else None
+        return bench.DaemonRun(figures, benchlib.PeakMemory(hwm=int(hwm * gib), anon=gib, file=gib), cgroup, error)
 
     report = bench.daemon_report({
         None: [run(10.0), run(9.0), run(11.0)],
@@ -249,7 +252,7 @@ def test_the_scripted_daemon_answers_a_question_on_the_twin(bench, twin, tmp_pat
     config.write_text(bench.daemon_config({}, 64, tmp_path / "state"))
     base = {"questions": {bench.DAEMON_QUESTION: str(question)}, "model": str(twin.model),
             "mmprojs": {"F16": str(twin.mmproj)}, "voice": str(VOICE_PATH)}
-    measured = bench.run_measured(bench.daemon_command(base, config, tmp_path / "reply.wav"))
+    measured = benchlib.run_measured(bench.daemon_command(base, config, tmp_path / "reply.wav"))
     assert measured.failure() == ""
     figures = bench.turn_figures(measured.stdout)
     turn = next(json.loads(line) for line in measured.stdout.splitlines() if '"event": "turn"' in line)
