@@ -35,24 +35,10 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from benchlib import (  # noqa: E402
-    GIB,
-    BenchError,
-    CgroupResult,
-    MemoryCgroup,
-    PeakMemory,
-    default_voice,
-    own_memory,
-    run_measured,
-    spread,
-    underlined,
+    GIB, BenchError, CgroupResult, MemoryCgroup, PeakMemory, default_voice, own_memory, run_measured, spread, underlined,
 )
 from yardstick_tools import (  # noqa: E402
-    llama_bench,
-    llama_tools,
-    mtmd_cli_command,
-    mtmd_cli_first_token,
-    user_turn_template,
-    whisper_transcripts,
+    llama_bench, llama_tools, mtmd_cli_command, mtmd_cli_first_token, user_turn_template, whisper_transcripts,
 )
 
 QUESTIONS = {
