@@ -35,8 +35,8 @@ AUDIO_GROUP=audio
 # a pyenv or conda Python under /root or /home would break under ProtectHome=.
 SYSTEM_PYTHON=/usr/bin/python3
 # Runtime: PortAudio (sounddevice) and the ALSA tools. Build: llama-cpp-python has no
-# aarch64 wheel, pip compiles llama.cpp for this CPU.
-PACKAGES=(python3 python3-venv python3-dev build-essential cmake libportaudio2 alsa-utils)
+# aarch64 wheel, llama.cpp is compiled for this CPU with patches/ applied.
+PACKAGES=(python3 python3-venv python3-dev build-essential cmake patch libportaudio2 alsa-utils)
 # 64-bit userland only: a 64-bit kernel under a 32-bit OS still says aarch64 in uname.
 SUPPORTED_ARCHS=(arm64 amd64)
 MIN_PYTHON=3.10
@@ -300,7 +300,7 @@ create_user() {
 source_fingerprint() {
     (
         cd "$SOURCE_DIR"
-        find pyproject.toml edge_assistant -type f ! -path '*/__pycache__/*' -print0 |
+        find pyproject.toml edge_assistant patches scripts/install_llama_cpp.sh -type f ! -path '*/__pycache__/*' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d ' ' -f 1
     )
 }
@@ -323,6 +323,8 @@ install_venv() {
         note "llama-cpp-python is compiled for this CPU the first time: this can take 30 minutes"
         note "or more on a Pi. pip keeps the built wheel, so later runs take seconds."
     fi
+    # llama.cpp with edge-assistant's stateful audio encoder (patches/), wheel cached.
+    run env CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$SOURCE_DIR/scripts/install_llama_cpp.sh" "$VENV/bin/python"
     # pip builds from a copy, so the checkout gets no root-owned build/ or egg-info.
     local staging="$WORK_DIR/source"
     run mkdir -p "$staging"

@@ -44,7 +44,7 @@ declare -A TERMUX_COMMAND=([pulseaudio]=pulseaudio [proot-distro]=proot-distro [
 # Debian side. Runtime: PortAudio (sounddevice) and ALSA's PulseAudio plugin, whose
 # pcm "pulse" is the configured device. Build: llama-cpp-python has no aarch64
 # wheel, pip compiles llama.cpp for this CPU.
-DEBIAN_PACKAGES=(python3 python3-venv python3-dev build-essential cmake libportaudio2 libasound2-plugins)
+DEBIAN_PACKAGES=(python3 python3-venv python3-dev build-essential cmake patch libportaudio2 libasound2-plugins)
 # 32-bit ARM has no onnxruntime wheel.
 SUPPORTED_ARCHS=(aarch64 x86_64)
 # MemTotal of a "6 GB" phone is 5.3-5.8 GiB (the kernel and the modem keep the
@@ -349,7 +349,7 @@ install_debian_packages() {
 source_fingerprint() {
     (
         cd "$SOURCE_DIR"
-        find pyproject.toml edge_assistant -type f ! -path '*/__pycache__/*' -print0 |
+        find pyproject.toml edge_assistant patches scripts/install_llama_cpp.sh -type f ! -path '*/__pycache__/*' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -d ' ' -f 1
     )
 }
@@ -376,9 +376,14 @@ install_venv() {
     [[ -n "$ROOTFS" ]] || staging="<userland>$GUEST_SOURCE"
     run rm -rf -- "$staging"
     run mkdir -p -- "$staging"
-    run cp -R "$SOURCE_DIR/pyproject.toml" "$SOURCE_DIR/README.md" "$SOURCE_DIR/edge_assistant" "$staging/"
+    run cp -R "$SOURCE_DIR/pyproject.toml" "$SOURCE_DIR/README.md" "$SOURCE_DIR/edge_assistant" "$SOURCE_DIR/patches" "$staging/"
+    run mkdir -p -- "$staging/scripts"
+    run cp "$SOURCE_DIR/scripts/install_llama_cpp.sh" "$staging/scripts/"
     write_file_from_string "import llama_cpp, edge_assistant.cli" "${ROOTFS:-<userland>}$GUEST_CHECK" 0644
-    # GGML_NATIVE: llama.cpp for exactly this CPU (dotprod, i8mm where the cores have them).
+    # GGML_NATIVE: llama.cpp for exactly this CPU (dotprod, i8mm where the cores have them),
+    # with edge-assistant's stateful audio encoder (patches/), its wheel cached.
+    in_distro env CMAKE_ARGS=-DGGML_NATIVE=ON "CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)" \
+        bash "$GUEST_SOURCE/scripts/install_llama_cpp.sh" "$GUEST_VENV/bin/python"
     in_distro env CMAKE_ARGS=-DGGML_NATIVE=ON "CMAKE_BUILD_PARALLEL_LEVEL=$(nproc)" \
         "$GUEST_VENV/bin/pip" install --disable-pip-version-check --no-input --upgrade "$GUEST_SOURCE"
     in_distro "$GUEST_VENV/bin/python" "$GUEST_CHECK"

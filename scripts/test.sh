@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Set up and run the whole test suite on a fresh Debian/Ubuntu machine or a Pi.
 # Installs the few Debian packages the tests use (with sudo unless root), builds
-# .venv (llama-cpp-python compiles once, about 20 minutes on 2 cores; pip caches
-# the wheel), then runs pytest. Extra arguments go to pytest: -m "not slow", -x, ...
+# .venv (llama-cpp-python compiles once with patches/ applied, about 20 minutes on
+# 2 cores; scripts/install_llama_cpp.sh caches the wheel), then runs pytest. Extra arguments go to pytest: -m "not slow", -x, ...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The deployment tests run shellcheck and systemd-analyze, PortAudio serves the
-# audio devices, python3-venv is what provision_pi.sh builds with.
-packages=(shellcheck systemd python3-venv libportaudio2 alsa-utils)
+# audio devices, python3-venv is what provision_pi.sh builds with, patch applies
+# patches/ to llama.cpp.
+packages=(shellcheck systemd python3-venv libportaudio2 alsa-utils patch)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
@@ -21,5 +22,6 @@ if ((${#missing[@]})); then
 fi
 
 python3 -m venv .venv
+scripts/install_llama_cpp.sh .venv/bin/python   # llama.cpp with the stateful audio encoder (patches/)
 .venv/bin/pip install -e '.[test]'
 exec .venv/bin/python -m pytest "$@"
