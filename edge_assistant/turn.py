@@ -21,7 +21,8 @@ import numpy as np
 from .audio.format import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
 from .errors import AudioInputError
-from .llm.audio_turn import ENCODER_BLOCK_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
+from .llm.audio_turn import MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
+from .llm.clip_encoder import ENCODER_BLOCK_TOKENS, SAMPLES_PER_AUDIO_TOKEN
 from .llm.reply_text import HiddenBlockFilter, SentenceSplitter
 from .llm.tool_loop import ToolUse, generate_with_tools
 from .tools import ToolCallRecord
@@ -70,16 +71,15 @@ class Responder(Protocol):
 TOOL_APOLOGY = "Sorry, I couldn't do that."
 
 # A streamed question is fed to the engine in steps of at least this much audio
-# (two encoder blocks), and of at least a quarter of what was fed before: every
-# step re-encodes the clip from its start, so steps grow with the question to keep
-# the encoder's share of the CPU bounded.
-MIN_FEED_SAMPLES = 2 * ENCODER_BLOCK_SAMPLES
-FEED_GROWTH = 4
+# (two encoder blocks, 0.96 s): each token is encoded once whatever the step, but
+# llama.cpp prefills 24 tokens at a time faster than 12 (scripts/bench_real_size.py
+# --sweep batch). A worker that lags takes everything heard since its last step.
+MIN_FEED_SAMPLES = 2 * ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN
 
 
 class SpeechStream:
     """One utterance's audio while it is heard: the audio loop appends and ends or
-    discards it without ever waiting; the turn worker takes it in growing steps.
+    discards it without ever waiting; the turn worker takes it in steps.
 
     While the speaker pauses, the audio loop says where the utterance would end
     (:meth:`pause`); the worker ends the audio there early and answers ahead
@@ -172,7 +172,7 @@ class SpeechStream:
     def _due(self) -> int:
         if self._pause_keep is not None:
             return 1 if self._pause_keep > self._taken else self._pending + 1  # all heard, or nothing more
-        return max(MIN_FEED_SAMPLES, self._taken // FEED_GROWTH)
+        return MIN_FEED_SAMPLES
 
     def next_step(self) -> tuple[np.ndarray, bool]:
         """(audio to feed, whether the utterance has ended); blocks until a step is

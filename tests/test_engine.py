@@ -311,17 +311,3 @@ def test_cancel_is_per_turn(engine: GemmaEngine) -> None:
     turn.rollback()
     assert engine.context_tokens == before
     engine.check_cache()
-
-
-@pytest.mark.parametrize("layers", [1, 2, 12])
-def test_encoder_reach_covers_how_far_a_window_start_travels(layers: int) -> None:
-    """Follow a difference in a window's first token through gemma4a's layers:
-    attention over 12-token blocks that see 12 tokens back, then a causal
-    convolution of kernel 5."""
-    from edge_assistant.llm.audio_turn import ENCODER_BLOCK_TOKENS, encoder_reach_tokens
-
-    differing = 1  # tokens [0, differing) differ from the clip-start encoding
-    for _ in range(layers):
-        last_block_reached = (differing - 1 + ENCODER_BLOCK_TOKENS) // ENCODER_BLOCK_TOKENS
-        differing = (last_block_reached + 1) * ENCODER_BLOCK_TOKENS + 4
-    assert differing <= encoder_reach_tokens(layers)

@@ -13,36 +13,15 @@ import llama_cpp
 import numpy as np
 
 from ..audio.format import MODEL_SAMPLE_RATE
+from .clip_encoder import ClipEncoder
 
 if TYPE_CHECKING:
     from .engine import GemmaEngine
 
 AUDIO_TOKENS_PER_SECOND = 25  # Gemma 4's audio encoder: one token per 40 ms
 MAX_CLIP_SECONDS = 30  # Gemma 4's limit per audio clip; mtmd splits longer audio
-SAMPLES_PER_AUDIO_TOKEN = 640  # 16 kHz / 25 tokens per second
-# gemma4a.cpp: the conformer's attention runs in blocks of 12 tokens that see the
-# whole block and 12 tokens before it, never later blocks; its convolutions pad on
-# the left only, and the subsampling reads one mel frame past a token.
-ENCODER_BLOCK_TOKENS = 12
-ENCODER_BLOCK_SAMPLES = ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN  # 480 ms
 CLIP_SAMPLES = MAX_CLIP_SECONDS * MODEL_SAMPLE_RATE  # mtmd encodes longer audio as separate 30 s clips
 
-
-def encoder_reach_tokens(layers: int) -> int:
-    """How far a difference at the start of an encoded window can travel forward
-    through the conformer, in tokens, plus a block of margin. Encoding from a
-    window start instead of the clip's start changes only its first token (the
-    mel frame and the subsampling padding there); each layer's attention carries
-    that into the next block (up to 24 tokens on) and its causal convolution 4
-    further: 24 * layers + 4 (292 for E2B's 12 layers)."""
-    return 24 * layers + 4 + ENCODER_BLOCK_TOKENS
-
-
-def final_audio_tokens(clip_samples: int) -> int:
-    """How many of a clip's audio tokens no later audio can change: those of the
-    encoder blocks that are complete, one sample past their end (the subsampling
-    convolution reads that far)."""
-    return ENCODER_BLOCK_TOKENS * max(0, (clip_samples - 1) // ENCODER_BLOCK_SAMPLES)
 
 class TurnCancelled(Exception):
     """Raised inside a turn's prefill when the turn was cancelled."""
@@ -103,6 +82,15 @@ class TurnReply:
     tool_calls: list[Any] = field(default_factory=list)  # tools.ToolCallRecord, in call order
 
 
+@dataclass
+class _ClipInCache:
+    """One 30 s clip of a turn: its encoder and how many of its tokens the cache holds."""
+
+    encoder: ClipEncoder
+    tokens: int = 0
+    whole: bool = False  # every token is in the cache (the clip ended)
+
+
 class AudioTurn:
     """One user turn, driven step by step on the engine's thread: the fixed text
     before the audio is evaluated when the turn opens, audio is fed as it is
@@ -110,11 +98,12 @@ class AudioTurn:
     :meth:`commit` keeps the turn in the conversation or :meth:`rollback` removes
     it from the KV cache.
 
-    Streaming is exact: each fed step re-encodes the current 30 s clip from its
-    start (as the one-shot path encodes it) and evaluates only the tokens no later
-    audio can change (:func:`final_audio_tokens`). Audio tokens are causal in the
-    language model, so the cache ends up as if the whole clip had been evaluated
-    at once. Only another thread's :meth:`cancel` is safe to call concurrently.
+    Streaming is exact and encodes each token once: every 30 s clip has a
+    stateful encoder (:class:`~edge_assistant.llm.clip_encoder.ClipEncoder`) that
+    returns the tokens no later audio can change, and only those are evaluated.
+    Audio tokens are causal in the language model, so the cache ends up as if
+    the whole clip had been evaluated at once. Only another thread's
+    :meth:`cancel` is safe to call concurrently.
     """
 
     def __init__(self, engine: GemmaEngine, expected_seconds: float, speech_ended: bool = False) -> None:
@@ -128,8 +117,7 @@ class AudioTurn:
         self._start = engine._n_past
         self._speech_end = engine._n_past if speech_ended else None  # cache position when the speech ended
         self._samples = np.zeros(0, dtype=np.float32)
-        self._clip_tokens: list[int] = []  # per 30 s clip: audio tokens in the cache
-        self._clip_whole: list[bool] = []  # per clip: all its tokens are in the cache
+        self._clips: list[_ClipInCache] = []  # per 30 s clip, in order
         self._audio_ended = False
         self.committing = False  # closing the turn in the cache: a cancel no longer stops that
         self._heard = self._samples  # all audio fed, before end_audio() trimmed it
@@ -307,6 +295,9 @@ class AudioTurn:
     # -- internals ---------------------------------------------------------------
 
     def _close(self) -> None:
+        for clip in self._clips:
+            clip.encoder.close()
+        self._clips = []
         self.stats.evaluated_this_turn = self.engine._n_past - self._start
         self.stats.context_tokens = self.engine._n_past
         self.engine._sampler.reset()  # once per turn, however many times it paused for tool results
@@ -330,32 +321,23 @@ class AudioTurn:
         a whole 30 s clip: all its tokens are final."""
         clips = -(-len(self._samples) // CLIP_SAMPLES)
         for index in range(clips):
-            if index == len(self._clip_tokens):
-                self._clip_tokens.append(0)
-                self._clip_whole.append(False)
-            if self._clip_whole[index]:
+            if index == len(self._clips):
+                self._clips.append(_ClipInCache(self.engine.clip_encoder()))
+            clip = self._clips[index]
+            if clip.whole:
                 continue
-            clip = self._clip(index)
+            clip.encoder.feed(self._clip(index)[clip.encoder.samples :])
             whole = final or index < clips - 1
-            wanted = None if whole else final_audio_tokens(len(clip))
-            if wanted is not None and wanted <= self._clip_tokens[index]:
-                return  # nothing new is final yet
-            # Encode from a block boundary far enough back that the window's own
-            # start cannot reach the tokens needed: the same values as from the
-            # clip's start, for a bounded cost per step.
-            done = self._clip_tokens[index]
-            skipped = max(0, done - self.engine.encoder_reach_tokens) // ENCODER_BLOCK_TOKENS * ENCODER_BLOCK_TOKENS
-            embeddings = self.engine._encode_clip(clip[skipped * SAMPLES_PER_AUDIO_TOKEN :], self.stats)
-            total = skipped + len(embeddings)
-            upto = total if wanted is None else min(wanted, total)
-            new = embeddings[done - skipped : upto - skipped]
-            if len(new):
+            started = time.perf_counter()
+            embeddings = clip.encoder.encode(last=whole)
+            self.stats.encode_ms += (time.perf_counter() - started) * 1000
+            if len(embeddings):
                 started = time.perf_counter()
-                self.engine._decode_embeddings(new, self._cancelled)
+                self.engine._decode_embeddings(embeddings, self._cancelled)
                 self.stats.prefill_ms += (time.perf_counter() - started) * 1000
-                self.stats.audio_tokens += len(new)
-            self._clip_tokens[index] = upto
-            self._clip_whole[index] = whole
+                self.stats.audio_tokens += len(embeddings)
+            clip.tokens += len(embeddings)
+            clip.whole = whole
 
     def _count_after_speech_end(self) -> None:
         """Prompt tokens (audio and text, not the reply) evaluated after the
@@ -367,17 +349,17 @@ class AudioTurn:
 
     def _forget_tokens_beyond(self, samples: int) -> None:
         """Keep only the audio tokens the first ``samples`` make final (up to the
-        last complete encoder block of their last clip): what no change to the
+        last whole encoder block of their last clip): what no change to the
         audio after them can alter."""
         clips = -(-samples // CLIP_SAMPLES)
-        self._clip_tokens = self._clip_tokens[:clips]
-        self._clip_whole = self._clip_whole[:clips]
-        if self._clip_tokens:
-            last = clips - 1
-            last_clip_samples = samples - last * CLIP_SAMPLES
-            self._clip_tokens[last] = min(self._clip_tokens[last], final_audio_tokens(last_clip_samples))
-            self._clip_whole[last] = False
-        kept = self._audio_start + sum(self._clip_tokens)
+        for clip in self._clips[clips:]:
+            clip.encoder.close()
+        del self._clips[clips:]
+        if self._clips:
+            last = self._clips[-1]
+            last.tokens = last.encoder.rewind(samples - (clips - 1) * CLIP_SAMPLES)
+            last.whole = False
+        kept = self._audio_start + sum(clip.tokens for clip in self._clips)
         if kept < self.engine._n_past:
             self.stats.audio_tokens -= self.engine._n_past - kept
             self._truncate(kept)

@@ -35,10 +35,10 @@ from .audio_turn import (
     TurnCancelled,
     TurnReply,
     TurnStats,
-    encoder_reach_tokens,
 )
 from .chat_format import ChatFormat, ToolDeclarations
-from .loading import FETCH_HINT, KV_CACHE_GGML_TYPES, _init_backend, audio_encoder_layers, check_gguf, load_model, physical_cores
+from .clip_encoder import ClipEncoder, check_streaming_support
+from .loading import FETCH_HINT, KV_CACHE_GGML_TYPES, _init_backend, check_gguf, load_model, physical_cores
 from .sampling import LlamaSampler, TokenSampler
 from .tool_calls import CALL_CLOSE, CALL_OPEN
 from .tool_loop import ToolUse, generate_with_tools
@@ -85,6 +85,7 @@ class GemmaEngine:
             raise UsageError(f"unknown KV cache type {settings.kv_cache_type!r}")
         check_gguf(model_path, "model file")
         check_gguf(mmproj_path, "audio projector file")
+        check_streaming_support()
         _init_backend()
         self.model_path = model_path
         self.mmproj_path = mmproj_path
@@ -108,7 +109,6 @@ class GemmaEngine:
         self._turn_end_tokens = self.tokenize(self.chat_format.turn_end)
         self._n_embd = llama_cpp.llama_model_n_embd_inp(self._model)
         self._audio_prefix_tokens, self._audio_suffix_tokens = self._split_user_turn()
-        self.encoder_reach_tokens = encoder_reach_tokens(audio_encoder_layers(mmproj_path))
         self._n_past = 0
         self._n_system = 0
         self._last_reply: ReplyInCache | None = None
@@ -399,29 +399,9 @@ class GemmaEngine:
             raise RuntimeError(f"mtmd_tokenize failed with status {status}")
         return result
 
-    def _encode_clip(self, samples: np.ndarray, stats: TurnStats) -> np.ndarray:
-        """Run the audio encoder over one clip (at most 30 s): its tokens'
-        embeddings, (n_tokens, n_embd) float32."""
-        chunks = self._tokenize_with_audio(samples, self._marker)
-        try:
-            audio = [
-                mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index)
-                for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks.chunks))
-                if mtmd_cpp.mtmd_input_chunk_get_type(mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index))
-                == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_AUDIO
-            ]
-            if len(audio) != 1:
-                raise RuntimeError(f"a clip of {len(samples)} samples gave {len(audio)} audio chunks, not one")
-            n_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(audio[0])
-            started = time.perf_counter()
-            status = mtmd_cpp.mtmd_encode_chunk(self._mtmd, audio[0])
-            stats.encode_ms += (time.perf_counter() - started) * 1000
-            if status != 0:
-                raise RuntimeError(f"audio encoder failed with status {status}")
-            output = mtmd_cpp.mtmd_get_output_embd(self._mtmd)
-            return np.ctypeslib.as_array(output, shape=(n_tokens * self._n_embd,)).reshape(n_tokens, self._n_embd).copy()
-        finally:
-            chunks.free()
+    def clip_encoder(self) -> ClipEncoder:
+        """A stateful audio encoder for one clip of a turn (closed by the turn)."""
+        return ClipEncoder(self._mtmd, self._n_embd)
 
     def _decode_embeddings(self, embeddings: np.ndarray, cancelled: threading.Event) -> None:
         """Evaluate audio embeddings into the cache in n_batch pieces, as mtmd's

@@ -321,14 +321,3 @@ def check_gguf(path: Path, what: str) -> None:
         raise ModelFileError(f"{what} is not readable: {path}: {error.strerror}") from None
     if magic != b"GGUF":
         raise ModelFileError(f"{what} is not a GGUF file: {path}; {FETCH_HINT}")
-
-
-def audio_encoder_layers(mmproj_path: Path) -> int:
-    """``clip.audio.block_count`` from the projector file."""
-    from gguf import GGUFReader
-
-    try:
-        field = GGUFReader(str(mmproj_path)).fields["clip.audio.block_count"]
-        return int(field.parts[field.data[0]][0])
-    except (KeyError, ValueError, OSError) as error:
-        raise ModelFileError(f"cannot read the audio encoder's layer count from {mmproj_path}: {error}") from None
