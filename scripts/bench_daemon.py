@@ -7,6 +7,7 @@ speech to the first reply audio, per turn, split by stage.
     python scripts/bench_daemon.py --model M.gguf --mmproj P.gguf --voice V.onnx
     python scripts/bench_daemon.py --full-size        # E2B's real shapes (scripts/make_twin.py --full-size)
     python scripts/bench_daemon.py --full-size --realtime   # wall-clock turns, loop gaps, SIGTERM
+    python scripts/bench_daemon.py --full-size --realtime --cpu-quota pi5   # on a Pi 5's share of this CPU (root)
 
 Without --model it runs on the Gemma 4 twin; without --wake the wake-word cost is
 not measured. Speech is synthesized with Piper; numbers, not pass/fail. The
@@ -20,12 +21,16 @@ turns are timed as if this machine kept up with the speech. ``--realtime`` plays
 them at the speed of speech instead, as a microphone would: the latencies then
 include any backlog, and it also reports the audio loop's longest gap between two
 frames and how long the daemon takes to exit on SIGTERM in the middle of a prefill.
+``--cpu-quota`` shows a slower machine: the whole benchmark runs inside a cgroup
+CPU quota, ``pi5`` the one at which the model prefills text as fast as a
+Raspberry Pi 5 does E2B by llama.cpp's published figure (32 tokens/s).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import subprocess
@@ -48,7 +53,7 @@ from edge_assistant.tts import PiperSpeech
 from edge_assistant.vad import Endpointer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import default_voice, twin_paths, underlined  # noqa: E402  (what the benchmarks share)
+from benchlib import CpuQuota, cpu_name, default_voice, pi5_like_quota, text_prefill_tok_s, twin_paths, underlined  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from scripted import ScriptedEngine  # noqa: E402
@@ -183,7 +188,30 @@ def main() -> int:
     parser.add_argument("--idle-only", action="store_true", help="only the idle cost: no model, no turns")
     parser.add_argument("--full-size", action="store_true", help="the full-size random-weight E2B twin (about 3.4 GB, built once)")
     parser.add_argument("--realtime", action="store_true", help="questions at the speed of speech; loop gaps; SIGTERM")
+    parser.add_argument("--cpu-quota", metavar="CPUS|pi5", type=quota_argument,
+                        help="run inside a cgroup CPU quota (root): CPUs' worth of time, or pi5 for the quota at which "
+                             "the model prefills text at a Raspberry Pi 5's published 32 tokens/s")
     args = parser.parse_args()
+    quota = CpuQuota() if args.cpu_quota else None
+    try:
+        return run(args, quota)
+    finally:
+        if quota:
+            quota.close()
+
+
+def quota_argument(text: str) -> str:
+    if text != "pi5":
+        try:
+            cpus = float(text)
+        except ValueError:
+            cpus = 0.0
+        if not 0.01 <= cpus <= (os.cpu_count() or 1):
+            raise argparse.ArgumentTypeError(f"{text!r} is neither pi5 nor a number of CPUs from 0.01 to {os.cpu_count()}")
+    return text
+
+
+def run(args: argparse.Namespace, quota: CpuQuota | None) -> int:
     config = Config()
     config.engine.max_tokens = args.max_tokens
     config.engine.seed = 1
@@ -202,6 +230,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as workdir:
         scripted = ScriptedEngine(model, mmproj, REPLY, config.engine)
         with scripted.engine as engine:
+            print(f"\n{cpu_name()}, {engine.threads} threads, {model.name}")
+            if quota:
+                if args.cpu_quota == "pi5":
+                    cpus, prefill = pi5_like_quota(engine, quota)
+                    print(f"Pi 5-like: CPU quota {cpus:.2f} CPUs, text prefill {prefill:.1f} tokens/s")
+                else:
+                    quota.set(float(args.cpu_quota))
+                    print(f"CPU quota {quota.cpus:g} CPUs: text prefill {text_prefill_tok_s(engine):.1f} tokens/s")
             by_mode = {}
             for stream_audio in (True, False):
                 config.conversation.stream_audio = stream_audio
@@ -245,7 +281,9 @@ def print_ratios(streamed: list[dict], one_shot: list[dict]) -> None:
     print("\nstreamed / evaluated after the speech ended, same audio:")
     for number, (ours, theirs) in enumerate(zip(streamed, one_shot), start=1):
         seconds = theirs["tokens"]["audio"] / 25
-        parts = []
+        work = [(turn["timings_ms"]["encode"], turn["timings_ms"]["encode"] + turn["timings_ms"]["prefill"]) for turn in (ours, theirs)]
+        parts = [f"encoder {work[0][0]:.0f} / {work[1][0]:.0f} ms = {work[0][0] / work[1][0]:.2f}x",
+                 f"engine work {work[0][1]:.0f} / {work[1][1]:.0f} ms = {work[0][1] / work[1][1]:.2f}x"]
         for stage in ("first_token", "tts_first_audio"):
             mine, base = ours["timings_ms"].get(stage), theirs["timings_ms"].get(stage)
             if mine is not None and base:

@@ -10,6 +10,7 @@ import statistics
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,6 +165,95 @@ class MemoryCgroup:
     def remove(self) -> None:
         with contextlib.suppress(OSError):
             self.path.rmdir()
+
+
+# -- a slower machine on demand: CPU quotas ----------------------------------------------
+
+CPU_CGROUP_V1 = Path("/sys/fs/cgroup/cpu")
+CGROUP_V2 = Path("/sys/fs/cgroup")
+CFS_PERIOD_US = 100_000
+
+
+class CpuQuota:
+    """This process, all its threads, inside a cgroup CPU quota: a machine slower
+    than this one (cgroup v1 ``cpu.cfs_quota_us``, else v2 ``cpu.max``; root).
+    :meth:`set` changes the quota on the fly; :meth:`close` leaves the cgroup."""
+
+    def __init__(self) -> None:
+        self._v1 = (CPU_CGROUP_V1 / "cpu.cfs_quota_us").is_file()
+        if not self._v1 and "cpu" not in _read(CGROUP_V2 / "cgroup.controllers").split():
+            raise BenchError("no cgroup CPU controller (v1 /sys/fs/cgroup/cpu or v2 cpu.max): --cpu-quota needs one")
+        self._parent = CPU_CGROUP_V1 if self._v1 else CGROUP_V2
+        self.path = self._parent / f"edge-bench-cpu-{os.getpid()}"
+        try:
+            self.path.mkdir(exist_ok=True)
+            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+        except OSError as error:
+            raise BenchError(f"cannot create the CPU cgroup {self.path} (run as root): {error.strerror}") from None
+        self.cpus = float(os.cpu_count() or 1)
+
+    def set(self, cpus: float) -> None:
+        """At most ``cpus`` CPUs' worth of time per period (0.64: 64 ms in 100 ms)."""
+        quota = max(1000, int(cpus * CFS_PERIOD_US))
+        if self._v1:
+            (self.path / "cpu.cfs_period_us").write_text(str(CFS_PERIOD_US))
+            (self.path / "cpu.cfs_quota_us").write_text(str(quota))
+        else:
+            (self.path / "cpu.max").write_text(f"{quota} {CFS_PERIOD_US}")
+        self.cpus = cpus
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            (self._parent / "cgroup.procs").write_text(str(os.getpid()))
+            self.path.rmdir()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+# Published llama.cpp figure for E2B Q4_K_M on a Raspberry Pi 5 (pp512, REFERENCE.md).
+PI5_PREFILL_TOK_S = 32.0
+
+
+def text_prefill_tok_s(engine, tokens: int = 256) -> float:
+    """Text prefill after the system prompt, as llama-bench's pp measures it."""
+    import numpy as np
+
+    ids = np.random.default_rng(0).integers(1000, 200000, tokens).tolist()
+    engine.reset_history()
+    started = time.perf_counter()
+    engine._decode_tokens(ids, want_logits=False)  # noqa: SLF001 - the engine's prefill, timed alone
+    elapsed = time.perf_counter() - started
+    engine.reset_history()
+    return tokens / elapsed
+
+
+def pi5_like_quota(engine, quota: CpuQuota, target: float = PI5_PREFILL_TOK_S) -> tuple[float, float]:
+    """The quota at which ``engine`` prefills text at ``target`` tokens/s (a Pi 5's),
+    found by scaling from the unlimited speed and correcting twice: (cpus, tok/s)."""
+    quota.set(float(os.cpu_count() or 1))
+    measured = text_prefill_tok_s(engine)
+    cpus = quota.cpus
+    for _ in range(3):
+        cpus = min(float(os.cpu_count() or 1), cpus * target / measured)
+        quota.set(cpus)
+        measured = text_prefill_tok_s(engine)
+        if abs(measured - target) <= 0.05 * target:
+            break
+    return cpus, measured
+
+
+def cpu_name() -> str:
+    """The CPU the figures come from, for every printout."""
+    cpuinfo = _read(Path("/proc/cpuinfo"))
+    name = next((line.partition(":")[2].strip() for line in cpuinfo.splitlines() if line.startswith("model name")),
+                os.uname().machine)
+    isa = "AVX-512" if " avx512f" in cpuinfo else "AVX2" if " avx2" in cpuinfo else ""
+    return f"{name}{', ' + isa if isa else ''}, {os.cpu_count()} cores"
 
 
 def drop_page_cache() -> None:

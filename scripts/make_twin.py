@@ -11,7 +11,7 @@ writes ``DIR/twin-e2b.gguf`` and ``DIR/twin-e2b-mmproj.gguf`` (audio only);
 (for checking ``edge-assistant models slim``).  ``ensure_twin()`` keeps a
 fingerprint-keyed cache of the twin for the tests and scripts/bench_once.py.
 
-    python scripts/make_twin.py --full-size --out DIR [--seed N] [--projector-type f16|q8_0]
+    python scripts/make_twin.py --full-size --out DIR [--seed N] [--projector-type f16|q8_0] [--mix q4_k_m|q4_0]
 
 writes the same model at E2B's real size instead (``DIR/e2b-full-size.gguf``,
 Q4_K_M mix, ~3.1 GB, and a real-size audio projector; ``ensure_full_size_twin()``
@@ -42,6 +42,7 @@ if str(HERE) not in sys.path:
 from twin import TwinError, check_seed, prepare_out_dir  # noqa: E402
 from twin.full_size import (  # noqa: E402
     FULL_MODEL_NAME,
+    MIXES,
     PROJECTOR_TYPES,
     build_full_size,
     build_full_size_mmproj,
@@ -224,7 +225,7 @@ def _seed_arg(text: str) -> int:
 def _build(args: argparse.Namespace) -> list[Path]:
     """The files the command line asks for, built; their paths."""
     if args.full_size:
-        return list(build_full_size(args.out, args.seed, args.projector_type.upper()))
+        return list(build_full_size(args.out, args.seed, args.projector_type.upper(), args.mix.upper()))
     model, _ = build_twin(args.out, args.seed, with_vision=args.with_vision)
     return [model.with_name(n) for n in [MODEL_NAME, MMPROJ_NAME] + ([MMPROJ_AV_NAME] if args.with_vision else [])]
 
@@ -241,12 +242,16 @@ def main(argv: list[str] | None = None) -> int:
                          "audio projector (scripts/TWIN.md)")
     ap.add_argument("--projector-type", choices=[t.lower() for t in PROJECTOR_TYPES],
                     help="with --full-size: the projector's type (default f16)")
+    ap.add_argument("--mix", choices=[m.lower() for m in MIXES],
+                    help="with --full-size: the text model's type mix (default q4_k_m; q4_0 writes "
+                         f"{MIXES['Q4_0'][1]})")
     args = ap.parse_args(argv)
     if args.full_size and args.with_vision:
         ap.error("--with-vision is not available with --full-size")
-    if args.projector_type and not args.full_size:
-        ap.error("--projector-type needs --full-size")
+    if (args.projector_type or args.mix) and not args.full_size:
+        ap.error("--projector-type and --mix need --full-size")
     args.projector_type = args.projector_type or "f16"
+    args.mix = args.mix or "q4_k_m"
     try:
         paths = _build(args)
     except TwinError as e:

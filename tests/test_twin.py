@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from twin_generator import MAKE_TWIN, REPO_ROOT, load_make_twin
-from twin import full_size, projector, tensors, text_model, tokenizer  # scripts/twin, on the path through twin_generator
+from twin import TwinError, full_size, projector, tensors, text_model, tokenizer  # scripts/twin, on the path through twin_generator
 
 SPECIAL = ["<|turn>", "<turn|>", "<|audio>", "<audio|>", "<|channel>", "<channel|>"]
 SAMPLE_RATE = 16000
@@ -84,19 +84,21 @@ def test_other_seed_gives_other_weights(twin, tmp_path):
     assert (tmp_path / "p.gguf").read_bytes() != twin.mmproj.read_bytes()
 
 
-@pytest.mark.parametrize("dtype", ["Q4_K", "Q5_K", "Q6_K"])
+@pytest.mark.parametrize("dtype", ["Q4_0", "Q4_K", "Q5_K", "Q6_K"])
 def test_random_kquant_blocks_have_the_asked_spread(dtype):
-    """K-quant weights are written as random blocks (gguf cannot quantize
-    them); decoded by gguf's reference dequantizer they must look like the
-    float weights they stand in for: mean ~0, standard deviation as asked."""
+    """K-quant and Q4_0 weights are written as random blocks (gguf cannot
+    quantize K-quants, and quantizing E2B's 4.6 G noise weights would take long);
+    decoded by gguf's reference dequantizer they must look like the float weights
+    they stand in for: mean ~0, standard deviation as asked."""
     from gguf import GGMLQuantizationType
     from gguf.quants import dequantize
 
     std = 1536 ** -0.5
     blocks = tensors._kquant_blocks(np.random.default_rng(0), 4096, dtype, std)
     values = dequantize(blocks, GGMLQuantizationType[dtype])
-    assert blocks.shape == (4096, tensors._type_nbytes((256,), dtype))
-    assert values.shape == (4096, 256) and np.isfinite(values).all()
+    block = tensors.RANDOM_BLOCK_TYPES[dtype]
+    assert blocks.shape == (4096, tensors._type_nbytes((block,), dtype))
+    assert values.shape == (4096, block) and np.isfinite(values).all()
     assert abs(values.mean()) < 0.01 * std
     assert values.std() == pytest.approx(std, rel=0.02)
 
@@ -321,6 +323,20 @@ def test_full_size_plan_is_e2b():
     assert sum(s.nbytes for s in q8) == projector.e2b_projector_estimate("Q8_0")["audio"]["bytes"]
     print(f"\nfull-size twin: model {sizes['model']:,} B (published Q4_K_M {full_size.E2B_Q4_K_M_BYTES:,} B), "
           f"audio projector F16 {sizes['mmproj']:,} B, Q8_0 {full_size.full_size_layout('Q8_0')['mmproj']:,} B")
+
+
+def test_full_size_q4_0_mix_is_the_published_q4_0_file():
+    """The Q4_0 variant (issue 27's weight-type question): every layer matrix and
+    the per-layer table Q4_0, the tied embedding Q8_0; the same shapes as the
+    Q4_K_M plan, and within 0.01 % of ggml-org's published Q4_0 E2B file."""
+    q4_0 = {s.name: s for s in full_size.full_size_plan("F16", "Q4_0")["model"]}
+    q4_k_m = {s.name: s for s in full_size.full_size_plan("F16")["model"]}
+    assert {name: s.shape for name, s in q4_0.items()} == {name: s.shape for name, s in q4_k_m.items()}
+    assert q4_0["token_embd.weight"].dtype == "Q8_0" and q4_0["per_layer_token_embd.weight"].dtype == "Q4_0"
+    assert {s.dtype for s in q4_0.values() if s.name.startswith("blk.") and len(s.shape) == 2} == {"Q4_0"}
+    assert full_size.full_size_layout("F16", "Q4_0")["model"] == pytest.approx(full_size.E2B_Q4_0_BYTES, rel=1e-4)
+    with pytest.raises(TwinError, match="type mix"):
+        full_size.check_mix("Q5_K")
 
 
 FULL_SIZE_ENV = "EDGE_ASSISTANT_FULL_SIZE"

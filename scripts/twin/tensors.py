@@ -81,10 +81,12 @@ def _values(seed: int, spec: TensorSpec) -> np.ndarray:
     raise ValueError(f"unknown init {kind!r} for {spec.name}")  # pragma: no cover - programming error
 
 
-# K-quants are written as random blocks, never quantized from floats: the
-# full-size model has ~4.6 G weights, and quantizing floats that are noise
+# K-quants and Q4_0 are written as random blocks, never quantized from floats:
+# the full-size model has ~4.6 G weights, and quantizing floats that are noise
 # anyway would only cost time and memory.  gguf 0.19 cannot quantize K-quants.
 QK_K = 256
+QK4_0 = 32
+RANDOM_BLOCK_TYPES = {"Q4_0": QK4_0, "Q4_K": QK_K, "Q5_K": QK_K, "Q6_K": QK_K}  # written as random blocks
 _KQUANT_CHUNK_BLOCKS = 1 << 16  # blocks generated at a time (<= 14 MB)
 
 
@@ -108,7 +110,7 @@ def _pack_scale_min_k4(sc: np.ndarray, mn: np.ndarray) -> np.ndarray:
 
 
 def _kquant_blocks(rng: np.random.Generator, n: int, dtype: str, std: float) -> np.ndarray:
-    """``n`` random blocks of a K-quant whose values have mean 0 and standard
+    """``n`` random blocks of a K-quant (or Q4_0) whose values have mean 0 and standard
     deviation ``std``: uniform quants, sub-block scales in the upper half of
     their range, and a fixed super-block scale ``d`` chosen for ``std``.  With
     mins equal to scales and dmin = d * (levels - 1) / 2, each value is
@@ -125,6 +127,9 @@ def _kquant_blocks(rng: np.random.Generator, n: int, dtype: str, std: float) -> 
         d = std / (_rms_uniform(32, 63) * _uniform_std(levels))
         qh = [raw(QK_K // 8)] if dtype == "Q5_K" else []  # the fifth bits
         parts = [f16(d), f16(d * (levels - 1) / 2), _pack_scale_min_k4(sc, sc), *qh, raw(QK_K // 2)]
+    elif dtype == "Q4_0":  # 32 values a block: d, then 4-bit quants, value = d * (q - 8), q in 1..15 (centred)
+        q = rng.integers(1, 16, (n, QK4_0), dtype=np.uint8)
+        parts = [f16(std / _uniform_std(15)), q[:, : QK4_0 // 2] | (q[:, QK4_0 // 2 :] << 4)]
     elif dtype == "Q6_K":
         sign = np.where(rng.random((n, 16)) < 0.5, -1, 1)
         scales = (sign * rng.integers(32, 128, (n, 16))).astype(np.int8).view(np.uint8)
@@ -141,11 +146,11 @@ def _tensor_data(seed: int, spec: TensorSpec) -> Iterator[np.ndarray]:
     from gguf import GGMLQuantizationType
     from gguf.quants import quantize
 
-    if spec.dtype in ("Q4_K", "Q5_K", "Q6_K"):
+    if spec.dtype in RANDOM_BLOCK_TYPES:
         kind, key, std = spec.init
         assert kind == "normal", spec
         rng = _rng(seed, key)
-        n_blocks = spec.n_params // QK_K
+        n_blocks = spec.n_params // RANDOM_BLOCK_TYPES[spec.dtype]
         for start in range(0, n_blocks, _KQUANT_CHUNK_BLOCKS):
             yield _kquant_blocks(rng, min(_KQUANT_CHUNK_BLOCKS, n_blocks - start), spec.dtype, std)
         return

@@ -76,6 +76,12 @@ TWIN_MIX = TypeMix(token_embd="Q8_0", per_layer_token_embd="Q4_0", matrix="Q4_K"
 # per-layer table is Q5_K as in the published E2B files (scripts/TWIN.md).
 Q4_K_M_MIX = TypeMix(token_embd="Q6_K", per_layer_token_embd="Q5_K", matrix="Q4_K", more_bits="Q6_K",
                      fallback="Q8_0", file_type="MOSTLY_Q4_K_M")
+# A Q4_0 file (the type Google's quantization-aware training targets, and the one
+# ggml repacks on x86 and on ARM with dotprod): every matrix and the per-layer
+# table Q4_0, the tied token embedding Q8_0 (with Q6_K it would be 97.5 MB, the
+# difference, smaller than ggml-org's published Q4_0 E2B; with Q8_0 it matches).
+Q4_0_MIX = TypeMix(token_embd="Q8_0", per_layer_token_embd="Q4_0", matrix="Q4_0", more_bits="Q4_0",
+                   fallback="Q8_0", file_type="MOSTLY_Q4_0")
 
 
 def _use_more_bits(i: int, n: int) -> bool:
