@@ -48,12 +48,27 @@ def audio_tokens_expected(seconds: float) -> list[int]:
     return out
 
 
+# ggml's AMX buffer crashes on K-quant matmuls (llama.cpp #20824). The engine keeps
+# weights out of it (llm/loading.py); llama_cpp.Llama, which these tests load the
+# twin with, cannot, so here it loads with no extra buffer types on any CPU.
+NO_EXTRA_BUFFERS = """
+import llama_cpp.llama_cpp as _bindings
+_default_model_params = _bindings.llama_model_default_params
+def _model_params():
+    params = _default_model_params()
+    params.use_extra_bufts = False
+    return params
+_bindings.llama_model_default_params = _model_params
+"""
+
+
 def run_py(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter.  GGML_NO_BACKTRACE stops ggml from
-    attaching gdb on an abort (slow, and it dumps this source into stdout:
-    result markers below are therefore built by concatenation at run time)."""
+    """Run ``code`` in a fresh interpreter, llama.cpp without extra buffers.
+    GGML_NO_BACKTRACE stops ggml from attaching gdb on an abort (slow, and it
+    dumps this source into stdout: result markers below are therefore built by
+    concatenation at run time)."""
     env = {**os.environ, "GGML_NO_BACKTRACE": "1"}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code), *map(str, args)],
+    return subprocess.run([sys.executable, "-c", NO_EXTRA_BUFFERS + textwrap.dedent(code), *map(str, args)],
                           capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT, env=env)
 
 
@@ -123,7 +138,8 @@ def test_twin_has_amx_eligible_k_quant_matrices():
     (["--out", "{tmp}/x", "--seed", "-3"], "seed"),
     (["--out", "{tmp}/file"], "not a directory"),
     (["--out", "{tmp}/x", "--bogus"], "unrecognized"),
-    (["--out", "{tmp}/x", "--projector-type", "q8_0"], "needs --full-size"),
+    (["--out", "{tmp}/x", "--projector-type", "q8_0"], "need --full-size"),
+    (["--out", "{tmp}/x", "--mix", "q4_0"], "need --full-size"),
     (["--out", "{tmp}/x", "--full-size", "--with-vision"], "not available with --full-size"),
     (["--out", "{tmp}/x", "--full-size", "--projector-type", "q4_0"], "invalid choice"),
 ])
@@ -424,9 +440,13 @@ def loaded(twin):
     import llama_cpp
     from llama_cpp import mtmd_cpp as M
 
-    llm = llama_cpp.Llama(model_path=str(twin.model), n_ctx=1024, n_batch=512,
-                          type_k=llama_cpp.GGML_TYPE_Q8_0, type_v=llama_cpp.GGML_TYPE_Q8_0,
-                          flash_attn=True, verbose=False, n_threads=N_THREADS, n_threads_batch=N_THREADS)
+    namespace: dict = {}
+    exec(NO_EXTRA_BUFFERS, namespace)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(llama_cpp.llama_cpp, "llama_model_default_params", namespace["_model_params"])
+        llm = llama_cpp.Llama(model_path=str(twin.model), n_ctx=1024, n_batch=512,
+                              type_k=llama_cpp.GGML_TYPE_Q8_0, type_v=llama_cpp.GGML_TYPE_Q8_0,
+                              flash_attn=True, verbose=False, n_threads=N_THREADS, n_threads_batch=N_THREADS)
     params = M.mtmd_context_params_default()
     params.use_gpu = False
     params.n_threads = N_THREADS
