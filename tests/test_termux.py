@@ -104,6 +104,10 @@ PROOT_DISTRO = textwrap.dedent(
     elif program == "python3" and guest[1:3] == ["-m", "venv"]:
         executable(host(guest[3]) / "bin/python")
         executable(host(guest[3]) / "bin/pip")
+    elif program == "bash" and guest[1].endswith("/scripts/install_llama_cpp.sh"):
+        assert host(guest[1]).is_file(), "install_llama_cpp.sh was not copied into the userland"
+        assert list(host(guest[1]).parent.parent.glob("patches/*.patch")), "the llama.cpp patch was not copied"
+        assert host(guest[2]).is_file(), "install_llama_cpp.sh: no such python"
     elif program.endswith("/bin/pip"):
         assert (host(guest[-1]) / "pyproject.toml").is_file(), "pip install: no source"
         executable(Path(str(host(program))[: -len("pip")] + "edge-assistant"))
