@@ -70,11 +70,15 @@ class Responder(Protocol):
 # Spoken when a tool call was refused or failed and the model said nothing.
 TOOL_APOLOGY = "Sorry, I couldn't do that."
 
-# A streamed question is fed to the engine in steps of at least this much audio
-# (two encoder blocks, 0.96 s): each token is encoded once whatever the step, but
-# llama.cpp prefills 24 tokens at a time faster than 12 (scripts/bench_real_size.py
-# --sweep batch). A worker that lags takes everything heard since its last step.
+# A streamed question is fed to the engine in steps of 0.96 s (two encoder blocks)
+# at first, then of 1.92 s. Each token is encoded once whatever the step, but a
+# step has a fixed cost (the encoder reads its 0.6 GB of weights again: about 50 ms
+# on the full-size twin) and llama.cpp prefills wider batches faster: 24 tokens at
+# 43 tokens/s, 48 at 49, 128 at 57 (scripts/bench_stream.py, 2-core AVX-512). When
+# the speaker pauses, the worker takes all it has at once; one that lags takes
+# everything heard since its last step.
 MIN_FEED_SAMPLES = 2 * ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN
+MAX_FEED_SAMPLES = 2 * MIN_FEED_SAMPLES
 
 
 class SpeechStream:
@@ -172,7 +176,7 @@ class SpeechStream:
     def _due(self) -> int:
         if self._pause_keep is not None:
             return 1 if self._pause_keep > self._taken else self._pending + 1  # all heard, or nothing more
-        return MIN_FEED_SAMPLES
+        return min(MAX_FEED_SAMPLES, max(MIN_FEED_SAMPLES, self._taken))
 
     def next_step(self) -> tuple[np.ndarray, bool]:
         """(audio to feed, whether the utterance has ended); blocks until a step is
