@@ -74,7 +74,7 @@ TOOL_APOLOGY = "Sorry, I couldn't do that."
 # at first, then of 1.92 s. Each token is encoded once whatever the step, but a
 # step has a fixed cost (the encoder reads its 0.6 GB of weights again: about 50 ms
 # on the full-size twin) and llama.cpp prefills wider batches faster: 24 tokens at
-# 43 tokens/s, 48 at 49, 128 at 57 (scripts/bench_stream.py, 2-core AVX-512). When
+# 43 tokens/s, 48 at 49-52, 128 at 53-57 (scripts/bench_stream.py, 2-core AVX-512). When
 # the speaker pauses, the worker takes all it has at once; one that lags takes
 # everything heard since its last step.
 MIN_FEED_SAMPLES = 2 * ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN

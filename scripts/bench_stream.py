@@ -25,7 +25,7 @@ from benchlib import BenchError, CpuQuota, cpu_name, default_voice, spread, twin
 
 from edge_assistant.config import EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
-from edge_assistant.turn import MIN_FEED_SAMPLES
+from edge_assistant.turn import MAX_FEED_SAMPLES, MIN_FEED_SAMPLES
 
 BATCHES = (12, 24, 48, 96, 128, 256)
 QUESTION = "My sister is flying in from Lisbon tomorrow evening, so what time should we leave for the airport?"
@@ -52,15 +52,27 @@ def prefill_by_batch(engine: GemmaEngine, runs: int) -> str:
     return "\n".join(lines)
 
 
-def encode_ms(engine: GemmaEngine, audio: np.ndarray, step: int | None) -> float:
-    """The clip through the stateful encoder in steps of ``step`` samples (None:
-    at once), as a turn feeds it: each step encodes the tokens it made final."""
+def daemon_steps(length: int) -> list[int]:
+    """The step sizes a live question of ``length`` samples is fed in when the
+    worker keeps up (turn.SpeechStream: MIN_FEED_SAMPLES growing to MAX_FEED_SAMPLES)."""
+    steps, taken = [], 0
+    while taken < length:
+        steps.append(min(MAX_FEED_SAMPLES, max(MIN_FEED_SAMPLES, taken)))
+        taken += steps[-1]
+    return steps
+
+
+def encode_ms(engine: GemmaEngine, audio: np.ndarray, steps: list[int] | None) -> float:
+    """The clip through the stateful encoder in ``steps`` (sample counts; None: at
+    once), as a turn feeds it: each step encodes the tokens it made final."""
     encoder = engine.clip_encoder()
     try:
         started = time.perf_counter()
-        for start in range(0, len(audio), step or len(audio)):
-            encoder.feed(audio[start : start + (step or len(audio))])
-            if step:
+        start = 0
+        for step in steps or [len(audio)]:
+            encoder.feed(audio[start : start + step])
+            start += step
+            if steps:
                 encoder.encode()
         encoder.encode(last=True)
         return (time.perf_counter() - started) * 1000
@@ -72,7 +84,8 @@ def encoder_streamed(engine: GemmaEngine, runs: int) -> str:
     from edge_assistant.tts import PiperSpeech
 
     speech = PiperSpeech(default_voice()).synthesize_16k(QUESTION).samples
-    steps = {"0.48 s": 7680, f"{MIN_FEED_SAMPLES / RATE:.2f} s (the daemon's)": MIN_FEED_SAMPLES}
+    steps = {"0.48 s": lambda n: [7680] * -(-n // 7680), "1.92 s": lambda n: [30720] * -(-n // 30720),
+             "the daemon's (0.96 s, then 1.92 s)": daemon_steps}
     header = f"{'question':>9s}  {'whole clip ms':>20s}" + "".join(f"  {'steps of ' + name:>34s}" for name in steps)
     lines = [underlined(header)]
     encode_ms(engine, speech[: 2 * RATE], None)  # the encoder's buffers, reserved once
@@ -80,8 +93,8 @@ def encoder_streamed(engine: GemmaEngine, runs: int) -> str:
         audio = np.resize(speech, seconds * RATE)
         whole = [encode_ms(engine, audio, None) for _ in range(runs)]
         row = f"{seconds:8d}s  {spread(whole, 0):>20s}"
-        for step in steps.values():
-            streamed = [encode_ms(engine, audio, step) for _ in range(runs)]
+        for schedule in steps.values():
+            streamed = [encode_ms(engine, audio, schedule(len(audio))) for _ in range(runs)]
             ratio = sorted(streamed)[len(streamed) // 2] / sorted(whole)[len(whole) // 2]
             row += f"  {spread(streamed, 0) + f' = {ratio:.2f}x':>34s}"
         lines.append(row)
