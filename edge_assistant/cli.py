@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--only", metavar="NAME", action="append", default=[],
             help="just these manifest entries, by name or role (repeatable or comma-separated), e.g. --only wake",
         )
+        action.add_argument(
+            "--voice", metavar="NAME", action="append", default=[],
+            help="a voice of the manifest for [tts.voices] and its .onnx.json, e.g. de_DE-thorsten-medium (repeatable)",
+        )
     slim = model_commands.add_parser("slim", help="write an audio-only projector from a vision+audio one", parents=[common])
     slim.add_argument("source", metavar="SRC")
     slim.add_argument("destination", metavar="DST", nargs="?", help="default: SRC with .audio.gguf, which is used automatically")
@@ -230,7 +234,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
 
 def run_models(args: argparse.Namespace, config: Config) -> int:
     from .models.download import download
-    from .models.manifest import audio_projector_path, default_models_dir, load_manifest, select
+    from .models.manifest import audio_projector_path, default_models_dir, load_manifest, select, voice_entries
     from .models.slim import slim_projector
     from .models.verify import verify
 
@@ -242,10 +246,12 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
         return 0
     directory = Path(args.dir).expanduser() if args.dir else config.models.directory or default_models_dir()
     only = [word.strip() for words in args.only for word in words.split(",") if word.strip()]
-    manifest = select(load_manifest(), only)
+    files = load_manifest()
+    voices = [file for name in args.voice for file in voice_entries(files, name)]
+    manifest = [*select(files, only), *voices] if only or not voices else voices
     if args.models_command == "download":
         download(manifest, directory)
-        print(f"{'the chosen' if only else 'all'} model files present and verified in {directory}")
+        print(f"{'the chosen' if only or voices else 'all'} model files present and verified in {directory}")
         return 0
     results = verify(manifest, directory)
     for result in results:
