@@ -167,7 +167,8 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     from .llm.engine import GemmaEngine
     from .llm.tool_loop import ToolUse
     from .tools.setup import build_tools
-    from .tts import PiperSpeech, StreamingSpeaker
+    from .languages import load_voices
+    from .tts import StreamingSpeaker
     from .turn import prepare_audio, run_turn
 
     command_started = time.perf_counter()
@@ -185,7 +186,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     recording: RecordingPlayback | None = None
     playback: Playback | None = None
     if not args.no_speak:
-        voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
+        voice = load_voices(config, voice_path, config.models.directory)
         if out_path:
             playback = recording = RecordingPlayback(voice.sample_rate)
         else:  # one output stream for the whole reply, as the daemon's: no gap or click between sentences
@@ -268,7 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return run_models(args, config)
         if args.command == "config":
+            from .languages import describe
+
             print(config.to_toml(), end="")
+            print("\n" + "\n".join(f"# {line}" for line in describe(config, config.models.directory).splitlines()))
             return 0
         if args.command == "wakeword":
             from .wake.cli import run as run_wakeword
