@@ -122,7 +122,8 @@ class TtsConfig:
     # without a voice of its own are spoken by the default voice.
     language: str = "en"
     # A voice per language, each a manifest voice name or a path to a .onnx:
-    # [tts.voices] de = "de_DE-thorsten-medium". Loaded on first use.
+    # [tts.voices] de = "de_DE-thorsten-medium". Loaded on first use. One for
+    # ``language`` itself (en = "en_GB-alba-medium") replaces the default voice.
     voices: dict[str, str] = field(default_factory=dict)
 
 

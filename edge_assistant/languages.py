@@ -201,10 +201,11 @@ def load_voices(config: object, default_path: Path, models_dir: Path | None = No
     from .tts import PiperSpeech
 
     tts = config.tts  # type: ignore[attr-defined]
-    default = PiperSpeech(default_path, tts.speaker, tts.length_scale, tts.threads)
-    voices, missing = voice_paths({k: v for k, v in tts.voices.items() if k != tts.language}, models_dir)
+    voices, missing = voice_paths(tts.voices, models_dir)
     for line in missing:
         log.warning("%s", line)
+    default_path = voices.pop(tts.language, default_path)  # e.g. en = "en_GB-alba-medium" replaces joe
+    default = PiperSpeech(default_path, tts.speaker, tts.length_scale, tts.threads)
 
     def load(path: Path) -> object:
         return PiperSpeech(path, -1, tts.length_scale, tts.threads)
@@ -215,8 +216,8 @@ def load_voices(config: object, default_path: Path, models_dir: Path | None = No
 def describe(config: object, models_dir: Path | None = None) -> str:
     """The languages and voices in effect, one line each (``tools list``)."""
     tts = config.tts  # type: ignore[attr-defined]
-    voices, missing = voice_paths({k: v for k, v in tts.voices.items() if k != tts.language}, models_dir)
-    default = config.models.voice or "the manifest's default voice"  # type: ignore[attr-defined]
+    voices, missing = voice_paths(tts.voices, models_dir)
+    default = voices.pop(tts.language, None) or config.models.voice or "the manifest's default voice"  # type: ignore[attr-defined]
     lines = [f"languages: {', '.join([tts.language, *voices])} (replies in others are spoken by the {tts.language} voice)"]
     lines.append(f"  {tts.language}: {default} (default)")
     lines += [f"  {language}: {path}" for language, path in voices.items()]

@@ -247,3 +247,17 @@ def test_bad_language_settings_are_one_line(tmp_path: Path, table: str, message:
     assert main(["tools", "list", "--config", str(config)]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_voice_for_the_default_language_replaces_the_default_voice(voices: dict[str, Path]) -> None:
+    config = apply_overrides(Config(), {"tts": {"voices": {"en": str(voices["de"])}}}, "test")
+    router = load_voices(config, voices["en"])
+    assert router.languages == ["en"] and router.paths["en"] == voices["de"] and router.chooser is None
+    router.synthesize("The kitchen light is on now.")
+    assert router.routed[-1].voice == voices["de"]
+
+
+def test_the_system_prompt_asks_for_the_users_language() -> None:
+    from edge_assistant.config import DEFAULT_SYSTEM_PROMPT
+
+    assert "Answer in the language the user spoke, unless told otherwise." in DEFAULT_SYSTEM_PROMPT
