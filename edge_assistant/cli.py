@@ -166,8 +166,8 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     from .audio.playback import DevicePlayback, Playback, RecordingPlayback
     from .llm.engine import GemmaEngine
     from .llm.tool_loop import ToolUse
-    from .tools.setup import build_tools
     from .languages import load_voices
+    from .tools.setup import build_tools
     from .tts import StreamingSpeaker
     from .turn import prepare_audio, run_turn
 

@@ -11,9 +11,9 @@ from typing import Any, Callable
 from ..audio.format import Audio
 from ..llm.audio_turn import Interruption
 from ..llm.tool_loop import hear_yes_or_no
+from ..phrases import say
 from ..tools import Tool, Toolbox
 from ..tts import StreamingSpeaker
-from ..phrases import say
 from ..turn import TurnResult
 from .events import EventLog
 

@@ -14,10 +14,10 @@ from ..audio.playback import Playback
 from ..audio.sources import AudioSource
 from ..config import Config
 from ..errors import UsageError
+from ..languages import load_voices
 from ..llm.engine import GemmaEngine
 from ..systemd import Notifier
 from ..tools.setup import build_tools
-from ..languages import load_voices
 from .assistant import Assistant
 from .events import EventLog
 

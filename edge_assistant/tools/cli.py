@@ -10,8 +10,8 @@ import sys
 from typing import Any
 
 from ..config import Config
-from ..languages import describe as describe_languages
 from ..errors import UsageError
+from ..languages import describe as describe_languages
 from .commands import CommandTool
 from .core import Parameter, Tool, ToolRejected
 from .setup import build_tools
