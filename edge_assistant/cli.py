@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--only", metavar="NAME", action="append", default=[],
             help="just these manifest entries, by name or role (repeatable or comma-separated), e.g. --only wake",
         )
+        action.add_argument(
+            "--voice", metavar="NAME", action="append", default=[],
+            help="a voice of the manifest for [tts.voices] and its .onnx.json, e.g. de_DE-thorsten-medium (repeatable)",
+        )
     slim = model_commands.add_parser("slim", help="write an audio-only projector from a vision+audio one", parents=[common])
     slim.add_argument("source", metavar="SRC")
     slim.add_argument("destination", metavar="DST", nargs="?", help="default: SRC with .audio.gguf, which is used automatically")
@@ -162,8 +166,9 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     from .audio.playback import DevicePlayback, Playback, RecordingPlayback
     from .llm.engine import GemmaEngine
     from .llm.tool_loop import ToolUse
+    from .languages import load_voices
     from .tools.setup import build_tools
-    from .tts import PiperSpeech, StreamingSpeaker
+    from .tts import StreamingSpeaker
     from .turn import prepare_audio, run_turn
 
     command_started = time.perf_counter()
@@ -181,7 +186,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     recording: RecordingPlayback | None = None
     playback: Playback | None = None
     if not args.no_speak:
-        voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
+        voice = load_voices(config, voice_path, config.models.directory)
         if out_path:
             playback = recording = RecordingPlayback(voice.sample_rate)
         else:  # one output stream for the whole reply, as the daemon's: no gap or click between sentences
@@ -230,7 +235,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
 
 def run_models(args: argparse.Namespace, config: Config) -> int:
     from .models.download import download
-    from .models.manifest import audio_projector_path, default_models_dir, load_manifest, select
+    from .models.manifest import audio_projector_path, default_models_dir, load_manifest, select, voice_entries
     from .models.slim import slim_projector
     from .models.verify import verify
 
@@ -242,10 +247,12 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
         return 0
     directory = Path(args.dir).expanduser() if args.dir else config.models.directory or default_models_dir()
     only = [word.strip() for words in args.only for word in words.split(",") if word.strip()]
-    manifest = select(load_manifest(), only)
+    files = load_manifest()
+    voices = [file for name in args.voice for file in voice_entries(files, name)]
+    manifest = [*select(files, only), *voices] if only or not voices else voices
     if args.models_command == "download":
         download(manifest, directory)
-        print(f"{'the chosen' if only else 'all'} model files present and verified in {directory}")
+        print(f"{'the chosen' if only or voices else 'all'} model files present and verified in {directory}")
         return 0
     results = verify(manifest, directory)
     for result in results:
@@ -262,7 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "models":
             return run_models(args, config)
         if args.command == "config":
+            from .languages import describe
+
             print(config.to_toml(), end="")
+            print("\n" + "\n".join(f"# {line}" for line in describe(config, config.models.directory).splitlines()))
             return 0
         if args.command == "wakeword":
             from .wake.cli import run as run_wakeword

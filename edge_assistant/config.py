@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import tomllib
 
 from .errors import UsageError
+from .phrases import LANGUAGES
 
 KV_CACHE_TYPES = ("q8_0", "q4_0", "f16")
 LONG_AUDIO_POLICIES = ("split", "keep_last")
@@ -34,7 +35,7 @@ DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant running offline on a small device. "
     "The user speaks to you; answer what they said in one to three short, "
     "plain sentences that sound natural when read aloud. No lists, no markdown, "
-    "no emoji."
+    "no emoji. Answer in the language the user spoke, unless told otherwise."
 )
 
 
@@ -117,6 +118,13 @@ class TtsConfig:
     # Piper synthesizes while llama.cpp is still generating; one thread keeps it
     # from stalling llama.cpp's threads, and still runs well faster than real time.
     threads: int = 1
+    # The default voice's language (README "Languages"): replies in a language
+    # without a voice of its own are spoken by the default voice.
+    language: str = "en"
+    # A voice per language, each a manifest voice name or a path to a .onnx:
+    # [tts.voices] de = "de_DE-thorsten-medium". Loaded on first use. One for
+    # ``language`` itself (en = "en_GB-alba-medium") replaces the default voice.
+    voices: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -310,6 +318,9 @@ def validate(config: Config, where: str) -> None:
         (audio.max_seconds >= 1, "audio.max_seconds", "at least 1"),
         (0.1 <= tts.length_scale <= 10, "tts.length_scale", "between 0.1 and 10"),
         (1 <= tts.threads <= 64, "tts.threads", "between 1 and 64"),
+        (tts.language in LANGUAGES, "tts.language", f"one of {', '.join(LANGUAGES)}"),
+        (all(key in LANGUAGES and value.strip() for key, value in tts.voices.items()), "tts.voices",
+         f"a table of language = voice name or path, languages from {', '.join(LANGUAGES)}"),
         (config.input.frame_ms in (10, 20, 30), "input.frame_ms", "10, 20 or 30"),
         (config.input.channel >= 0, "input.channel", "0 or more"),
         (0 <= wake.threshold < 1, "wake.threshold", "0 (the model's own) or between 0 and 1"),
@@ -365,6 +376,10 @@ def _coerce(value: Any, expected: type, where: str) -> Any:
         return float(value)
     if expected is str and isinstance(value, str):
         return value
+    if get_origin(expected) is dict:
+        if isinstance(value, dict) and all(isinstance(item, str) for item in value.values()):
+            return dict(value)
+        raise UsageError(f"{where} = {value!r} is invalid: expected a table of strings")
     if get_origin(expected) is list:
         (item_type,) = get_args(expected)
         if isinstance(value, list) and all(isinstance(item, item_type) for item in value):

@@ -25,6 +25,7 @@ from .llm.audio_turn import MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnR
 from .llm.clip_encoder import ENCODER_BLOCK_TOKENS, SAMPLES_PER_AUDIO_TOKEN
 from .llm.reply_text import HiddenBlockFilter, SentenceSplitter
 from .llm.tool_loop import ToolUse, generate_with_tools
+from .phrases import say
 from .tools import ToolCallRecord
 from .tts import StreamingSpeaker
 from .vad import trim_to_speech
@@ -67,7 +68,8 @@ class Responder(Protocol):
     ) -> TurnReply: ...
 
 
-# Spoken when a tool call was refused or failed and the model said nothing.
+# Spoken when a tool call was refused or failed and the model said nothing (in
+# the conversation's language: phrases.TABLES).
 TOOL_APOLOGY = "Sorry, I couldn't do that."
 
 # A streamed question is fed to the engine in steps of 0.96 s (two encoder blocks)
@@ -423,7 +425,7 @@ def run_turn(
         reply = engine.respond(speech.samples, on_text=on_text, tools=tools, interruption=interruption)
     hand_over(splitter.feed(hidden.flush()) + splitter.flush())
     if not sentences and any(record.status in ("rejected", "failed") for record in reply.tool_calls):
-        hand_over([TOOL_APOLOGY])  # the model said nothing about it: the user still hears that it failed
+        hand_over([say("apology")])  # the model said nothing about it: the user still hears that it failed
     engine_done = time.perf_counter()
     speech_stats = speaker.finish() if speaker is not None else None
     finished = time.perf_counter()

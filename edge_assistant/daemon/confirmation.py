@@ -11,9 +11,10 @@ from typing import Any, Callable
 from ..audio.format import Audio
 from ..llm.audio_turn import Interruption
 from ..llm.tool_loop import hear_yes_or_no
+from ..phrases import say
 from ..tools import Tool, Toolbox
 from ..tts import StreamingSpeaker
-from ..turn import TOOL_APOLOGY, TurnResult
+from ..turn import TurnResult
 from .events import EventLog
 
 
@@ -55,7 +56,8 @@ class ConfirmationDialog:
         ends), the assistant asks, and the next utterance, without the wake word,
         is the answer (:meth:`answer`)."""
         described = ", ".join(f"{name} {value}" for name, value in arguments.items())
-        question = f"Should I run {tool.name.replace('_', ' ')}{' with ' + described if described else ''}? Say yes or no."
+        name = tool.name.replace("_", " ")
+        question = say("confirm_question_with", tool=name, arguments=described) if described else say("confirm_question", tool=name)
         self._pending = _PendingConfirmation(tool, arguments, question)
         return None
 
@@ -92,7 +94,7 @@ class ConfirmationDialog:
         yes = hear_yes_or_no(engine, speech.samples)
         self.events.emit("confirmation", self._clock(), tool=confirmation.tool.name, answer="yes" if yes else "no")
         record = self.toolbox.call(confirmation.tool.name, confirmation.arguments, confirm=lambda *_: yes)
-        reply = "Done." if record.ok else "Okay, I won't." if record.status == "declined" else TOOL_APOLOGY
+        reply = say("done") if record.ok else say("declined") if record.status == "declined" else say("apology")
         speaker.say(reply)
         speech_stats = speaker.finish()
         elapsed = (time.perf_counter() - started) * 1000

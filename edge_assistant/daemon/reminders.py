@@ -12,6 +12,7 @@ from ..audio.format import MODEL_SAMPLE_RATE
 from ..audio.playback import Playback
 from ..config import Config
 from ..earcons import earcon
+from ..phrases import reminder_sentence
 from ..tools.scheduler import Reminder, Scheduler
 from ..tts import PiperSpeech, StreamingSpeaker
 from .events import EventLog
@@ -64,7 +65,7 @@ class Reminders:
         """At start: say which timers and alarms came due while the assistant was off."""
         if self.scheduler is not None:
             for entry in self.scheduler.take_missed():
-                self._announcements.append((f"While I was off, your {entry.describe()} was due at {entry.clock_time()}.", False))
+                self._announcements.append((reminder_sentence(entry.kind, entry.label, entry.clock_time(), missed=True), False))
 
     def follow(self, now: int) -> bool:
         """From the audio loop, every frame: queue timers and alarms that came
@@ -105,9 +106,7 @@ class Reminders:
 
     @staticmethod
     def _reminder_text(entry: Reminder) -> str:
-        if entry.kind == "alarm":
-            return f"It's {entry.clock_time()}. Your {entry.describe()}."
-        return f"Your {entry.describe()} is done."
+        return reminder_sentence(entry.kind, entry.label, entry.clock_time())
 
     def announce(self, text: str, rings: bool, now: int) -> None:
         """Say ``text`` through the normal playback (after the alarm earcon when it

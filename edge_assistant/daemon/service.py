@@ -14,10 +14,10 @@ from ..audio.playback import Playback
 from ..audio.sources import AudioSource
 from ..config import Config
 from ..errors import UsageError
+from ..languages import load_voices
 from ..llm.engine import GemmaEngine
 from ..systemd import Notifier
 from ..tools.setup import build_tools
-from ..tts import PiperSpeech
 from .assistant import Assistant
 from .events import EventLog
 
@@ -80,7 +80,7 @@ def serve(
         from ..wake.detector import WakeWordDetector
 
         wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
-    voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
+    voice = load_voices(config, voice_path, config.models.directory)  # a voice per language (languages.py)
     tools = build_tools(config)
     engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations())
     recording = RecordingPlayback(voice.sample_rate) if output_path else None

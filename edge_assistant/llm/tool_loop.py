@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
 from .tool_calls import ToolCall, parse_tool_calls, render_tool_response
+from ..phrases import answer_words
 from ..tools import Confirmer, Toolbox, ToolCallRecord
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,9 @@ def run_call(call: ToolCall, toolbox: Toolbox, confirm: Confirmer | None, earlie
 
 
 
-YES_WORDS = frozenset("yes yeah yep yup sure ok okay certainly affirmative correct please".split())
-NO_WORDS = frozenset("no nope nah don't dont not cancel stop negative never".split())
+# Every language's (phrases.TABLES): the model may write its word in the user's language.
+YES_WORDS = answer_words("yes_words")
+NO_WORDS = answer_words("no_words")
 DECISION_PROMPT = "(Did the user agree? One word, yes or no:) "
 DECISION_TOKENS = 4
 

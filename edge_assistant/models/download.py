@@ -162,10 +162,18 @@ def _download_one(file: ModelFile, dest_dir: Path, url: str, progress: bool, pol
             f"{file.filename}: sha256 mismatch, expected {file.sha256}, got {actual}; "
             f"the download was discarded (from {url})"
         )
+    if file.md5 and (md5 := hash_into(hashlib.md5(), part).hexdigest()) != file.md5:
+        part.unlink(missing_ok=True)
+        raise ModelFileError(
+            f"{file.filename}: md5 mismatch, expected {file.md5} (published), got {md5}; "
+            f"the download was discarded (from {url})"
+        )
     os.replace(part, final)
     record_hash(final, actual)
     if file.sha256:
         logger.info("%s: downloaded, sha256 verified", file.filename)
+    elif file.md5:
+        logger.info("%s: downloaded, published md5 verified, sha256 %s recorded", file.filename, actual)
     else:
         logger.warning(
             "%s: downloaded; no published sha256, recorded %s in %s",

@@ -35,7 +35,12 @@ _MANIFEST_FIELDS: tuple[tuple[str, type], ...] = (
     ("sha256", str),
     ("filename", str),
 )
+# Optional fields: ``language`` marks a voice (and its config) for one language,
+# fetched only when asked for (``models download --voice NAME``); ``md5`` is the
+# checksum a public listing gives when it gives no sha256 (Piper's voices.json).
+_OPTIONAL_FIELDS: tuple[tuple[str, type], ...] = (("language", str), ("md5", str))
 _TYPE_NAMES = {str: "a string", int: "an integer"}
+MD5_RE = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass(frozen=True)
@@ -48,6 +53,8 @@ class ModelFile:
     size: int
     sha256: str
     filename: str
+    language: str = ""  # a voice for this language, not part of a plain `models download`
+    md5: str = ""
 
     def path(self, dest_dir: Path) -> Path:
         return Path(dest_dir) / self.filename
@@ -79,7 +86,11 @@ def _parse_entry(source: Path, number: int, entry: object) -> ModelFile:
         value = entry.get(key)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise ModelFileError(f"{where}: '{key}' must be {_TYPE_NAMES[kind]}")
-    file = ModelFile(**{key: entry[key] for key, _ in _MANIFEST_FIELDS})
+    for key, kind in _OPTIONAL_FIELDS:
+        if key in entry and not isinstance(entry[key], kind):
+            raise ModelFileError(f"{where}: '{key}' must be {_TYPE_NAMES[kind]}")
+    fields = _MANIFEST_FIELDS + _OPTIONAL_FIELDS
+    file = ModelFile(**{key: entry[key] for key, _ in fields if key in entry})
     problem = _entry_problem(file)
     if problem:
         raise ModelFileError(f"{where} ({file.name}): {problem}")
@@ -95,6 +106,10 @@ def _entry_problem(file: ModelFile) -> str | None:
         return "size must be positive"
     if file.sha256 and not SHA256_RE.fullmatch(file.sha256):
         return "sha256 must be 64 lowercase hex digits, or empty when unknown"
+    if file.md5 and not MD5_RE.fullmatch(file.md5):
+        return "md5 must be 32 lowercase hex digits"
+    if file.language and file.role not in ("voice", "voice_config"):
+        return "only voice and voice_config entries have a language"
     if file.filename in ("", ".", "..") or Path(file.filename).name != file.filename:
         return "filename must be a plain file name"
     return None
@@ -122,7 +137,7 @@ def resolve(role: str, dest_dir: Path | None = None, files: Sequence[ModelFile] 
     downloaded projector wins: it needs about a third less RAM.
     """
     dest = default_models_dir() if dest_dir is None else Path(dest_dir)
-    candidates = [f for f in (load_manifest() if files is None else files) if f.role == role]
+    candidates = [f for f in (load_manifest() if files is None else files) if f.role == role and not f.language]
     if not candidates:
         raise ModelFileError(f"the model manifest has no file with role '{role}'")
     file = candidates[0]
@@ -162,9 +177,11 @@ def resolve_wake(item: str, dest_dir: Path | None = None, files: Sequence[ModelF
 
 
 def select(files: Sequence[ModelFile], only: Sequence[str]) -> list[ModelFile]:
-    """The entries named by ``only`` (entry names or roles); all when it is empty."""
+    """The entries named by ``only`` (entry names or roles); all when it is empty.
+    The per-language voices come only by name (``--voice``), never with a role
+    or the whole set: each is 63 MB that only its language needs."""
     if not only:
-        return list(files)
+        return [file for file in files if not file.language]
     known = {file.name for file in files} | {file.role for file in files}
     unknown = [word for word in only if word not in known]
     if unknown:
@@ -172,7 +189,20 @@ def select(files: Sequence[ModelFile], only: Sequence[str]) -> list[ModelFile]:
             f"--only {unknown[0]}: not a file name or role in the manifest "
             f"(roles: {', '.join(sorted({file.role for file in files}))}; names: {', '.join(file.name for file in files)})"
         )
-    return [file for file in files if file.name in only or file.role in only]
+    return [file for file in files if file.name in only or (file.role in only and not file.language)]
+
+
+def voice_entries(files: Sequence[ModelFile], name: str) -> list[ModelFile]:
+    """A voice and its config by the voice's name as Piper writes it
+    ("de_DE-thorsten-medium"), its file name, or its manifest entry name."""
+    wanted = name.removesuffix(".onnx").lower()
+    voices = [file for file in files if file.role == "voice"]
+    for voice in voices:
+        if wanted in (voice.name.lower(), Path(voice.filename).stem.lower()):
+            config = [file for file in files if file.role == "voice_config" and file.filename == voice.filename + ".json"]
+            return [voice, *config]
+    names = ", ".join(Path(voice.filename).stem for voice in voices)
+    raise UsageError(f"voice {name!r} is not in the manifest (voices: {names}); a voice of your own goes in by its path")
 
 
 def missing_message(file: ModelFile, dest_dir: Path, only: str | None = None) -> str:

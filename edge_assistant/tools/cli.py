@@ -11,6 +11,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import UsageError
+from ..languages import describe as describe_languages
 from .commands import CommandTool
 from .core import Parameter, Tool, ToolRejected
 from .setup import build_tools
@@ -36,6 +37,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
             print(json.dumps(toolset.toolbox.declarations(), indent=1))
         else:
             print(describe_tools(toolset.toolbox.tools) if toolset.toolbox.tools else "no tools (tools.enabled = false)")
+            print(describe_languages(config, config.models.directory))  # what the tools' phrases are spoken in
         return 0
     try:
         arguments = json.loads(args.args)

@@ -6,13 +6,16 @@
 # edge-assistant sees it) and a function models_cli that runs that edge-assistant
 # with its configuration, as the service would (lib/steps.sh for the output).
 
-# "filename size role" per [[file]] of the manifest that ships in the package.
+# "filename size role" per [[file]] of the manifest that ships in the package,
+# except the per-language voices (entries with a language), which are fetched
+# only on request (`edge-assistant models download --voice NAME`).
 manifest_files() {
     awk -F' = ' '
-        function flush() { if (name != "") print name, size, role; name = size = role = "" }
+        function flush() { if (name != "" && lang == "") print name, size, role; name = size = role = lang = "" }
         /^\[\[file\]\]/ { flush() }
         $1 == "filename" { name = $2; gsub(/"/, "", name) }
         $1 == "size" { size = $2 }
+        $1 == "language" { lang = $2 }
         $1 == "role" { role = $2; gsub(/"/, "", role) }
         END { flush() }
     ' "$SOURCE_DIR/edge_assistant/manifest.toml"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import EdgeAssistantError, UsageError
+from ...phrases import Phrase
 
 log = logging.getLogger(__name__)
 
@@ -30,22 +31,22 @@ class HomeAssistantError(EdgeAssistantError):
     """A request that went wrong; ``spoken`` is what the user hears."""
 
     exit_code = 6
-    spoken = "Home Assistant could not do that."
+    spoken = Phrase("ha_failed")
 
 
 class HomeAssistantUnreachable(HomeAssistantError):
-    spoken = "I can't reach Home Assistant."
+    spoken = Phrase("ha_unreachable")
 
 
 class TokenRejected(HomeAssistantError):
     """401/403: a wrong, revoked or expired token. Configuration: no restart fixes it."""
 
     exit_code = 2
-    spoken = "Home Assistant refused my access token."
+    spoken = Phrase("ha_token_rejected")
 
 
 class EntityNotFound(HomeAssistantError):
-    spoken = "I can't find that device."
+    spoken = Phrase("device_not_found")
 
 
 def read_token(token_file: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...config import HOME_ASSISTANT_DOMAINS, HomeAssistantConfig
+from ...phrases import Phrase, say
 from .client import EntityNotFound, HomeAssistantClient, HomeAssistantError, TokenRejected
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,11 @@ class ServiceRefused(HomeAssistantError):
     """A call outside the allowlist: never sent."""
 
     exit_code = 2
-    spoken = "I'm not allowed to do that."
+    spoken = Phrase("not_allowed")
 
 
 class DeviceNotFound(HomeAssistantError):
-    spoken = "I can't find that device."
+    spoken = Phrase("device_not_found")
 
 
 class AmbiguousDevice(HomeAssistantError):
@@ -55,11 +56,11 @@ class AmbiguousDevice(HomeAssistantError):
 
     def __init__(self, names: list[str]) -> None:
         super().__init__(f"several devices fit: {', '.join(names)}")
-        self.spoken = f"Which one: {', '.join(names[:-1])} or {names[-1]}?"
+        self.spoken = say("which_one", names=", ".join(names[:-1]), last=names[-1])
 
 
 class DeviceUnavailable(HomeAssistantError):
-    spoken = "That device is unavailable right now."
+    spoken = Phrase("device_unavailable")
 
 
 @dataclass(frozen=True)
