@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools.home_assistant.check import add_commands as add_home_assistant_commands
 
     add_home_assistant_commands(commands, common)
+    from .tools.mcp.cli import add_commands as add_mcp_commands
+
+    add_mcp_commands(commands, common)
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
@@ -272,6 +275,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools.cli import run as run_tools
 
             return run_tools(args, config)
+        if args.command == "mcp":
+            from .tools.mcp.cli import run as run_mcp
+
+            return run_mcp(args, config)
         if args.command == "ha":
             from .tools.home_assistant.check import run as run_home_assistant
 
