@@ -31,10 +31,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     try:
         for connection in connections:
             print("\n".join(describe_server(connection)))
+        down = [connection.spec.name for connection in connections if not connection.connected]
     finally:
         for connection in connections:
             connection.close()
-    down = [connection.spec.name for connection in connections if not connection.connected]
     if down:
         raise McpServersUnavailable(f"MCP server {', '.join(down)} could not be reached (see the warnings above)")
     return 0

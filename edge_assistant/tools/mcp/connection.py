@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 INITIAL_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
 MAX_LISTED_TOOLS = 256
+CONNECT_TIMEOUT_SECONDS = 20.0
 
 
 class McpUnavailable(Exception):
@@ -71,6 +72,12 @@ class McpConnection:
         return f"McpConnection({self.spec.name!r})"
 
     @property
+    def connect_timeout(self) -> float:
+        """Starting a server (a Python program on a Pi takes seconds) may take
+        longer than a call may."""
+        return max(self.spec.timeout_seconds, CONNECT_TIMEOUT_SECONDS)
+
+    @property
     def connected(self) -> bool:
         return self._session is not None
 
@@ -78,7 +85,7 @@ class McpConnection:
         """Start connecting; True if connected within ``wait_seconds``."""
         self._thread.start()
         self._supervisor = asyncio.run_coroutine_threadsafe(self._supervise(), self._loop)
-        self._first_attempt.wait(wait_seconds if wait_seconds is not None else self.spec.timeout_seconds + 5)
+        self._first_attempt.wait(wait_seconds if wait_seconds is not None else self.connect_timeout + 5)
         return self.connected
 
     def close(self) -> None:
@@ -107,13 +114,13 @@ class McpConnection:
             return future.result(timeout + 2)
         except (TimeoutError, concurrent.futures.TimeoutError):
             future.cancel()
-            self._broken(TimeoutError(f"no answer to {name} in {timeout:g} s"))
+            self._broken(TimeoutError(f"no answer to {name} in {timeout:g} s"), session)
             raise McpUnavailable(f"MCP server {self.spec.name}: no answer to {name} in {timeout:g} s; reconnecting",
                                  spoken) from None
         except McpCallFailed:
             raise
         except Exception as error:
-            self._broken(error)
+            self._broken(error, session)
             raise McpUnavailable(f"MCP server {self.spec.name} failed during {name}: {_describe(error)}; reconnecting",
                                  spoken) from None
 
@@ -128,7 +135,11 @@ class McpConnection:
                 raise
             raise McpCallFailed(f"{self.spec.name} refused {name}: {error.message[:200]}") from None
 
-    def _broken(self, error: Exception) -> None:
+    def _broken(self, error: Exception, session: Any) -> None:
+        """The session failed: no call uses it again; the supervisor reconnects."""
+        if self._session is not session:
+            return  # an older session, already replaced
+        self._session = None
         log.warning("MCP server %s (%s): %s; reconnecting", self.spec.name, self.spec.where, _describe(error))
         self.last_error = error
         self._loop.call_soon_threadsafe(self._wake_up)
@@ -171,8 +182,8 @@ class McpConnection:
                 async with contextlib.AsyncExitStack() as stack:
                     read, write = await stack.enter_async_context(self._transport(endpoint))
                     session = await stack.enter_async_context(ClientSession(read, write))
-                    info = await asyncio.wait_for(session.initialize(), self.spec.timeout_seconds)
-                    self.tools = await asyncio.wait_for(self._list_tools(session), self.spec.timeout_seconds)
+                    info = await asyncio.wait_for(session.initialize(), self.connect_timeout)
+                    self.tools = await asyncio.wait_for(self._list_tools(session), self.connect_timeout)
                     server = getattr(info, "server_info", None)
                     self.server_info = f"{getattr(server, 'name', '?')} {getattr(server, 'version', '')}".strip()
                     self.transport = "stdio" if endpoint is None else endpoint.transport
