@@ -44,7 +44,7 @@ def describe_server(connection) -> list[str]:  # type: ignore[no-untyped-def]
     spec = connection.spec
     if not connection.connected:
         return [f"server  {spec.name} ({spec.where}): unavailable: {connection.last_error}"]
-    lines = [f"server  {spec.name} ({connection.server_info}, {connection.transport}, {spec.where})"]
+    lines = [f"server  {spec.name} ({connection.server_info}, {connection.transport}, {connection.where})"]
     offered = {tool.name for tool in connection.tools}
     for tool in connection.tools:
         allowed = tool.name in spec.tools

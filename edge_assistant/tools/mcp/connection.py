@@ -25,6 +25,9 @@ from typing import Any
 from .servers import Endpoint, ServerSpec
 
 log = logging.getLogger(__name__)
+# The SDK logs a traceback at ERROR for every server that goes away; our own
+# warning says the same in one line, with the server's name.
+logging.getLogger("mcp.client").setLevel(logging.CRITICAL)
 
 INITIAL_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
@@ -65,11 +68,17 @@ class McpConnection:
         self.tools: list[Any] = []  # mcp.types.Tool, from the last successful listing
         self.server_info = ""
         self.transport = ""
+        self.endpoint_url = ""
         self.last_error: Exception | None = None
         self.connections = 0
 
     def __repr__(self) -> str:  # no token in tracebacks or logs
         return f"McpConnection({self.spec.name!r})"
+
+    @property
+    def where(self) -> str:
+        """The program, or the address that answered last (else the first tried)."""
+        return self.endpoint_url or self.spec.where
 
     @property
     def connect_timeout(self) -> float:
@@ -140,7 +149,7 @@ class McpConnection:
         if self._session is not session:
             return  # an older session, already replaced
         self._session = None
-        log.warning("MCP server %s (%s): %s; reconnecting", self.spec.name, self.spec.where, _describe(error))
+        log.warning("MCP server %s (%s): %s; reconnecting", self.spec.name, self.where, _describe(error))
         self.last_error = error
         self._loop.call_soon_threadsafe(self._wake_up)
 
@@ -159,11 +168,13 @@ class McpConnection:
                 backoff = INITIAL_BACKOFF_SECONDS
             except McpTokenRejected as error:
                 self.last_error = error
-                log.warning("%s", error)
+                log.log(logging.WARNING if self._first_attempt.is_set() else logging.INFO, "%s", error)
             except Exception as error:  # the SDK raises anything from OSError to ExceptionGroup
                 self.last_error = error
-                log.warning("MCP server %s (%s): %s; next attempt in %.0f s",
-                            self.spec.name, self.spec.where, _describe(error), backoff)
+                # The first attempt's failure is reported by whoever waits for it.
+                log.log(logging.WARNING if self._first_attempt.is_set() else logging.INFO,
+                        "MCP server %s (%s): %s; next attempt in %.0f s",
+                        self.spec.name, self.where, _describe(error), backoff)
             finally:
                 self._session = None
                 self._first_attempt.set()
@@ -187,6 +198,7 @@ class McpConnection:
                     server = getattr(info, "server_info", None)
                     self.server_info = f"{getattr(server, 'name', '?')} {getattr(server, 'version', '')}".strip()
                     self.transport = "stdio" if endpoint is None else endpoint.transport
+                    self.endpoint_url = "" if endpoint is None else endpoint.url
                     self.connections += 1
                     log.info("MCP server %s connected (%s over %s): %d tools", self.spec.name, self.server_info,
                              self.transport, len(self.tools))
