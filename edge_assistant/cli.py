@@ -159,6 +159,13 @@ def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | No
     return pick(config.models.model, "model"), pick(config.models.mmproj, "mmproj"), voice
 
 
+def prompt_state_dir(config: Config) -> Path:
+    """Where the system prompt's KV state is kept: the tools' state directory."""
+    from .tools.setup import state_dir
+
+    return state_dir(config)
+
+
 def run_once(args: argparse.Namespace, config: Config) -> int:
     from .audio.devices import parse_device
     from .audio.files import check_output_path, read_audio
@@ -179,7 +186,8 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     toolbox = build_tools(config).toolbox  # a confirm tool is declined: nobody is asked in a one-shot run
 
     load_started = time.perf_counter()
-    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=toolbox.declarations())
+    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=toolbox.declarations(),
+                         prompt_state_dir=prompt_state_dir(config))
     speaker = None
     recording: RecordingPlayback | None = None
     playback: Playback | None = None
