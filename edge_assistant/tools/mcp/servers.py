@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import UsageError
-from ..commands import CLEAN_ENV, _resolve_program
+from ..commands import CLEAN_ENV, _resolve_program, check_known_keys
 
 SERVER_KEYS = {"name", "argv", "url", "token_file", "tools", "confirm", "timeout_seconds"}
 SERVER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -83,9 +83,7 @@ def parse_servers(entries: list[Any], where: str) -> list[ServerSpec]:
 
 
 def _parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
-    unknown = sorted(set(entry) - SERVER_KEYS)
-    if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]} (known: {', '.join(sorted(SERVER_KEYS))})")
+    check_known_keys(entry, SERVER_KEYS, where)
     name = entry.get("name")
     if not isinstance(name, str) or not SERVER_NAME.fullmatch(name):
         raise UsageError(f"{where}.name = {name!r} is invalid: lower-case letters, digits, - and _, starting with a letter")
