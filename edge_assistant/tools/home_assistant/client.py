@@ -64,7 +64,8 @@ def read_token(token_file: str, key: str = "home_assistant.token_file") -> str:
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"{key}: cannot read {path}: {error}") from None
     if not token or not token.isascii() or not token.isprintable() or " " in token:
-        raise UsageError(f"{key}: {path} must hold one access token and nothing else")
+        kind = "long-lived access token" if key.startswith("home_assistant.") else "access token"
+        raise UsageError(f"{key}: {path} must hold one {kind} and nothing else")
     return token
 
 
