@@ -63,7 +63,7 @@ def connect_servers(specs: list[ServerSpec]) -> list[McpConnection]:
     for connection in connections:
         connection.start(wait_seconds=0)
     for connection in connections:
-        connection._first_attempt.wait(connection.connect_timeout * len(connection.spec.endpoints or (1,)) + 5)
+        connection.wait_for_first_attempt()
     for connection in connections:
         if isinstance(connection.last_error, McpTokenRejected) and not connection.connected:
             for other in connections:

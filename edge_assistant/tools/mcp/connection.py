@@ -97,6 +97,10 @@ class McpConnection:
         self._first_attempt.wait(wait_seconds if wait_seconds is not None else self.connect_timeout + 5)
         return self.connected
 
+    def wait_for_first_attempt(self) -> None:
+        """Until the first connection worked or failed (every endpoint tried)."""
+        self._first_attempt.wait(self.connect_timeout * len(self.spec.endpoints or (None,)) + 5)
+
     def close(self) -> None:
         if self._closing:
             return
