@@ -159,3 +159,34 @@ def test_a_wrong_token(home_assistant: McpHomeAssistantServer, tmp_path: Path, c
     assert cli.main(["--config", str(config_file(config, tmp_path)), "ha", "check"]) == 2
     err = capsys.readouterr().err.strip()
     assert "refused the token" in err and "\n" not in err and home_assistant.token[10:] not in err
+
+
+def test_a_spoken_request_switches_the_light_through_the_model_turn(
+    twin, home_assistant: McpHomeAssistantServer, tmp_path: Path
+) -> None:
+    """The whole path with scripted model output: HA's MCP tools are declared to
+    the real engine through the model's chat template, the model's call runs
+    against the server, and the reply after it is what is spoken."""
+    import numpy as np
+
+    from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
+    from edge_assistant.llm.tool_loop import ToolUse
+    from edge_assistant.turn import run_turn
+    from scripted import ScriptedEngine
+
+    toolset = build_tools(settings(home_assistant, tmp_path))
+    home_assistant.call("input_boolean", "turn_off", "input_boolean.kitchen_power")
+    call = render_tool_call("HassTurnOn", {"name": "Kitchen light"})
+    model = ScriptedEngine(twin.model, twin.mmproj, call + "<|tool_response>The kitchen light is on.",
+                           tools=toolset.toolbox.declarations())
+    try:
+        assert "declaration:HassTurnOn{" in model.engine.chat_format.system_block("", model.engine.tools)
+        question = Audio(np.random.default_rng(0).normal(0, 0.05, MODEL_SAMPLE_RATE).astype(np.float32), MODEL_SAMPLE_RATE)
+        result = run_turn(model.engine, question, None, 0.0, ToolUse(toolset.toolbox))
+    finally:
+        model.close()
+        toolset.close()
+    (record,) = result.as_dict()["tool_calls"]
+    assert record["name"] == "HassTurnOn" and record["status"] == "ok", record
+    assert home_assistant.state("light.kitchen") == "on"
+    assert result.sentences == ["The kitchen light is on."]
