@@ -5,11 +5,18 @@
 # package_constraints.txt inside HA's own wheel, or it picks a pydantic with which
 # mcp 1.5.0 fails to import.
 #
-# Usage: scripts/ha_mcp_venv.sh [DIR]   (default ~/.cache/edge-assistant/home-assistant-mcp)
+# Usage: scripts/ha_mcp_venv.sh [--install-python] [DIR]   (default ~/.cache/edge-assistant/home-assistant-mcp)
 # Prints the venv's python on success. Exit 3: no Python 3.13 found (message on stderr).
+# --install-python (what .ci/run passes): without a Python 3.13, try to get one:
+# pyenv install 3.13.0 where pyenv is, else Debian's python3.13 package where apt has it.
 # A marker written last marks a finished install; an interrupted one is redone.
 set -euo pipefail
 HA_VERSION=2025.4.4
+install_python=0
+if [[ ${1:-} == --install-python ]]; then
+    install_python=1
+    shift
+fi
 dir=${1:-${EDGE_ASSISTANT_HA_MCP_CACHE:-$HOME/.cache/edge-assistant/home-assistant-mcp}}
 venv=$dir/venv
 marker=$venv/.edge-assistant-complete-$HA_VERSION
@@ -19,6 +26,7 @@ if [[ -f $marker ]]; then
     exit 0
 fi
 
+find_python313() {
 python313=""
 for candidate in "${PYTHON313:-}" "$(command -v pyenv >/dev/null && echo "$(pyenv root)/versions/3.13.0/bin/python3.13")" \
     "$HOME/.pyenv/versions/3.13.0/bin/python3.13" "$(command -v python3.13 || true)"; do
@@ -27,6 +35,18 @@ for candidate in "${PYTHON313:-}" "$(command -v pyenv >/dev/null && echo "$(pyen
         break
     fi
 done
+}
+find_python313
+if [[ -z $python313 && $install_python == 1 ]]; then
+    if command -v pyenv >/dev/null; then
+        pyenv install -s 3.13.0 >&2 || true
+    elif command -v apt-get >/dev/null && apt-cache show python3.13-venv >/dev/null 2>&1; then
+        as_root=()
+        [[ $(id -u) -eq 0 ]] || as_root=(sudo)
+        DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends python3.13-venv >&2 || true
+    fi
+    find_python313
+fi
 if [[ -z $python313 ]]; then
     echo "no Python 3.13 (Home Assistant's MCP server needs it): install it with pyenv (pyenv install 3.13.0) or set PYTHON313" >&2
     exit 3
