@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools.home_assistant.check import add_commands as add_home_assistant_commands
 
     add_home_assistant_commands(commands, common)
+    from .tools.mcp.cli import add_commands as add_mcp_commands
+
+    add_mcp_commands(commands, common)
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
@@ -160,6 +163,13 @@ def model_paths(config: Config, need_voice: bool) -> tuple[Path, Path, Path | No
     return pick(config.models.model, "model"), pick(config.models.mmproj, "mmproj"), voice
 
 
+def prompt_state_dir(config: Config) -> Path:
+    """Where the system prompt's KV state is kept: the tools' state directory."""
+    from .tools.setup import state_dir
+
+    return state_dir(config)
+
+
 def run_once(args: argparse.Namespace, config: Config) -> int:
     from .audio.devices import parse_device
     from .audio.files import check_output_path, read_audio
@@ -181,7 +191,8 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     toolbox = build_tools(config).toolbox  # a confirm tool is declined: nobody is asked in a one-shot run
 
     load_started = time.perf_counter()
-    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=toolbox.declarations())
+    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=toolbox.declarations(),
+                         prompt_state_dir=prompt_state_dir(config))
     speaker = None
     recording: RecordingPlayback | None = None
     playback: Playback | None = None
@@ -282,6 +293,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools.cli import run as run_tools
 
             return run_tools(args, config)
+        if args.command == "mcp":
+            from .tools.mcp.cli import run as run_mcp
+
+            return run_mcp(args, config)
         if args.command == "ha":
             from .tools.home_assistant.check import run as run_home_assistant
 

@@ -30,6 +30,7 @@ HOME_ASSISTANT_DOMAINS = (
     "lock", "binary_sensor", "sensor",
 )
 HOME_ASSISTANT_ONE_BY_ONE = ("scene", "script")
+HOME_ASSISTANT_APIS = ("rest", "mcp")
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful voice assistant running offline on a small device. "
@@ -221,6 +222,21 @@ class HomeAssistantConfig:
     areas: list[str] = field(default_factory=list)  # area names; their entities in the domains above
     # Applies to connecting and to each read; a turn never waits longer per request.
     timeout_seconds: float = 3.0
+    # "rest": our own tools over the REST API (any HA since 2024.1); "mcp": the
+    # tools of HA's own MCP server (the mcp_server integration, HA 2025.2 and
+    # later), whose Expose screen then decides what the assistant may touch.
+    api: str = "rest"
+    # With api = "mcp": the MCP tools the model may call; empty = HA's device
+    # tools (HassTurnOn, HassTurnOff, HassLightSet, GetLiveContext).
+    tools: list[str] = field(default_factory=list)
+
+
+@dataclass
+class McpConfig:
+    """Tools from MCP servers (README, "MCP servers"): ``[[mcp.server]]`` tables,
+    each with the allowlist of tools the model may call."""
+
+    server: list = field(default_factory=list)  # [[mcp.server]] tables
 
 
 @dataclass
@@ -236,6 +252,7 @@ class Config:
     earcons: EarconConfig = field(default_factory=EarconConfig)
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    mcp: McpConfig = field(default_factory=McpConfig)
     source: str = ""  # the file it was read from, for messages; "" = defaults
 
     def to_toml(self) -> str:
@@ -363,6 +380,7 @@ def _home_assistant_checks(ha: HomeAssistantConfig) -> list[tuple[bool, str, str
         (all(area.strip() and area.replace(" ", "").replace("_", "").replace("-", "").isalnum() for area in ha.areas),
          "home_assistant.areas", "area names of letters, digits, spaces, - and _"),
         (0.2 <= ha.timeout_seconds <= 30, "home_assistant.timeout_seconds", "between 0.2 and 30"),
+        (ha.api in HOME_ASSISTANT_APIS, "home_assistant.api", f"one of {', '.join(HOME_ASSISTANT_APIS)}"),
     ]
 
 

@@ -226,7 +226,7 @@ class HomeAssistantServer:
 
     def start(self) -> HomeAssistantServer:
         self.config_dir.mkdir(parents=True, exist_ok=True)
-        (self.config_dir / "configuration.yaml").write_text(CONFIGURATION.format(port=self.port))
+        (self.config_dir / "configuration.yaml").write_text(self.configuration())
         hass = str(self.bin_dir / "hass")
         if not (self.config_dir / ".storage" / "auth_provider.homeassistant").exists():
             subprocess.run(
@@ -247,6 +247,9 @@ class HomeAssistantServer:
             self.stop()
             raise
         return self
+
+    def configuration(self) -> str:
+        return CONFIGURATION.format(port=self.port)
 
     def stop(self) -> None:
         """SIGTERM by PID, SIGKILL if it lingers; safe to call twice."""

@@ -17,7 +17,7 @@ from ..errors import UsageError
 from ..languages import load_voices
 from ..llm.engine import GemmaEngine
 from ..systemd import Notifier
-from ..tools.setup import build_tools
+from ..tools.setup import build_tools, state_dir
 from .assistant import Assistant
 from .events import EventLog
 
@@ -82,7 +82,8 @@ def serve(
         wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
     voice = load_voices(config, voice_path, config.models.directory)  # a voice per language (languages.py)
     tools = build_tools(config)
-    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations())
+    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations(),
+                         prompt_state_dir=state_dir(config))
     recording = RecordingPlayback(voice.sample_rate) if output_path else None
     playback: Playback = recording or DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
     if recording is not None:

@@ -77,10 +77,12 @@ class GemmaEngine:
 
     def __init__(
         self, model_path: Path, mmproj_path: Path, settings: EngineConfig, sampler: TokenSampler | None = None,
-        tools: ToolDeclarations = (),
+        tools: ToolDeclarations = (), prompt_state_dir: Path | None = None,
     ) -> None:
         """``sampler`` None: llama.cpp's chain from ``settings`` (:class:`LlamaSampler`);
-        ``tools``: declarations the system prompt offers the model."""
+        ``tools``: declarations the system prompt offers the model;
+        ``prompt_state_dir``: where the system prompt's KV state is saved and
+        restored from (:mod:`.prompt_state`); None: evaluate it at every start."""
         if settings.kv_cache_type not in KV_CACHE_GGML_TYPES:
             raise UsageError(f"unknown KV cache type {settings.kv_cache_type!r}")
         check_gguf(model_path, "model file")
@@ -97,6 +99,8 @@ class GemmaEngine:
         self._mtmd = None
         self._sampler: TokenSampler | None = sampler
         self.tools = list(tools)
+        self.prompt_state_dir = prompt_state_dir
+        self.system_prompt_restored = False
         try:
             self._load()
         except BaseException:
@@ -241,10 +245,52 @@ class GemmaEngine:
 
     def _evaluate_system_prompt(self) -> int:
         tokens = self.tokenize(self.chat_format.system_block(self.settings.system_prompt, self.tools))
-        self._decode_tokens(tokens, want_logits=False)
+        saved = self._prompt_state_file(tokens) if self.prompt_state_dir is not None else None
+        started = time.perf_counter()
+        if saved is not None and self._restore_prompt_state(saved, len(tokens)):
+            self.system_prompt_restored = True
+            log.info("system prompt restored: %d tokens in %.0f ms", len(tokens), (time.perf_counter() - started) * 1000)
+        else:
+            self._decode_tokens(tokens, want_logits=False)
+            log.info("system prompt evaluated: %d tokens in %.0f ms", len(tokens), (time.perf_counter() - started) * 1000)
+            if saved is not None:
+                saved.save(self._sequence_state())
         self._n_system = self._n_past
-        log.info("system prompt evaluated: %d tokens", len(tokens))
         return len(tokens)
+
+    def _prompt_state_file(self, tokens: list[int]):  # type: ignore[no-untyped-def]
+        from .prompt_state import PromptStateFile, state_key
+
+        settings = self.settings
+        key = state_key(
+            [self.model_path, self.mmproj_path], tokens,
+            {"n_ctx": settings.n_ctx, "kv": settings.kv_cache_type, "n_batch": settings.n_batch,
+             "n_ubatch": settings.n_ubatch, "swa_full": True, "flash_attn": True},
+            f"{llama_cpp.__version__}|{llama_cpp.llama_print_system_info().decode(errors='replace')}",
+        )
+        return PromptStateFile(self.prompt_state_dir, key, len(tokens))
+
+    def _sequence_state(self) -> bytes:
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+        return bytes(buffer)[:written]
+
+    def _restore_prompt_state(self, saved, n_tokens: int) -> bool:  # type: ignore[no-untyped-def]
+        """Load the saved state into sequence 0; False (cache cleared) if there is
+        none for this key or llama.cpp refuses it."""
+        payload = saved.load()
+        if payload is None:
+            return False
+        buffer = (ctypes.c_uint8 * len(payload)).from_buffer_copy(payload)
+        read = llama_cpp.llama_state_seq_set_data(self._ctx, buffer, len(payload), 0)
+        if read == len(payload) and llama_cpp.llama_memory_seq_pos_max(self._memory, 0) == n_tokens - 1:
+            self._n_past = n_tokens
+            return True
+        log.warning("saved system prompt state %s was refused by llama.cpp: evaluating the prompt again", saved.path)
+        llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        saved.discard()
+        return False
 
     def reset_history(self) -> None:
         """Forget the conversation, keep the evaluated system prompt."""

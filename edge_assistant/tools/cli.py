@@ -14,6 +14,7 @@ from ..errors import UsageError
 from ..languages import describe as describe_languages
 from .commands import CommandTool
 from .core import Parameter, Tool, ToolRejected
+from .mcp import McpTool
 from .setup import build_tools
 
 EXIT_RAN, EXIT_FAILED, EXIT_REJECTED = 0, 1, 2
@@ -32,6 +33,13 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace, config: Config) -> int:
     toolset = build_tools(config)
+    try:
+        return _run(args, toolset)
+    finally:
+        toolset.close()
+
+
+def _run(args: argparse.Namespace, toolset: Any) -> int:
     if args.tools_command == "list":
         if args.json:
             print(json.dumps(toolset.toolbox.declarations(), indent=1))
@@ -72,6 +80,8 @@ def describe_tools(tools: list[Tool]) -> str:
         lines.append(f"{tool.name}{flags}: {tool.description}")
         if isinstance(tool, CommandTool):
             lines.append(f"    runs: {' '.join(json.dumps(part) if ' ' in part else part for part in tool.argv)}")
+        if isinstance(tool, McpTool):
+            lines.append(f"    from MCP server {tool.server} ({tool.connection.spec.where})")
         for parameter in tool.parameters:
             lines.append(f"    {parameter.name}: {describe_parameter(parameter)}")
     return "\n".join(lines)

@@ -107,10 +107,15 @@ def parse_commands(entries: list[Any], where: str, taken: set[str] = frozenset()
     return tools
 
 
-def _parse_command(entry: dict[str, Any], where: str) -> CommandTool:
-    unknown = sorted(set(entry) - COMMAND_KEYS)
+def check_known_keys(entry: dict[str, Any], known: set[str], where: str) -> None:
+    """A one-line :class:`UsageError` for the first key of ``entry`` not in ``known``."""
+    unknown = sorted(set(entry) - known)
     if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]} (known: {', '.join(sorted(COMMAND_KEYS))})")
+        raise UsageError(f"{where}: unknown key {unknown[0]} (known: {', '.join(sorted(known))})")
+
+
+def _parse_command(entry: dict[str, Any], where: str) -> CommandTool:
+    check_known_keys(entry, COMMAND_KEYS, where)
     name = entry.get("name")
     if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
         raise UsageError(f"{where}.name = {name!r} is invalid: lower-case letters, digits and _, starting with a letter")
@@ -155,9 +160,7 @@ def _resolve_program(program: str, where: str) -> str:
 def _parse_parameter(name: str, spec: Any, where: str) -> Parameter:
     if not isinstance(spec, dict):
         raise UsageError(f"{where} must be a table")
-    unknown = sorted(set(spec) - PARAMETER_KEYS)
-    if unknown:
-        raise UsageError(f"{where}: unknown key {unknown[0]} (known: {', '.join(sorted(PARAMETER_KEYS))})")
+    check_known_keys(spec, PARAMETER_KEYS, where)
     kind = spec.get("type")
     if kind not in PARAMETER_TYPES:
         raise UsageError(f"{where}.type = {kind!r} is invalid: one of {', '.join(PARAMETER_TYPES)}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import Config
@@ -15,6 +15,7 @@ from .builtins import Volume, builtin_tools
 from .commands import parse_commands
 from .core import Toolbox
 from .home_assistant import home_assistant_tools
+from .mcp import McpTools, mcp_tools
 from .scheduler import Scheduler
 from .state import default_state_dir
 
@@ -33,6 +34,11 @@ class ToolSet:
     scheduler: Scheduler
     volume: Volume
     hooks: ToolHooks
+    mcp: McpTools = field(default_factory=McpTools)
+
+    def close(self) -> None:
+        """Disconnect from the MCP servers (their programs are stopped)."""
+        self.mcp.close()
 
 
 def state_dir(config: Config) -> Path:
@@ -56,8 +62,9 @@ def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolS
     builtins = builtin_tools(scheduler, volume, lambda: hooks.on_stop(), lambda: hooks.on_forget())
     home = home_assistant_tools(config) if config.tools.enabled else []
     commands = parse_commands(config.tools.command, where, {tool.name for tool in [*builtins, *home]})
-    toolbox = Toolbox([*builtins, *home, *commands] if config.tools.enabled else [], config.tools.max_calls_per_turn)
-    return ToolSet(toolbox, scheduler, volume, hooks)
+    remote = mcp_tools(config, {tool.name for tool in [*builtins, *home, *commands]}) if config.tools.enabled else McpTools()
+    toolbox = Toolbox([*builtins, *home, *commands, *remote.tools] if config.tools.enabled else [], config.tools.max_calls_per_turn)
+    return ToolSet(toolbox, scheduler, volume, hooks, remote)
 
 
 def _check_writable(directory: Path, where: str) -> None:

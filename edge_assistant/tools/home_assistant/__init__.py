@@ -32,7 +32,7 @@ def home_assistant_tools(config: Config) -> list[Tool]:
     next start, brings them back.
     """
     settings = config.home_assistant
-    if not settings.url:
+    if not settings.url or settings.api != "rest":  # "mcp": HA's own tools, from tools.mcp
         return []
     client = connect(settings)
     try:

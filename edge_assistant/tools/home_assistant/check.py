@@ -31,6 +31,10 @@ def run(args: argparse.Namespace, config: Config) -> int:
     settings = config.home_assistant
     if not settings.url:
         raise UsageError(f"home_assistant.url is not set in {config.source or 'the configuration'}")
+    if settings.api == "mcp":
+        from ..mcp.check import check_over_mcp
+
+        return check_over_mcp(config)
     client = connect(settings)
     client.api_status()
     server = client.server_config()

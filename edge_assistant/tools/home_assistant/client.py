@@ -49,10 +49,9 @@ class EntityNotFound(HomeAssistantError):
     spoken = Phrase("device_not_found")
 
 
-def read_token(token_file: str) -> str:
-    """The token from ``home_assistant.token_file``, refused when others may read it."""
+def read_token(token_file: str, key: str = "home_assistant.token_file") -> str:
+    """The token from ``token_file`` (the setting ``key``), refused when others may read it."""
     path = Path(token_file).expanduser()
-    key = "home_assistant.token_file"
     try:
         mode = path.stat().st_mode
         if mode & 0o077:
@@ -66,7 +65,8 @@ def read_token(token_file: str) -> str:
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"{key}: cannot read {path}: {error}") from None
     if not token or not token.isascii() or not token.isprintable() or " " in token:
-        raise UsageError(f"{key}: {path} must hold one long-lived access token and nothing else")
+        kind = "long-lived access token" if key.startswith("home_assistant.") else "access token"
+        raise UsageError(f"{key}: {path} must hold one {kind} and nothing else")
     return token
 
 

@@ -1,0 +1,108 @@
+"""The system prompt's KV state on disk, so a start does not evaluate it again.
+
+The system prompt with its tool declarations is hundreds of tokens; on a Pi 5
+each costs about 35 ms at every start. After the first evaluation the
+sequence's KV state (``llama_state_seq_get_data``) is written to the state
+directory; the next start restores it (``llama_state_seq_set_data``) instead.
+
+The file is keyed on everything that changes that state: the model and
+projector files (size, modification time, and a hash of their first and last
+4 MiB: a whole-file hash would cost longer than the evaluation it saves), the
+prompt's tokens, n_ctx, the KV cache type, the batch sizes, and the llama.cpp
+build (version and CPU features). A file for another key, a short or corrupt
+file (its payload carries a SHA-256), or a state llama.cpp refuses, is ignored
+and rewritten, never trusted.
+
+A history reset does not need it: the engine keeps the system prompt's KV in
+memory (``swa_full``) and only cuts the conversation after it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import struct
+from pathlib import Path
+from typing import Iterable
+
+from ..atomic import atomic_path
+
+log = logging.getLogger(__name__)
+
+FILE_NAME = "system-prompt.kv"
+MAGIC = b"EDGE-ASSISTANT-PROMPT-STATE-1\n"
+SAMPLE_BYTES = 4 * 1024 * 1024
+_HEADER = struct.Struct("<32sQQ32s")  # key digest, tokens, payload length, payload sha256
+
+
+def file_fingerprint(path: Path) -> bytes:
+    """Size, mtime and the hash of the first and last 4 MiB of a file."""
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.name}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    with open(path, "rb") as handle:
+        digest.update(handle.read(SAMPLE_BYTES))
+        if stat.st_size > SAMPLE_BYTES:
+            handle.seek(max(SAMPLE_BYTES, stat.st_size - SAMPLE_BYTES))
+            digest.update(handle.read(SAMPLE_BYTES))
+    return digest.digest()
+
+
+def state_key(files: Iterable[Path], tokens: list[int], settings: dict[str, object], build: str) -> bytes:
+    """The key a saved state must match: model files, prompt tokens, context settings, llama.cpp build."""
+    digest = hashlib.sha256(MAGIC)
+    for path in files:
+        digest.update(file_fingerprint(path))
+    digest.update(struct.pack(f"<{len(tokens)}i", *tokens))
+    digest.update(repr(sorted(settings.items())).encode())
+    digest.update(build.encode())
+    return digest.digest()
+
+
+class PromptStateFile:
+    """``system-prompt.kv`` in ``directory``: one saved state, for one key."""
+
+    def __init__(self, directory: Path, key: bytes, n_tokens: int) -> None:
+        self.path = directory / FILE_NAME
+        self.key = key
+        self.n_tokens = n_tokens
+
+    def load(self) -> bytes | None:
+        """The saved state for this key, or None (missing, stale or corrupt)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            log.warning("cannot read the saved system prompt state %s: %s", self.path, error)
+            return None
+        why = self._problem(data)
+        if why:
+            log.info("saved system prompt state %s not used: %s", self.path, why)
+            return None
+        return data[len(MAGIC) + _HEADER.size :]
+
+    def _problem(self, data: bytes) -> str:
+        if not data.startswith(MAGIC) or len(data) < len(MAGIC) + _HEADER.size:
+            return "not a prompt state file"
+        key, n_tokens, length, checksum = _HEADER.unpack_from(data, len(MAGIC))
+        payload = data[len(MAGIC) + _HEADER.size :]
+        if key != self.key or n_tokens != self.n_tokens:
+            return "made for another model, prompt, context or llama.cpp build"
+        if len(payload) != length or hashlib.sha256(payload).digest() != checksum:
+            return "corrupt"
+        return ""
+
+    def save(self, payload: bytes) -> None:
+        """Write it atomically; a failure only costs the next start the evaluation."""
+        header = MAGIC + _HEADER.pack(self.key, self.n_tokens, len(payload), hashlib.sha256(payload).digest())
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(self.path) as temp:
+                temp.write_bytes(header + payload)
+        except OSError as error:
+            log.warning("cannot save the system prompt state to %s: %s", self.path, error)
+            return
+        log.info("system prompt state saved: %s (%.1f MB)", self.path, len(payload) / 1e6)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
