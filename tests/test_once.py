@@ -120,7 +120,8 @@ class ScriptedGemma:
     REPLY = "Mount Elbrus is the tallest. It stands in the Caucasus. Its summit is almost six kilometres high."
     threads = 1
 
-    def __init__(self, model_path: Path, mmproj_path: Path, settings: object, tools: object = ()) -> None:
+    def __init__(self, model_path: Path, mmproj_path: Path, settings: object, tools: object = (),
+                 prompt_state_dir: object = None) -> None:
         pass
 
     def __enter__(self) -> ScriptedGemma:

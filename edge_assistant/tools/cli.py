@@ -34,12 +34,12 @@ def add_commands(commands: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, config: Config) -> int:
     toolset = build_tools(config)
     try:
-        return _run(args, toolset)
+        return _run(args, config, toolset)
     finally:
         toolset.close()
 
 
-def _run(args: argparse.Namespace, toolset: Any) -> int:
+def _run(args: argparse.Namespace, config: Config, toolset: Any) -> int:
     if args.tools_command == "list":
         if args.json:
             print(json.dumps(toolset.toolbox.declarations(), indent=1))
