@@ -16,10 +16,20 @@ rises, recent frames are judged again (``Verdict.revoked``), so the silence
 that ends an utterance counts from where the noise began, not from when it was
 recognised. Single frames flicker, so find_speech also wants most of the
 surrounding 300 ms voiced.
+
+The floor cannot follow a television or a radio: speech in the background is
+never steady, and webrtcvad hears a voice in it. So a frame must also be near
+the level of the voice being followed (:class:`SpeakerLevel`): the person who
+speaks to the assistant is near the microphone and louder than the room, and a
+frame SPEAKER_RANGE_DB under the level of the utterance's own voiced frames is
+not theirs, whatever webrtcvad says. Only voiced frames need it: the soft end
+of a word still trails (TAIL_MS) and the padding is kept after it. A level gate
+(``endpoint.min_level_dbfs``) keeps far sources from ever being voiced.
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -63,6 +73,16 @@ STATIONARY_SPREAD_DB = 8.0
 FLOOR_HISTORY_MS = 1500
 # A smaller rise of the floor flips no verdict worth taking back.
 REJUDGE_RISE_DB = 1.0
+# The speaker's level is this quantile of the levels of the voiced frames heard
+# so far in the utterance; a frame more than SPEAKER_RANGE_DB under it is not
+# theirs, nor one of fewer than SPEAKER_RUN_MS in a row at their level (a voice
+# holds its level for a syllable; a drum hit or the television's loudest
+# syllable peaks for less). The rule applies once SPEAKER_MIN_MS of their voice
+# was heard.
+SPEAKER_QUANTILE = 0.5
+SPEAKER_RANGE_DB = 8.0
+SPEAKER_RUN_MS = 90
+SPEAKER_MIN_MS = 150
 SILENT_DB = -100.0  # digital silence, and the floor before anything was heard
 SILENT_POWER = 10 ** (SILENT_DB / 10)
 
@@ -77,11 +97,34 @@ class Verdict(NamedTuple):
         return self.voiced or self.trailing
 
 
+class SpeakerLevel:
+    """The level of the voice an utterance follows: a quantile of its voiced
+    frames' levels, and the level a frame needs to be that voice."""
+
+    def __init__(self, frame_ms: int) -> None:
+        self._levels: list[float] = []  # sorted
+        self._min_frames = max(1, SPEAKER_MIN_MS // frame_ms)
+
+    def clear(self) -> None:
+        self._levels.clear()
+
+    def add(self, level: float) -> None:
+        bisect.insort(self._levels, level)
+
+    @property
+    def threshold_db(self) -> float:
+        """Frames under this are not the speaker's; -inf until enough was heard."""
+        if len(self._levels) < self._min_frames:
+            return -math.inf
+        return self._levels[int(SPEAKER_QUANTILE * (len(self._levels) - 1))] - SPEAKER_RANGE_DB
+
+
 class VoiceActivity:
     """The voiced-frame decision, frame by frame, for the streaming endpointer and
-    the one-shot trimming alike."""
+    the one-shot trimming alike. ``min_level_db``: quieter frames are never
+    voiced (``endpoint.min_level_dbfs``)."""
 
-    def __init__(self, aggressiveness: int, frame_ms: int) -> None:
+    def __init__(self, aggressiveness: int, frame_ms: int, min_level_db: float = SILENT_DB) -> None:
         samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self._vad = webrtcvad.Vad(aggressiveness)
         bins = np.fft.rfftfreq(samples, 1 / MODEL_SAMPLE_RATE)
@@ -99,7 +142,12 @@ class VoiceActivity:
         self._heard: deque[bool] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)
         self._tail_frames = TAIL_MS // frame_ms
         self._since_voice = 0  # frames since webrtcvad and the margin agreed
+        self._run_frames = max(1, SPEAKER_RUN_MS // frame_ms)
+        self._run = 0  # frames in a row at the speaker's level
         self.floor_db = SILENT_DB
+        self.speaker = SpeakerLevel(frame_ms)
+        self._min_level_db = min_level_db
+        self._speaker_db = -math.inf  # the level a voiced frame needs to be the speaker's
         self.reset()
 
     def reset(self) -> None:
@@ -111,6 +159,8 @@ class VoiceActivity:
         self._levels.clear()
         self._heard.clear()
         self._since_voice = self._tail_frames + 1
+        self._run = 0
+        self.speaker.clear()
 
     def push(self, frame: np.ndarray) -> Verdict:
         """Judge one frame (16 kHz float32, ``frame_ms`` long)."""
@@ -118,10 +168,22 @@ class VoiceActivity:
         self._levels.append(self._level(frame))
         previous_floor = self.floor_db
         self._track_floor()
+        self._speaker_db = self.speaker.threshold_db
         if self.floor_db > previous_floor + REJUDGE_RISE_DB:
-            return self._rejudge()
-        voiced, trailing, self._since_voice = self._judge(self._levels[-1], self._heard[-1], self._since_voice)
-        return Verdict(voiced, trailing, 0)
+            verdict = self._rejudge()
+        else:
+            voiced, trailing, self._since_voice, self._run = self._judge(
+                self._levels[-1], self._heard[-1], self._since_voice, self._run
+            )
+            verdict = Verdict(voiced, trailing, 0)
+        if verdict.voiced:
+            self.speaker.add(self._levels[-1])
+        return verdict
+
+    @property
+    def level_db(self) -> float:
+        """The level of the last frame pushed (speech band, LEVEL_BLOCK_MS)."""
+        return self._levels[-1]
 
     def _level(self, frame: np.ndarray) -> float:
         """Speech-band level in dB of the last LEVEL_BLOCK_MS; records the bands'."""
@@ -143,23 +205,26 @@ class VoiceActivity:
         elif len(levels) == levels.maxlen:
             self.floor_db = max(self.floor_db, min(levels))
 
-    def _judge(self, level: float, heard: bool, since_voice: int) -> tuple[bool, bool, int]:
-        """One frame against the floor: voiced, trailing, and frames since voice."""
-        voiced = heard and level > self.floor_db + NOISE_MARGIN_DB
+    def _judge(self, level: float, heard: bool, since_voice: int, run: int) -> tuple[bool, bool, int, int]:
+        """One frame against the floor, the gate and the speaker's level: voiced,
+        trailing, frames since voice, frames in a row at the speaker's level."""
+        loud = heard and level > self.floor_db + NOISE_MARGIN_DB and level >= self._min_level_db
+        run = run + 1 if loud and level >= self._speaker_db else 0
+        voiced = loud and (self._speaker_db == -math.inf or run >= self._run_frames)
         since_voice = 0 if voiced else since_voice + 1
         trailing = not voiced and since_voice <= self._tail_frames and level > self.floor_db + TAIL_MARGIN_DB
-        return voiced, trailing, since_voice
+        return voiced, trailing, since_voice, run
 
     def _rejudge(self) -> Verdict:
         """The floor rose: judge the remembered frames again. Those after the last
         one that is still speech were noise."""
-        since_voice = self._tail_frames + 1
+        since_voice, run = self._tail_frames + 1, 0
         last_speech = -1
         for index, (level, heard) in enumerate(zip(self._levels, self._heard)):
-            voiced, trailing, since_voice = self._judge(level, heard, since_voice)
+            voiced, trailing, since_voice, run = self._judge(level, heard, since_voice, run)
             if voiced or trailing:
                 last_speech = index
-        self._since_voice = since_voice
+        self._since_voice, self._run = since_voice, run
         newest = len(self._levels) - 1
         if last_speech == newest:
             return Verdict(voiced, trailing, 0)
@@ -179,25 +244,54 @@ def to_pcm16(samples: np.ndarray) -> bytes:
     return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
 
 
-def speech_frames(samples: np.ndarray, aggressiveness: int) -> np.ndarray:
-    """One bool per whole 30 ms frame: is it speech (see :class:`VoiceActivity`)."""
-    activity = VoiceActivity(aggressiveness, FRAME_MS)
-    speech = np.zeros(len(samples) // FRAME_SAMPLES, dtype=bool)
-    for index in range(len(speech)):
+def speech_frames(samples: np.ndarray, aggressiveness: int, min_level_db: float = SILENT_DB) -> np.ndarray:
+    """One bool per whole 30 ms frame: is it speech (see :class:`VoiceActivity`).
+
+    The clip is whole, so the speaker's level is judged from all of it: a
+    television heard before the question began is no more speech than one heard
+    after it."""
+    activity = VoiceActivity(aggressiveness, FRAME_MS, min_level_db)
+    count = len(samples) // FRAME_SAMPLES
+    speech, voiced, levels = np.zeros(count, dtype=bool), np.zeros(count, dtype=bool), np.zeros(count)
+    for index in range(count):
         verdict = activity.push(samples[index * FRAME_SAMPLES : (index + 1) * FRAME_SAMPLES])
         speech[max(0, index - verdict.revoked) : index] = False
-        speech[index] = verdict.speech
-    return speech
+        voiced[max(0, index - verdict.revoked) : index] = False
+        speech[index], voiced[index], levels[index] = verdict.speech, verdict.voiced, activity.level_db
+    speaker = loudest_voice(levels[voiced])
+    kept = voiced & (levels >= speaker)
+    last_kept = np.maximum.accumulate(np.where(kept, np.arange(count), -count))
+    trailing = speech & ~voiced & (np.arange(count) - last_kept <= TAIL_MS // FRAME_MS)
+    return kept | trailing
 
 
-def find_speech(audio: Audio, aggressiveness: int, min_speech_ms: int, padding_ms: int) -> SpeechSpan:
+def loudest_voice(levels: np.ndarray) -> float:
+    """The level a frame of a whole clip needs to be the loudest talker's: the
+    speaker's rule (SpeakerLevel) applied until it settles, starting from all
+    voiced frames; -inf if there are too few."""
+    threshold = -math.inf
+    for _ in range(10):
+        heard = np.sort(levels[levels >= threshold])
+        if len(heard) < SPEAKER_MIN_MS // FRAME_MS:
+            return threshold
+        settled = float(heard[int(SPEAKER_QUANTILE * (len(heard) - 1))]) - SPEAKER_RANGE_DB
+        if settled <= threshold:
+            break
+        threshold = settled
+    return threshold
+
+
+def find_speech(
+    audio: Audio, aggressiveness: int, min_speech_ms: int, padding_ms: int, min_level_db: float = SILENT_DB
+) -> SpeechSpan:
     """The span from the first to the last stretch of speech, widened by
     ``padding_ms`` on each side (``audio.speech_padding_ms``: word endings are
     soft). Raises :class:`NoSpeechError` if there is none, or less voiced audio
-    than ``min_speech_ms`` (``endpoint.min_speech_ms``: a cough or a click)."""
+    than ``min_speech_ms`` (``endpoint.min_speech_ms``: a cough or a click).
+    ``min_level_db``: quieter frames are never speech (``endpoint.min_level_dbfs``)."""
     if audio.sample_rate != MODEL_SAMPLE_RATE:
         raise ValueError(f"find_speech needs {MODEL_SAMPLE_RATE} Hz audio, got {audio.sample_rate}")
-    speech = speech_frames(audio.samples, aggressiveness)
+    speech = speech_frames(audio.samples, aggressiveness, min_level_db)
     if speech.sum() * FRAME_MS < min_speech_ms:
         raise NoSpeechError(f"no speech found in the audio ({audio.seconds:.1f} s); nothing was sent to the model")
     smoothing_frames = SMOOTHING_MS // FRAME_MS
@@ -213,8 +307,10 @@ def find_speech(audio: Audio, aggressiveness: int, min_speech_ms: int, padding_m
     return SpeechSpan(start, end)
 
 
-def trim_to_speech(audio: Audio, aggressiveness: int, min_speech_ms: int, padding_ms: int) -> Audio:
-    span = find_speech(audio, aggressiveness, min_speech_ms, padding_ms)
+def trim_to_speech(
+    audio: Audio, aggressiveness: int, min_speech_ms: int, padding_ms: int, min_level_db: float = SILENT_DB
+) -> Audio:
+    span = find_speech(audio, aggressiveness, min_speech_ms, padding_ms, min_level_db)
     return Audio(audio.samples[span.start : span.end], audio.sample_rate)
 
 
@@ -245,7 +341,8 @@ class Endpointer:
 
     Speech starts when ``start_ms`` of the last 300 ms is voiced; it ends after
     ``end_silence_ms`` without speech (voiced or trailing frames) or at
-    ``max_speech_seconds``. The ``pre_roll_ms`` before the start is kept,
+    ``max_speech_seconds``. Voiced means at the level of this utterance's own
+    voice (:class:`SpeakerLevel`), so a television under it is silence. The ``pre_roll_ms`` before the start is kept,
     because webrtcvad notices a word only after its onset, and ``padding_ms``
     (``audio.speech_padding_ms``) after the last speech, because word endings
     are soft.
@@ -256,7 +353,7 @@ class Endpointer:
         self.padding_samples = MODEL_SAMPLE_RATE * padding_ms // 1000
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self.frame_ms = frame_ms
-        self._activity = VoiceActivity(aggressiveness, frame_ms)
+        self._activity = VoiceActivity(aggressiveness, frame_ms, config.min_level_dbfs)
         smoothing_frames = max(1, SMOOTHING_MS // frame_ms)
         # (end in input time, voiced) of the latest speech frames; before a start
         # only the voiced ones. Enough for the start decision and for any run of
@@ -312,6 +409,8 @@ class Endpointer:
         """One frame of ``frame_ms`` (16 kHz float32); ``end_sample`` is the input
         time of its last sample + 1."""
         self._last_end = end_sample
+        if not self._in_speech and not self._recent_voiced(end_sample - self.frame_samples):
+            self._activity.speaker.clear()  # no voice under way: the next may be anyone's
         verdict = self._activity.push(frame)
         if verdict.revoked:
             self._revoke(end_sample - verdict.revoked * self.frame_samples)
@@ -373,6 +472,7 @@ class Endpointer:
         frames, self._frames = self._frames, []
         self._in_speech = False
         self._speech.clear()
+        self._activity.speaker.clear()
         voiced_ms = self._voiced_frames * self.frame_ms
         if voiced_ms < self.config.min_speech_ms:
             return UtteranceDiscarded(voiced_ms)
