@@ -21,10 +21,11 @@ The floor cannot follow a television or a radio: speech in the background is
 never steady, and webrtcvad hears a voice in it. So a frame must also be near
 the level of the voice being followed (:class:`SpeakerLevel`): the person who
 speaks to the assistant is near the microphone and louder than the room, and a
-frame SPEAKER_RANGE_DB under the level of the utterance's own voiced frames is
-not theirs, whatever webrtcvad says. Only voiced frames need it: the soft end
-of a word still trails (TAIL_MS) and the padding is kept after it. A level gate
-(``endpoint.min_level_dbfs``) keeps far sources from ever being voiced.
+frame SPEAKER_RANGE_DB under the level of the utterance's own louder voiced
+frames, or a short burst at it, is not theirs, whatever webrtcvad says. Only
+voiced frames need it: the soft end of a word still trails (TAIL_MS) and the
+padding is kept after it. A level gate (``endpoint.min_level_dbfs``) keeps far
+sources from ever being voiced.
 """
 
 from __future__ import annotations
@@ -74,14 +75,19 @@ FLOOR_HISTORY_MS = 1500
 # A smaller rise of the floor flips no verdict worth taking back.
 REJUDGE_RISE_DB = 1.0
 # The speaker's level is this quantile of the levels of the voiced frames heard
-# so far in the utterance; a frame more than SPEAKER_RANGE_DB under it is not
-# theirs, nor one of fewer than SPEAKER_RUN_MS in a row at their level (a voice
-# holds its level for a syllable; a drum hit or the television's loudest
-# syllable peaks for less). The rule applies once SPEAKER_MIN_MS of their voice
-# was heard.
-SPEAKER_QUANTILE = 0.5
-SPEAKER_RANGE_DB = 8.0
+# so far in the utterance (their louder syllables); a frame more than
+# SPEAKER_RANGE_DB under it is not theirs. Nor is one while less than
+# SPEAKER_RUN_MS of the last SMOOTHING_MS was at their level, or, after a pause
+# longer than TAIL_MS, less than SPEAKER_RESUME_MS: a voice holds its level for
+# syllables, a drum hit or a television's loudest syllable peaks for less. The
+# rule applies once SPEAKER_MIN_MS of their voice was heard. Chosen with
+# scripts/bench_endpoint.py: a lower quantile or a wider range let a television
+# 15 dB under the speaker hold the end back; a narrower range or a longer
+# resumption lost soft last syllables ("Christ-mas").
+SPEAKER_QUANTILE = 0.8
+SPEAKER_RANGE_DB = 13.0
 SPEAKER_RUN_MS = 90
+SPEAKER_RESUME_MS = 240
 SPEAKER_MIN_MS = 150
 SILENT_DB = -100.0  # digital silence, and the floor before anything was heard
 SILENT_POWER = 10 ** (SILENT_DB / 10)
@@ -143,7 +149,9 @@ class VoiceActivity:
         self._tail_frames = TAIL_MS // frame_ms
         self._since_voice = 0  # frames since webrtcvad and the margin agreed
         self._run_frames = max(1, SPEAKER_RUN_MS // frame_ms)
-        self._run = 0  # frames in a row at the speaker's level
+        self._resume_frames = max(1, SPEAKER_RESUME_MS // frame_ms)
+        # Of the last SMOOTHING_MS: was each frame loud and at the speaker's level.
+        self._near: deque[bool] = deque(maxlen=max(1, SMOOTHING_MS // frame_ms))
         self.floor_db = SILENT_DB
         self.speaker = SpeakerLevel(frame_ms)
         self._min_level_db = min_level_db
@@ -159,7 +167,7 @@ class VoiceActivity:
         self._levels.clear()
         self._heard.clear()
         self._since_voice = self._tail_frames + 1
-        self._run = 0
+        self._near.clear()
         self.speaker.clear()
 
     def push(self, frame: np.ndarray) -> Verdict:
@@ -172,9 +180,7 @@ class VoiceActivity:
         if self.floor_db > previous_floor + REJUDGE_RISE_DB:
             verdict = self._rejudge()
         else:
-            voiced, trailing, self._since_voice, self._run = self._judge(
-                self._levels[-1], self._heard[-1], self._since_voice, self._run
-            )
+            voiced, trailing, self._since_voice = self._judge(self._levels[-1], self._heard[-1], self._since_voice, self._near)
             verdict = Verdict(voiced, trailing, 0)
         if verdict.voiced:
             self.speaker.add(self._levels[-1])
@@ -205,26 +211,28 @@ class VoiceActivity:
         elif len(levels) == levels.maxlen:
             self.floor_db = max(self.floor_db, min(levels))
 
-    def _judge(self, level: float, heard: bool, since_voice: int, run: int) -> tuple[bool, bool, int, int]:
+    def _judge(self, level: float, heard: bool, since_voice: int, near: deque[bool]) -> tuple[bool, bool, int]:
         """One frame against the floor, the gate and the speaker's level: voiced,
-        trailing, frames since voice, frames in a row at the speaker's level."""
+        trailing and frames since voice; ``near`` (the last SMOOTHING_MS: loud and
+        at the speaker's level) gets this frame's."""
         loud = heard and level > self.floor_db + NOISE_MARGIN_DB and level >= self._min_level_db
-        run = run + 1 if loud and level >= self._speaker_db else 0
-        voiced = loud and (self._speaker_db == -math.inf or run >= self._run_frames)
+        near.append(loud and level >= self._speaker_db)
+        needed = self._run_frames if since_voice <= self._tail_frames else self._resume_frames
+        voiced = near[-1] and (self._speaker_db == -math.inf or sum(near) >= needed)
         since_voice = 0 if voiced else since_voice + 1
         trailing = not voiced and since_voice <= self._tail_frames and level > self.floor_db + TAIL_MARGIN_DB
-        return voiced, trailing, since_voice, run
+        return voiced, trailing, since_voice
 
     def _rejudge(self) -> Verdict:
         """The floor rose: judge the remembered frames again. Those after the last
         one that is still speech were noise."""
-        since_voice, run = self._tail_frames + 1, 0
+        since_voice, near = self._tail_frames + 1, deque(maxlen=self._near.maxlen)
         last_speech = -1
         for index, (level, heard) in enumerate(zip(self._levels, self._heard)):
-            voiced, trailing, since_voice, run = self._judge(level, heard, since_voice, run)
+            voiced, trailing, since_voice = self._judge(level, heard, since_voice, near)
             if voiced or trailing:
                 last_speech = index
-        self._since_voice, self._run = since_voice, run
+        self._since_voice, self._near = since_voice, near
         newest = len(self._levels) - 1
         if last_speech == newest:
             return Verdict(voiced, trailing, 0)
