@@ -105,11 +105,13 @@ class Verdict(NamedTuple):
 
 class SpeakerLevel:
     """The level of the voice an utterance follows: a quantile of its voiced
-    frames' levels, and the level a frame needs to be that voice."""
+    frames' levels, and the level a frame needs to be that voice. ``known``: that
+    level, found beforehand (a whole clip's, :func:`loudest_voice`)."""
 
-    def __init__(self, frame_ms: int) -> None:
+    def __init__(self, frame_ms: int, known: float | None = None) -> None:
         self._levels: list[float] = []  # sorted
         self._min_frames = max(1, SPEAKER_MIN_MS // frame_ms)
+        self._known = known
 
     def clear(self) -> None:
         self._levels.clear()
@@ -120,6 +122,8 @@ class SpeakerLevel:
     @property
     def threshold_db(self) -> float:
         """Frames under this are not the speaker's; -inf until enough was heard."""
+        if self._known is not None:
+            return self._known
         if len(self._levels) < self._min_frames:
             return -math.inf
         return self._levels[int(SPEAKER_QUANTILE * (len(self._levels) - 1))] - SPEAKER_RANGE_DB
@@ -128,9 +132,12 @@ class SpeakerLevel:
 class VoiceActivity:
     """The voiced-frame decision, frame by frame, for the streaming endpointer and
     the one-shot trimming alike. ``min_level_db``: quieter frames are never
-    voiced (``endpoint.min_level_dbfs``)."""
+    voiced (``endpoint.min_level_dbfs``); ``speaker_db``: the speaker's
+    threshold, if known beforehand."""
 
-    def __init__(self, aggressiveness: int, frame_ms: int, min_level_db: float = SILENT_DB) -> None:
+    def __init__(
+        self, aggressiveness: int, frame_ms: int, min_level_db: float = SILENT_DB, speaker_db: float | None = None
+    ) -> None:
         samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self._vad = webrtcvad.Vad(aggressiveness)
         bins = np.fft.rfftfreq(samples, 1 / MODEL_SAMPLE_RATE)
@@ -153,7 +160,7 @@ class VoiceActivity:
         # Of the last SMOOTHING_MS: was each frame loud and at the speaker's level.
         self._near: deque[bool] = deque(maxlen=max(1, SMOOTHING_MS // frame_ms))
         self.floor_db = SILENT_DB
-        self.speaker = SpeakerLevel(frame_ms)
+        self.speaker = SpeakerLevel(frame_ms, speaker_db)
         self._min_level_db = min_level_db
         self._speaker_db = -math.inf  # the level a voiced frame needs to be the speaker's
         self.reset()
@@ -255,10 +262,24 @@ def to_pcm16(samples: np.ndarray) -> bytes:
 def speech_frames(samples: np.ndarray, aggressiveness: int, min_level_db: float = SILENT_DB) -> np.ndarray:
     """One bool per whole 30 ms frame: is it speech (see :class:`VoiceActivity`).
 
-    The clip is whole, so the speaker's level is judged from all of it: a
-    television heard before the question began is no more speech than one heard
-    after it."""
-    activity = VoiceActivity(aggressiveness, FRAME_MS, min_level_db)
+    The clip is whole, so the speaker's level is known before its first frame
+    is judged: a first pass finds the loudest voice (:func:`loudest_voice`), and
+    a television heard before the question began is no more speech than one
+    heard after it."""
+    _, voiced, levels = _judge_frames(samples, VoiceActivity(aggressiveness, FRAME_MS, min_level_db))
+    speaker = loudest_voice(levels[voiced])
+    speech, _, levels = _judge_frames(samples, VoiceActivity(aggressiveness, FRAME_MS, min_level_db, speaker))
+    if speaker is not None:  # a voice confirmed SPEAKER_RESUME_MS late was at its level from its onset
+        for onset in np.flatnonzero(speech[1:] & ~speech[:-1]) + 1:
+            first = onset
+            while first > 0 and onset - first < SPEAKER_RESUME_MS // FRAME_MS and not speech[first - 1] and levels[first - 1] >= speaker:
+                first -= 1
+            speech[first:onset] = True
+    return speech
+
+
+def _judge_frames(samples: np.ndarray, activity: VoiceActivity) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Speech, voiced and level of each whole frame, revocations applied."""
     count = len(samples) // FRAME_SAMPLES
     speech, voiced, levels = np.zeros(count, dtype=bool), np.zeros(count, dtype=bool), np.zeros(count)
     for index in range(count):
@@ -266,22 +287,18 @@ def speech_frames(samples: np.ndarray, aggressiveness: int, min_level_db: float 
         speech[max(0, index - verdict.revoked) : index] = False
         voiced[max(0, index - verdict.revoked) : index] = False
         speech[index], voiced[index], levels[index] = verdict.speech, verdict.voiced, activity.level_db
-    speaker = loudest_voice(levels[voiced])
-    kept = voiced & (levels >= speaker)
-    last_kept = np.maximum.accumulate(np.where(kept, np.arange(count), -count))
-    trailing = speech & ~voiced & (np.arange(count) - last_kept <= TAIL_MS // FRAME_MS)
-    return kept | trailing
+    return speech, voiced, levels
 
 
-def loudest_voice(levels: np.ndarray) -> float:
-    """The level a frame of a whole clip needs to be the loudest talker's: the
-    speaker's rule (SpeakerLevel) applied until it settles, starting from all
-    voiced frames; -inf if there are too few."""
+def loudest_voice(levels: np.ndarray) -> float | None:
+    """The level a frame of a whole clip needs to be the loudest talker's, from
+    the levels of its voiced frames: the speaker's rule (SpeakerLevel) applied
+    again to the frames it keeps until it settles; None if too few were voiced."""
     threshold = -math.inf
     for _ in range(10):
         heard = np.sort(levels[levels >= threshold])
         if len(heard) < SPEAKER_MIN_MS // FRAME_MS:
-            return threshold
+            return None if threshold == -math.inf else threshold
         settled = float(heard[int(SPEAKER_QUANTILE * (len(heard) - 1))]) - SPEAKER_RANGE_DB
         if settled <= threshold:
             break
