@@ -89,6 +89,7 @@ SPEAKER_RANGE_DB = 13.0
 SPEAKER_RUN_MS = 90
 SPEAKER_RESUME_MS = 240
 SPEAKER_MIN_MS = 150
+LOUDEST_SHARE = 0.05  # find_speech: where the search for the near talker starts
 SILENT_DB = -100.0  # digital silence, and the floor before anything was heard
 SILENT_POWER = 10 ** (SILENT_DB / 10)
 
@@ -112,6 +113,9 @@ class SpeakerLevel:
         self._levels: list[float] = []  # sorted
         self._min_frames = max(1, SPEAKER_MIN_MS // frame_ms)
         self._known = known
+        # The last utterance's threshold while its speaker is still the one
+        # followed (the follow-up after a reply): a television cannot start one.
+        self.carried = -math.inf
 
     def clear(self) -> None:
         self._levels.clear()
@@ -125,8 +129,8 @@ class SpeakerLevel:
         if self._known is not None:
             return self._known
         if len(self._levels) < self._min_frames:
-            return -math.inf
-        return self._levels[int(SPEAKER_QUANTILE * (len(self._levels) - 1))] - SPEAKER_RANGE_DB
+            return self.carried
+        return max(self.carried, self._levels[int(SPEAKER_QUANTILE * (len(self._levels) - 1))] - SPEAKER_RANGE_DB)
 
 
 class VoiceActivity:
@@ -223,9 +227,9 @@ class VoiceActivity:
         trailing and frames since voice; ``near`` (the last SMOOTHING_MS: loud and
         at the speaker's level) gets this frame's."""
         loud = heard and level > self.floor_db + NOISE_MARGIN_DB and level >= self._min_level_db
-        near.append(loud and level >= self._speaker_db)
+        near.append(heard and level >= self._speaker_db and level >= self._min_level_db)
         needed = self._run_frames if since_voice <= self._tail_frames else self._resume_frames
-        voiced = near[-1] and (self._speaker_db == -math.inf or sum(near) >= needed)
+        voiced = loud and near[-1] and (self._speaker_db == -math.inf or sum(near) >= needed)
         since_voice = 0 if voiced else since_voice + 1
         trailing = not voiced and since_voice <= self._tail_frames and level > self.floor_db + TAIL_MARGIN_DB
         return voiced, trailing, since_voice
@@ -292,15 +296,18 @@ def _judge_frames(samples: np.ndarray, activity: VoiceActivity) -> tuple[np.ndar
 
 def loudest_voice(levels: np.ndarray) -> float | None:
     """The level a frame of a whole clip needs to be the loudest talker's, from
-    the levels of its voiced frames: the speaker's rule (SpeakerLevel) applied
-    again to the frames it keeps until it settles; None if too few were voiced."""
-    threshold = -math.inf
+    the levels of its voiced frames: starting from its loudest frames (the top
+    LOUDEST_SHARE), the speaker's rule (SpeakerLevel) applied to the frames it
+    keeps until it settles; None if too few were voiced. Starting from the top
+    finds the near talker even when a television talks for longer."""
+    if len(levels) < SPEAKER_MIN_MS // FRAME_MS:
+        return None
+    ordered = np.sort(levels)
+    threshold = float(ordered[int((1 - LOUDEST_SHARE) * (len(ordered) - 1))]) - SPEAKER_RANGE_DB
     for _ in range(10):
-        heard = np.sort(levels[levels >= threshold])
-        if len(heard) < SPEAKER_MIN_MS // FRAME_MS:
-            return None if threshold == -math.inf else threshold
-        settled = float(heard[int(SPEAKER_QUANTILE * (len(heard) - 1))]) - SPEAKER_RANGE_DB
-        if settled <= threshold:
+        kept = ordered[ordered >= threshold]
+        settled = float(kept[int(SPEAKER_QUANTILE * (len(kept) - 1))]) - SPEAKER_RANGE_DB
+        if abs(settled - threshold) < 0.5:
             break
         threshold = settled
     return threshold
@@ -424,6 +431,8 @@ class Endpointer:
         return self._in_speech or any(voiced for _, voiced in self._speech)
 
     def reset(self) -> None:
+        """Forget the utterance under way (the next frame does not follow the
+        last). The last speaker's level stays: a follow-up must reach it."""
         self._activity.reset()
         self._pre_roll.clear()
         self._speech.clear()
@@ -457,6 +466,11 @@ class Endpointer:
         if len(self._frames) * self.frame_ms >= self.config.max_speech_seconds * 1000:
             return self._end(forced=True)
         return None
+
+    def forget_speaker(self) -> None:
+        """Anyone may speak next (after the wake word, or back to idle): no level
+        carried over from the last utterance."""
+        self._activity.speaker.carried = -math.inf
 
     def _recent_voiced(self, end_sample: int) -> int:
         """Voiced frames among the last SMOOTHING_MS."""
@@ -497,9 +511,11 @@ class Endpointer:
         frames, self._frames = self._frames, []
         self._in_speech = False
         self._speech.clear()
+        speaker, self._activity.speaker.carried = self._activity.speaker.threshold_db, -math.inf
         self._activity.speaker.clear()
         voiced_ms = self._voiced_frames * self.frame_ms
         if voiced_ms < self.config.min_speech_ms:
             return UtteranceDiscarded(voiced_ms)
+        self._activity.speaker.carried = speaker  # a follow-up must reach the level of this voice
         samples = np.concatenate(frames)
         return UtteranceEnded(samples[: self._kept_samples()], self._start_sample, self._speech_end, forced)

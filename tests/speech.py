@@ -187,6 +187,13 @@ def voiced_db(samples: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(10 ** (levels[levels > levels.max() - VOICED_RANGE_DB] / 10))))
 
 
+def audible_extent(samples: np.ndarray) -> tuple[int, int]:
+    """Where the speech is: from the first to the last 10 ms block within
+    VOICED_RANGE_DB of its voiced level (samples)."""
+    audible = np.flatnonzero(block_db(samples) > voiced_db(samples) - VOICED_RANGE_DB)
+    return int(audible[0]) * BLOCK, (int(audible[-1]) + 1) * BLOCK
+
+
 def band_music(seconds: float, level_db: float, seed: int = 0) -> np.ndarray:
     """Chords and drums (the wake trainer's ``band``) at RMS ``level_db``."""
     from edge_assistant.wake.augment import band

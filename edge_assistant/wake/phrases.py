@@ -17,6 +17,9 @@ from .synthesis import PLAIN, Line, Speaker, random_prosody
 PHRASE_TAKES = 120  # Piper syntheses of the phrase
 NEAR_MISS_TAKES = 80
 SPEECH_TAKES = 150  # ordinary speech, about 2.5 s each
+# Of the ordinary speech, the share said with a near miss inside it, run on
+# without a pause as a television or a conversation says it.
+NEAR_MISS_IN_SPEECH = 0.25
 
 
 # A classifier window spans 1.96 s; slow takes must still fit with some lead-in.
@@ -202,6 +205,18 @@ def ordinary_text(rng: np.random.Generator) -> str:
     return " ".join(rng.choice(WORDS, rng.integers(3, 9)))
 
 
+def speech_line(speaker: Speaker, misses: Sequence[list[str]], rng: np.random.Generator) -> list[str]:
+    """Ordinary speech (:func:`ordinary_text`), a NEAR_MISS_IN_SPEECH share of it
+    after a few words and a near miss ("...about the hey tesla news"): no pause
+    marks a miss off when a television says it, and a model that learned only
+    "a short utterance after a pause" wakes on it."""
+    phonemes = speaker.phonemes(ordinary_text(rng))
+    if misses and rng.random() < NEAR_MISS_IN_SPEECH:
+        lead = speaker.phonemes(" ".join(rng.choice(WORDS, rng.integers(1, 4))))
+        phonemes = [*lead, " ", *misses[rng.integers(len(misses))], " ", *phonemes]
+    return phonemes
+
+
 def plan_lines(phrase: str, speakers: Sequence[Speaker], minutes: float, rng: np.random.Generator) -> list[list[Line]]:
     """Phrase takes, near misses and ordinary speech, speakers taking turns, each
     line with its own random prosody."""
@@ -211,7 +226,7 @@ def plan_lines(phrase: str, speakers: Sequence[Speaker], minutes: float, rng: np
     texts: list[Callable[[int, int], list[str]]] = [
         lambda s, i: variants[s][i % len(variants[s])],
         lambda s, i: misses[s][i // len(speakers)],
-        lambda s, i: speakers[s].phonemes(ordinary_text(rng)),
+        lambda s, i: speech_line(speakers[s], misses[s], rng),
     ]
     return [
         [Line(i % len(speakers), text(i % len(speakers), i), random_prosody(rng)) for i in range(count)]
