@@ -182,8 +182,11 @@ def main() -> None:
         unknown = [kind for kind in kinds if kind not in BACKGROUNDS]
         if unknown or not kinds:
             raise ValueError(f"unknown background {', '.join(unknown) or '(none)'}: choose from {', '.join(BACKGROUNDS)}")
-        unders = [float(value) for value in args.under.split(",")]
-        speakers = [float(value) for value in args.speaker.split(",")]
+        try:
+            unders = [float(value) for value in args.under.split(",")]
+            speakers = [float(value) for value in args.speaker.split(",")]
+        except ValueError:
+            raise ValueError("--under and --speaker take comma-separated numbers, like --speaker=-30,-20") from None
         if not 1 <= args.questions <= len(QUESTIONS):
             raise ValueError(f"--questions must be between 1 and {len(QUESTIONS)}")
         if not all(-60 <= level <= 0 for level in speakers) or not all(0 <= under <= 60 for under in unders):
