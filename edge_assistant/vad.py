@@ -125,7 +125,8 @@ class SpeakerLevel:
 
     @property
     def threshold_db(self) -> float:
-        """Frames under this are not the speaker's; -inf until enough was heard."""
+        """Frames under this are not the speaker's; until enough was heard, the
+        carried level (-inf if none)."""
         if self._known is not None:
             return self._known
         if len(self._levels) < self._min_frames:
@@ -161,7 +162,9 @@ class VoiceActivity:
         self._since_voice = 0  # frames since webrtcvad and the margin agreed
         self._run_frames = max(1, SPEAKER_RUN_MS // frame_ms)
         self._resume_frames = max(1, SPEAKER_RESUME_MS // frame_ms)
-        # Of the last SMOOTHING_MS: was each frame loud and at the speaker's level.
+        # Of the last SMOOTHING_MS: did webrtcvad hear each frame at the speaker's
+        # level. Not the floor's margin too: in steady noise soft syllables miss
+        # it, and counting only the loud ones would drop words.
         self._near: deque[bool] = deque(maxlen=max(1, SMOOTHING_MS // frame_ms))
         self.floor_db = SILENT_DB
         self.speaker = SpeakerLevel(frame_ms, speaker_db)
@@ -224,8 +227,8 @@ class VoiceActivity:
 
     def _judge(self, level: float, heard: bool, since_voice: int, near: deque[bool]) -> tuple[bool, bool, int]:
         """One frame against the floor, the gate and the speaker's level: voiced,
-        trailing and frames since voice; ``near`` (the last SMOOTHING_MS: loud and
-        at the speaker's level) gets this frame's."""
+        trailing and frames since voice; ``near`` (the last SMOOTHING_MS: heard at
+        the speaker's level) gets this frame's."""
         loud = heard and level > self.floor_db + NOISE_MARGIN_DB and level >= self._min_level_db
         near.append(heard and level >= self._speaker_db and level >= self._min_level_db)
         needed = self._run_frames if since_voice <= self._tail_frames else self._resume_frames
@@ -276,7 +279,10 @@ def speech_frames(samples: np.ndarray, aggressiveness: int, min_level_db: float 
     if speaker is not None:  # a voice confirmed SPEAKER_RESUME_MS late was at its level from its onset
         for onset in np.flatnonzero(speech[1:] & ~speech[:-1]) + 1:
             first = onset
-            while first > 0 and onset - first < SPEAKER_RESUME_MS // FRAME_MS and not speech[first - 1] and levels[first - 1] >= speaker:
+            while (
+                first > 0 and onset - first < SPEAKER_RESUME_MS // FRAME_MS
+                and not speech[first - 1] and levels[first - 1] >= speaker
+            ):
                 first -= 1
             speech[first:onset] = True
     return speech
@@ -374,8 +380,9 @@ class Endpointer:
     Speech starts when ``start_ms`` of the last 300 ms is voiced; it ends after
     ``end_silence_ms`` without speech (voiced or trailing frames) or at
     ``max_speech_seconds``. Voiced means at the level of this utterance's own
-    voice (:class:`SpeakerLevel`), so a television under it is silence. The ``pre_roll_ms`` before the start is kept,
-    because webrtcvad notices a word only after its onset, and ``padding_ms``
+    voice (:class:`SpeakerLevel`), so a television under it is silence. The
+    ``pre_roll_ms`` before the start is kept, because webrtcvad notices a word
+    only after its onset, and ``padding_ms``
     (``audio.speech_padding_ms``) after the last speech, because word endings
     are soft.
     """
