@@ -20,7 +20,7 @@ how many never ended (forced at max_speech_seconds). The summary line covers the
 television and music cells 15 dB or more under the speaker, as issue 26 asks.
 
     .venv/bin/python scripts/bench_endpoint.py [--kinds speech,music] [--under 10,15,20,25,30,35]
-        [--speaker -30,-25,-20,-15] [--questions 24] [--config FILE] [--cells]
+        [--speaker=-30,-25,-20,-15] [--trail-off DB] [--questions 24] [--config FILE] [--cells] [--failures]
 """
 
 from __future__ import annotations
@@ -104,12 +104,19 @@ class Question:
     end: int  # the true end of speech, samples into it
 
 
-def prepare_questions(count: int) -> list[Question]:
+def prepare_questions(count: int, trail_off_db: float = 0.0) -> list[Question]:
+    """The questions at 0 dB voiced level; ``trail_off_db``: the last 40 % of the
+    speech fades by that much (linearly in dB), the true end staying where the
+    steady voice's would be."""
     prepared = []
     for spoken in questions(VOICE_PATH, QUESTIONS[:count]):
         spoken = at_level(spoken, 0.0)
-        levels = block_db(spoken)
-        end = (int(np.flatnonzero(levels > -VOICED_RANGE_DB)[-1]) + 1) * BLOCK
+        audible = np.flatnonzero(block_db(spoken) > -VOICED_RANGE_DB)
+        start, end = int(audible[0]) * BLOCK, (int(audible[-1]) + 1) * BLOCK
+        if trail_off_db:
+            fade_from = start + int(0.6 * (end - start))
+            position = np.clip((np.arange(len(spoken)) - fade_from) / (end - fade_from), 0.0, 1.0)
+            spoken = (spoken * 10 ** (-trail_off_db * position / 20)).astype(np.float32)
         prepared.append(Question(spoken, end))
     return prepared
 
@@ -172,6 +179,8 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(BACKGROUNDS), help=f"backgrounds, of {', '.join(BACKGROUNDS)}")
     parser.add_argument("--under", default="10,15,20,25,30,35", help="background levels, dB under the speaker")
     parser.add_argument("--speaker", default="-30,-25,-20,-15", help="speaker levels, dBFS (voiced RMS)")
+    parser.add_argument("--trail-off", type=float, default=0.0, metavar="DB",
+                        help="the speaker trails off: the last 40 %% of each question fades by DB (default 0)")
     parser.add_argument("--questions", type=int, default=len(QUESTIONS), help=f"how many questions (1-{len(QUESTIONS)}), each at 3 speeds")
     parser.add_argument("--config", help="a config.toml whose [endpoint] and [audio] to use (default: the shipped settings)")
     parser.add_argument("--cells", action="store_true", help="print every cell, not only the rows per background and level")
@@ -187,6 +196,8 @@ def main() -> None:
             speakers = [float(value) for value in args.speaker.split(",")]
         except ValueError:
             raise ValueError("--under and --speaker take comma-separated numbers, like --speaker=-30,-20") from None
+        if not 0 <= args.trail_off <= 30:
+            raise ValueError("--trail-off must be between 0 and 30 dB")
         if not 1 <= args.questions <= len(QUESTIONS):
             raise ValueError(f"--questions must be between 1 and {len(QUESTIONS)}")
         if not all(-60 <= level <= 0 for level in speakers) or not all(0 <= under <= 60 for under in unders):
@@ -198,12 +209,13 @@ def main() -> None:
         sys.exit(f"bench_endpoint: {error}")
 
     started = time.perf_counter()
-    prepared = prepare_questions(args.questions)
+    prepared = prepare_questions(args.questions, args.trail_off)
     backgrounds = Backgrounds(kinds)
     endpoint = config.endpoint
     limit_ms = endpoint.end_silence_ms + LATE_MARGIN_MS
     lead = int(LEAD_SECONDS * MODEL_SAMPLE_RATE)
-    print(f"# {len(prepared)} questions ({args.questions} texts x 3 speeds), end_silence_ms {endpoint.end_silence_ms}, "
+    print(f"# {len(prepared)} questions ({args.questions} texts x 3 speeds, trailing off by {args.trail_off:g} dB), "
+          f"end_silence_ms {endpoint.end_silence_ms}, "
           f"max_speech_seconds {endpoint.max_speech_seconds:g}, frame {config.input.frame_ms} ms; "
           f"late/worst: end event after the true end; lost: of the question's end")
     print(f"{'background':13s} {'under':>5s} {'speaker':>7s} {'late med':>8s} {'worst':>6s} {'<=' + str(limit_ms):>7s} "
