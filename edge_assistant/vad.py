@@ -201,6 +201,12 @@ class VoiceActivity:
         return verdict
 
     @property
+    def voice_pending(self) -> bool:
+        """The last frame was heard at the speaker's level and began a voice that
+        does not count yet (SPEAKER_RUN_MS, after a pause SPEAKER_RESUME_MS)."""
+        return self._since_voice > 0 and bool(self._near) and self._near[-1] and sum(self._near) >= self._run_frames
+
+    @property
     def level_db(self) -> float:
         """The level of the last frame pushed (speech band, LEVEL_BLOCK_MS)."""
         return self._levels[-1]
@@ -468,7 +474,11 @@ class Endpointer:
         self._voiced_frames += verdict.voiced
         if verdict.speech:
             self._speech_end = end_sample
-        if end_sample - self._speech_end >= self.config.end_silence_ms * MODEL_SAMPLE_RATE // 1000:
+        silence_ms = (end_sample - self._speech_end) * 1000 // MODEL_SAMPLE_RATE
+        # A voice resuming at the speaker's level is heard out before the end
+        # ("...the capital ... of France"), for at most SPEAKER_RESUME_MS more.
+        resuming = self._activity.voice_pending and silence_ms < self.config.end_silence_ms + SPEAKER_RESUME_MS
+        if silence_ms >= self.config.end_silence_ms and not resuming:
             return self._end(forced=False)
         if len(self._frames) * self.frame_ms >= self.config.max_speech_seconds * 1000:
             return self._end(forced=True)

@@ -313,10 +313,10 @@ def test_television_alone_starts_utterances_unless_below_the_gate() -> None:
     keeps it out, while a question near the microphone is still heard whole."""
     length = int(NOISE_ONLY_SECONDS * MODEL_SAMPLE_RATE)
     tv = talking("television", -45.0, length)
-    ended = [event for event, _ in run_timed(tv) if isinstance(event, UtteranceEnded)]
-    assert ended, "the television alone made no utterance: the README's warning would be wrong"
+    started = [event for event, _ in run_timed(tv) if isinstance(event, SpeechStarted)]
+    assert started, "the television alone started no utterance: the README's warning would be wrong"
     gated = EndpointConfig(min_level_dbfs=-38.0)
-    assert [event for event in run(tv, gated) if isinstance(event, UtteranceEnded)] == []
+    assert run(tv, gated) == []
     where = scene(QUESTIONS[1])
     stream = where.with_background(talking("television", -45.0, len(where.speech)))
     ended = [event for event in run(stream, gated) if isinstance(event, UtteranceEnded)]
