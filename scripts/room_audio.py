@@ -3,18 +3,22 @@ bench_wake_room.py): a television talking (Piper reading varied text at several
 speeds and levels, with short gaps, from across the room) and music (chords and
 drums). Made here, never downloaded.
 
-The television's text is English prose that every Python installation carries
-(:func:`edge_assistant.wake.phrases.prose_sentences`): the half of it that wake
-word training never says, so a trained model is judged on speech it never heard. Speech is synthesized once and cached in
-``$EDGE_ASSISTANT_ROOM_CACHE`` (default ``~/.cache/edge-assistant/room/``) as
-int16 at 16 kHz, keyed by the text, the voice and this file, so the second run
-costs no synthesis.
+The television's text is English prose that every Python installation carries:
+the language reference (``pydoc_data.topics``) and the standard library's
+docstrings, cut into sentences (wake word training reads none of it). Speech
+is synthesized once and cached in ``$EDGE_ASSISTANT_ROOM_CACHE`` (default
+``~/.cache/edge-assistant/room/``) as int16 at 16 kHz, keyed by the text, the
+voice and the settings, so the second run costs no synthesis. Piper speaks
+with its random noise, so a fresh cache is another take of the same text.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
+import re
+import sysconfig
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +26,12 @@ import numpy as np
 from edge_assistant.atomic import atomic_path
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.wake.augment import band, normalize, reverberate
-from edge_assistant.wake.phrases import prose_sentences
 
 SPEEDS = (0.8, 1.0, 1.25)  # Piper length_scale: a fast, a plain and a slow reader
 TV_LEVELS_DB = (-45.0, -25.0)  # per sentence, uniform: near and far televisions, loud and soft voices
 GAP_SECONDS = (0.08, 0.7)  # a news reader's pauses between sentences
+SENTENCE = re.compile(r"[A-Z][A-Za-z ,;'-]+[.?!]")
+MIN_WORDS, MAX_WORDS = 5, 30
 
 
 def cache_dir() -> Path:
@@ -34,15 +39,43 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "edge-assistant" / "room"
 
 
+def prose_sentences() -> list[str]:
+    """Every plain-English sentence of 5 to 30 words in Python's own
+    documentation: the language reference, then the standard library's module,
+    class and function docstrings (read with ast, nothing imported)."""
+    import pydoc_data.topics
+
+    texts = list(pydoc_data.topics.topics.values())
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for path in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
+        if "test" in path.parent.name or path.name.startswith("test"):
+            continue
+        try:
+            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                texts.append(ast.get_docstring(node) or "")
+    seen, sentences = set(), []
+    for text in texts:
+        for sentence in re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", text)):
+            if SENTENCE.fullmatch(sentence) and MIN_WORDS <= len(sentence.split()) <= MAX_WORDS and sentence not in seen:
+                seen.add(sentence)
+                sentences.append(sentence)
+    return sentences
+
+
 def television(voice_path: Path, seconds: float, seed: int = 0) -> np.ndarray:
     """At least ``seconds`` of a television talking, 16 kHz float32: sentences in
     a shuffled order, each at one of SPEEDS and its own level within TV_LEVELS_DB,
     reverberated as a voice from across a room, with short gaps. Cached."""
     rng = np.random.default_rng(seed)
-    sentences = prose_sentences(held_out=True)
+    sentences = prose_sentences()
     order = rng.permutation(len(sentences))
-    key = hashlib.sha256(f"{seconds}|{seed}|{voice_path.name}|{voice_path.stat().st_size}|{len(sentences)}".encode())
-    key.update(Path(__file__).read_bytes())
+    key = hashlib.sha256(
+        f"{seconds}|{seed}|{voice_path.name}|{voice_path.stat().st_size}|{SPEEDS}|{TV_LEVELS_DB}|{GAP_SECONDS}".encode()
+    )
     key.update("\n".join(sentences).encode())
     path = cache_dir() / f"tv-{key.hexdigest()[:16]}.npy"
     if path.is_file():

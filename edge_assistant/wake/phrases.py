@@ -4,12 +4,6 @@ planned up front with a prosody each."""
 
 from __future__ import annotations
 
-import ast
-import re
-import sysconfig
-import zlib
-from functools import lru_cache
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -23,9 +17,6 @@ from .synthesis import PLAIN, Line, Speaker, random_prosody
 PHRASE_TAKES = 120  # Piper syntheses of the phrase
 NEAR_MISS_TAKES = 80
 SPEECH_TAKES = 150  # ordinary speech, about 2.5 s each
-# Of the ordinary speech, the share said with a near miss inside it, run on
-# without a pause as a television or a conversation says it.
-NEAR_MISS_IN_SPEECH = 0.1
 
 
 # A classifier window spans 1.96 s; slow takes must still fit with some lead-in.
@@ -203,69 +194,12 @@ def near_misses(phrase: str, speaker: Speaker, rng: np.random.Generator, count: 
     return misses
 
 
-SENTENCE = re.compile(r"[A-Z][A-Za-z ,;'-]+[.?!]")
-MIN_PROSE_WORDS, MAX_PROSE_WORDS = 5, 30
-# Of the ordinary speech: read prose, as a television or a radio speaks, and
-# the sentences above; the rest is strings of random words.
-PROSE_SHARE, SENTENCE_SHARE = 0.4, 0.2
-MAX_TRAINING_PROSE_WORDS = 16  # Piper's memory grows with the length of what it says
-
-
-@lru_cache(maxsize=2)
-def prose_sentences(held_out: bool = False) -> list[str]:
-    """Plain-English sentences of 5 to 30 words from Python's own documentation,
-    which every installation carries: the language reference, then the standard
-    library's module, class and function docstrings (read with ast, nothing
-    imported). Half of them, by a hash of the text, for training; the other
-    half (``held_out``) for judging a model (scripts/bench_wake_room.py)."""
-    import pydoc_data.topics
-
-    texts = list(pydoc_data.topics.topics.values())
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(stdlib.glob("*.py")) + sorted(stdlib.glob("*/*.py")):
-        if "test" in path.parts[-2:][0] or path.name.startswith("test"):
-            continue
-        try:
-            tree = ast.parse(path.read_text(encoding="utf-8", errors="replace"))
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                texts.append(ast.get_docstring(node) or "")
-    seen, sentences = set(), []
-    for text in texts:
-        for sentence in re.split(r"(?<=[.!?])\s+", re.sub(r"\s+", " ", text)):
-            if (
-                SENTENCE.fullmatch(sentence) and MIN_PROSE_WORDS <= len(sentence.split()) <= MAX_PROSE_WORDS
-                and sentence not in seen and zlib.crc32(sentence.encode()) % 2 == held_out
-            ):
-                seen.add(sentence)
-                sentences.append(sentence)
-    return sentences
-
-
 def ordinary_text(rng: np.random.Generator) -> str:
-    """Prose (:func:`prose_sentences`, up to MAX_TRAINING_PROSE_WORDS), a
-    sentence from the list, or a string of 3 to 8 random words."""
-    kind = rng.random()
-    prose = [text for text in prose_sentences() if len(text.split()) <= MAX_TRAINING_PROSE_WORDS]
-    if kind < PROSE_SHARE and prose:
-        return prose[rng.integers(len(prose))]
-    if kind < PROSE_SHARE + SENTENCE_SHARE:
+    """A sentence from the list or, more often, a string of 3 to 8 random words
+    (short: Piper's memory grows with the length of what it says)."""
+    if rng.random() < 0.3:
         return SENTENCES[rng.integers(len(SENTENCES))]
     return " ".join(rng.choice(WORDS, rng.integers(3, 9)))
-
-
-def speech_line(speaker: Speaker, misses: Sequence[list[str]], rng: np.random.Generator) -> list[str]:
-    """Ordinary speech (:func:`ordinary_text`), a NEAR_MISS_IN_SPEECH share of it
-    after a few words and a near miss ("...about the hey tesla news"): no pause
-    marks a miss off when a television says it, and a model that learned only
-    "a short utterance after a pause" wakes on it."""
-    phonemes = speaker.phonemes(ordinary_text(rng))
-    if misses and rng.random() < NEAR_MISS_IN_SPEECH:
-        lead = speaker.phonemes(" ".join(rng.choice(WORDS, rng.integers(1, 4))))
-        phonemes = [*lead, " ", *misses[rng.integers(len(misses))], " ", *phonemes]
-    return phonemes
 
 
 def plan_lines(phrase: str, speakers: Sequence[Speaker], minutes: float, rng: np.random.Generator) -> list[list[Line]]:
@@ -277,7 +211,7 @@ def plan_lines(phrase: str, speakers: Sequence[Speaker], minutes: float, rng: np
     texts: list[Callable[[int, int], list[str]]] = [
         lambda s, i: variants[s][i % len(variants[s])],
         lambda s, i: misses[s][i // len(speakers)],
-        lambda s, i: speech_line(speakers[s], misses[s], rng),
+        lambda s, i: speakers[s].phonemes(ordinary_text(rng)),
     ]
     return [
         [Line(i % len(speakers), text(i % len(speakers), i), random_prosody(rng)) for i in range(count)]
