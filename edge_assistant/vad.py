@@ -158,6 +158,7 @@ class VoiceActivity:
         # Per remembered frame: its level, and whether webrtcvad heard a voice.
         self._levels: deque[float] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)
         self._heard: deque[bool] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)
+        self._voiced: deque[bool] = deque(maxlen=FLOOR_HISTORY_MS // frame_ms)  # the verdicts given
         self._tail_frames = TAIL_MS // frame_ms
         self._since_voice = 0  # frames since webrtcvad and the margin agreed
         self._run_frames = max(1, SPEAKER_RUN_MS // frame_ms)
@@ -180,6 +181,7 @@ class VoiceActivity:
             levels.clear()
         self._levels.clear()
         self._heard.clear()
+        self._voiced.clear()
         self._since_voice = self._tail_frames + 1
         self._near.clear()
         self.speaker.clear()
@@ -196,6 +198,7 @@ class VoiceActivity:
         else:
             voiced, trailing, self._since_voice = self._judge(self._levels[-1], self._heard[-1], self._since_voice, self._near)
             verdict = Verdict(voiced, trailing, 0)
+        self._voiced.append(verdict.voiced)
         if verdict.voiced:
             self.speaker.add(self._levels[-1])
         return verdict
@@ -239,20 +242,31 @@ class VoiceActivity:
         near.append(heard and level >= self._speaker_db and level >= self._min_level_db)
         needed = self._run_frames if since_voice <= self._tail_frames else self._resume_frames
         voiced = loud and near[-1] and (self._speaker_db == -math.inf or sum(near) >= needed)
+        return self._trail(voiced, level, since_voice)
+
+    def _trail(self, voiced: bool, level: float, since_voice: int) -> tuple[bool, bool, int]:
+        """Voiced, trailing (a softer sound just after voice) and frames since voice."""
         since_voice = 0 if voiced else since_voice + 1
         trailing = not voiced and since_voice <= self._tail_frames and level > self.floor_db + TAIL_MARGIN_DB
         return voiced, trailing, since_voice
 
     def _rejudge(self) -> Verdict:
-        """The floor rose: judge the remembered frames again. Those after the last
+        """The floor rose: judge the remembered frames again against it (a frame
+        voiced before stays voiced if it still clears the margin; the speaker's
+        rule was applied when it came), then the newest. Those after the last
         one that is still speech were noise."""
-        since_voice, near = self._tail_frames + 1, deque(maxlen=self._near.maxlen)
+        since_voice = self._tail_frames + 1
         last_speech = -1
-        for index, (level, heard) in enumerate(zip(self._levels, self._heard)):
-            voiced, trailing, since_voice = self._judge(level, heard, since_voice, near)
+        earlier = list(self._voiced)[len(self._voiced) - (len(self._levels) - 1) :] if len(self._levels) > 1 else []
+        for index, level in enumerate(islice(self._levels, len(earlier))):
+            still_voiced = earlier[index] and level > self.floor_db + NOISE_MARGIN_DB
+            voiced, trailing, since_voice = self._trail(still_voiced, level, since_voice)
             if voiced or trailing:
                 last_speech = index
-        self._since_voice, self._near = since_voice, near
+        voiced, trailing, since_voice = self._judge(self._levels[-1], self._heard[-1], since_voice, self._near)
+        if voiced or trailing:
+            last_speech = len(self._levels) - 1
+        self._since_voice = since_voice
         newest = len(self._levels) - 1
         if last_speech == newest:
             return Verdict(voiced, trailing, 0)
