@@ -437,7 +437,7 @@ def run_turn(
     if speech_stats is not None and speech_stats.first_audio_at is not None:
         timings["tts_first_audio"] = (speech_stats.first_audio_at - started) * 1000
     timings["turn_total"] = (finished - started) * 1000
-    log.info(
+    log.debug(  # the daemon journals the turn event; --once --verbose shows this
         "turn: %.1f s audio, %d audio + %d prompt tokens, %d generated, %d evaluated; "
         "encode %.0f ms, prefill %.0f ms, first token %.0f ms, first audio %s ms",
         speech.seconds, stats.audio_tokens, stats.prompt_tokens, stats.generated_tokens,

@@ -189,14 +189,12 @@ class Assistant:
         """Where the wake phrase ended (input time), if one was heard in this frame."""
         if self._push_to_talk.is_set():
             self._push_to_talk.clear()
-            log.info("wake: push-to-talk at %.2f s", self._now / MODEL_SAMPLE_RATE)
             self.events.emit("wake", self._now, name="push-to-talk", score=1.0)
             return self._now
         if self.wake is None:
             return None
         detections = self.wake.process(samples)
         for detection in detections:
-            log.info("wake: %s (score %.2f) at %.2f s", detection.name, detection.score, self._now / MODEL_SAMPLE_RATE)
             self.events.emit("wake", self._now, name=detection.name, score=round(float(detection.score), 3))
         return max(detection.end_sample for detection in detections) if detections else None
 
@@ -208,7 +206,6 @@ class Assistant:
         if self.state in (State.THINKING, State.SPEAKING):
             if not self.config.conversation.barge_in:
                 return True
-            log.info("barge-in while %s", self.state.value)
             self.events.emit("barge_in", self._now, state=self.state.value)
             self.runner.interrupt()
             self.playback.stop()
