@@ -100,6 +100,7 @@ class SpeechStream:
         self._waiting = False  # the worker waits for more audio, or for the pause's outcome
         self._ahead = False  # the worker generates the reply in the pause, before the endpoint
         self._on_end: Callable[[], None] | None = None
+        self._on_discard: Callable[[], None] | None = None
         self.ended_at: float | None = None  # perf_counter() when the speech ended
         self.samples = np.zeros(0, dtype=np.float32)  # all of it, once ended
 
@@ -147,10 +148,22 @@ class SpeechStream:
                 self._condition.notify_all()
 
     def discard(self) -> None:
-        """Not a question after all (a cough, a reset): the turn is dropped."""
+        """Not a question after all (a cough, a reset): the turn is dropped, and
+        its cancel (:meth:`when_discarded`) stops the step in flight."""
         with self._condition:
             self._discarded = True
+            on_discard = self._on_discard
             self._condition.notify_all()
+        if on_discard is not None:
+            on_discard()
+
+    def when_discarded(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the stream is discarded (now if it was)."""
+        with self._condition:
+            discarded = self._discarded
+            self._on_discard = callback
+        if discarded:
+            callback()
 
     @property
     def open(self) -> bool:
@@ -318,7 +331,7 @@ def respond_streamed(
     goes on, the reply and the closing text are rolled back and feeding goes on.
     A discarded or cancelled stream rolls the turn back and reports "cancelled"."""
     try:
-        turn = engine.begin_turn(stream.max_seconds)
+        turn = engine.begin_turn(stream.max_seconds, interruption=interruption)
     except TurnCancelled:  # stopped while the text before the audio was evaluated
         return TurnReply("", TurnStats(stopped_by="cancelled"))
     stream.when_ended(turn.note_speech_end)

@@ -118,7 +118,9 @@ class Assistant:
         self._push_to_talk = threading.Event()
         self.loop_timing = LoopTiming()
         self._started_wall = time.time()
-        self.confirmation = ConfirmationDialog(tools.toolbox if tools else None, events, lambda: self._now)
+        self.confirmation = ConfirmationDialog(
+            tools.toolbox if tools else None, events, lambda: self._now, lambda: self.runner.worker_cancelled()
+        )
         self.reminders = Reminders(config, tools.scheduler if tools else None, voice, playback, events, wait_for_replies)
         if tools is not None:
             respond = partial(respond, tools=ToolUse(tools.toolbox, self.confirmation.ask))

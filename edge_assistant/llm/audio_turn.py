@@ -50,11 +50,18 @@ class TurnStats:
 
 @dataclass
 class Interruption:
-    """A barge-in as the audio loop saw it: how much of the raw reply text the
-    user heard before it stopped. Set once from the audio thread; the engine's
-    thread keeps that much of the reply in the conversation."""
+    """What stops one turn from outside, per turn: its own cancel (a barge-in, a
+    discarded stream, a timeout, shutdown), read by the engine's abort callback
+    while that turn is open, so a cancel never reaches another turn; and for a
+    barge-in how much of the raw reply text the user heard before it stopped.
+    Set from the audio thread; the engine's thread keeps that much of the reply
+    in the conversation."""
 
     heard_chars: int | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
 
 @dataclass
@@ -106,13 +113,18 @@ class AudioTurn:
     :meth:`cancel` is safe to call concurrently.
     """
 
-    def __init__(self, engine: GemmaEngine, expected_seconds: float, speech_ended: bool = False) -> None:
+    def __init__(
+        self, engine: GemmaEngine, expected_seconds: float, speech_ended: bool = False,
+        interruption: Interruption | None = None,
+    ) -> None:
+        """``interruption``: the turn's own cancel (already set: the turn opens
+        cancelled and :class:`TurnCancelled` is raised before anything is evaluated)."""
         if engine._active is not None:
             raise RuntimeError("a turn is already open on this engine")
         engine._check_room(expected_seconds)
         self.engine = engine
         self.stats = TurnStats()
-        self._cancelled = threading.Event()
+        self._cancelled = interruption.cancelled if interruption is not None else threading.Event()
         self._opened = time.perf_counter()
         self._start = engine._n_past
         self._speech_end = engine._n_past if speech_ended else None  # cache position when the speech ended

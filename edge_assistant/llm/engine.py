@@ -275,9 +275,10 @@ class GemmaEngine:
                  len(marks), len(reply.marks), heard)
 
     def cancel(self) -> None:
-        """Stop the turn in progress (from another thread) within the model
+        """Stop whichever turn is open (from another thread) within the model
         evaluation running now; the cancelled turn leaves no trace in the
-        conversation."""
+        conversation. The daemon cancels a particular turn through its own
+        :class:`Interruption` instead."""
         turn = self._active
         if turn is not None:
             turn.cancel()
@@ -312,12 +313,15 @@ class GemmaEngine:
     def audio_token_estimate(self, seconds: float) -> int:
         return int(np.ceil(seconds * AUDIO_TOKENS_PER_SECOND))
 
-    def begin_turn(self, expected_seconds: float, speech_ended: bool = False) -> AudioTurn:
+    def begin_turn(
+        self, expected_seconds: float, speech_ended: bool = False, interruption: Interruption | None = None
+    ) -> AudioTurn:
         """Open a user turn for up to ``expected_seconds`` of audio (for the context
         check); feed it, end its audio, generate, then commit or roll back.
         ``speech_ended``: the whole recording is already there (a file), so every
-        token counts as evaluated after the end of speech."""
-        return AudioTurn(self, expected_seconds, speech_ended)
+        token counts as evaluated after the end of speech; ``interruption``: the
+        turn's own cancel (raises :class:`TurnCancelled` if already set)."""
+        return AudioTurn(self, expected_seconds, speech_ended, interruption)
 
     def respond(
         self,
@@ -337,7 +341,10 @@ class GemmaEngine:
         heard of the reply stay. Returns the whole text, what it cost and the
         tool calls.
         """
-        turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True)
+        try:
+            turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True, interruption=interruption)
+        except TurnCancelled:  # cancelled before or while it opened
+            return TurnReply("", TurnStats(stopped_by="cancelled"))
         text, calls = "", []
         try:
             turn.feed(samples, evaluate=False)
