@@ -362,6 +362,9 @@ def respond_streamed(
             turn.stats.first_token_ms = max(0.0, (turn.stats.first_token_at - stream.ended_at) * 1000)
     except TurnCancelled:
         turn.stats.stopped_by = "cancelled"
+    except BaseException:
+        turn.stats.stopped_by = "failed"  # rolled back: nobody heard a reply
+        raise
     finally:
         turn.finish(interruption)
     return TurnReply(text, turn.stats, calls)

@@ -45,7 +45,7 @@ class TurnStats:
     first_token_ms: float = 0.0
     first_token_at: float = 0.0  # perf_counter() when the first reply token was sampled
     decode_ms: float = 0.0
-    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full", "cancelled" or "tool_call" (paused for results)
+    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full", "cancelled", "failed" or "tool_call" (paused for results)
 
 
 @dataclass
@@ -263,10 +263,12 @@ class AudioTurn:
     def finish(self, interruption: Interruption | None = None) -> None:
         """Close the turn, from a ``finally``: keep it when it answered; after a
         barge-in keep the question and the part of the reply the user heard;
-        otherwise (cancelled, failed) roll it back."""
+        otherwise (cancelled, failed: anything but an interruption) roll it back."""
         heard = interruption.heard_chars if interruption is not None else None
         self._count_after_speech_end()
-        if heard is not None and self._audio_ended and not self._closed:
+        if self.stats.stopped_by == "failed":
+            self.rollback()
+        elif heard is not None and self._audio_ended and not self._closed:
             self.stats.stopped_by = "interrupted"
             self.commit(interruption)
         elif self.stats.stopped_by in ("", "cancelled"):

@@ -352,6 +352,9 @@ class GemmaEngine:
             text, calls = generate_with_tools(turn, on_text, None, tools)
         except TurnCancelled:
             turn.stats.stopped_by = "cancelled"
+        except BaseException:
+            turn.stats.stopped_by = "failed"  # rolled back: nobody heard a reply
+            raise
         finally:
             turn.finish(interruption)
         return TurnReply(text, turn.stats, calls)
@@ -463,7 +466,7 @@ class GemmaEngine:
         pieces: list[str] = []
         text_length = 0
         generation_started = time.perf_counter()
-        stats.stopped_by = "max_tokens"
+        stats.stopped_by = ""  # until it stops: a failure before then rolls the turn back
         call_closed = False
         for _ in range(max_tokens or self.settings.max_tokens):
             if cancelled.is_set():
@@ -499,6 +502,8 @@ class GemmaEngine:
                 stats.stopped_by = "cancelled"
                 break
             marks.append((text_length, self._n_past))
+        else:
+            stats.stopped_by = "max_tokens"
         tail = decoder.decode(b"", final=True)
         if tail:
             pieces.append(tail)
