@@ -96,6 +96,7 @@ def serve(
     try:
         assistant.run()
     finally:
+        tools.scheduler.flush(timeout=0.5)  # a timer that fired just now is off the disk too
         playback.close()
         if not assistant.runner.running:
             engine.close()
