@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def install_signal_handlers(assistant: Assistant) -> None:
-    """SIGTERM/SIGINT stop, SIGUSR1 is push-to-talk, SIGUSR2 resets the conversation."""
+    """SIGTERM/SIGINT stop, SIGUSR1 is push-to-talk, SIGUSR2 resets the conversation.
+    Each handler only sets a flag: the audio loop acts on it at its next frame."""
     signal.signal(signal.SIGTERM, lambda *_: assistant.stop())
     signal.signal(signal.SIGINT, lambda *_: assistant.stop())
     signal.signal(signal.SIGUSR1, lambda *_: assistant.push_to_talk())

@@ -64,11 +64,16 @@ class TurnRunner:
         self.current: Turn | None = None  # the turn the loop follows
         self._last_started: Turn | None = None  # the last turn handed to a worker: the next one waits for it
         self._stuck = False  # a cancelled turn never returned: the watchdog is no longer fed
-        self._reset_requested = threading.Event()
+        self._reset_requested = False  # a plain flag: set from a signal handler (SIGUSR2) or a tool
         self._last_watchdog = 0.0
         self._worker = threading.local()  # on a turn worker: .turn, its Turn
         self.cancel_grace_seconds = 60.0  # a cancelled turn returns at its next token; far longer means stuck
         self.turns = 0
+
+    @property
+    def last_started(self) -> Turn | None:
+        """The last turn handed to a worker (the one the engine finishes last)."""
+        return self._last_started
 
     @property
     def running(self) -> bool:
@@ -77,7 +82,7 @@ class TurnRunner:
 
     def request_reset(self) -> None:
         """The next turn starts with the conversation forgotten."""
-        self._reset_requested.set()
+        self._reset_requested = True
 
     def start(
         self, speech: Audio | SpeechStream, wake_sample: int | None, now: int, idle_seconds: float,
@@ -87,8 +92,8 @@ class TurnRunner:
         (the audio loop never waits for it: the new worker does); ``respond``
         replaces the usual turn (a yes/no answer)."""
         conversation = self.config.conversation
-        reset = self._reset_requested.is_set() or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
-        self._reset_requested.clear()
+        reset = self._reset_requested or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
+        self._reset_requested = False
         previous = self._last_started
         turn = Turn(
             done=threading.Event(),
