@@ -414,17 +414,25 @@ def run_turn(
     splitter = SentenceSplitter()
     sentences: list[str] = []
     reply_chars = 0  # of the raw reply so far: how a barge-in's cut is counted
+    sentence_start: int | None = None  # where in the raw reply the next sentence's visible text began
 
     def hand_over(sentence_list: list[str]) -> None:
+        nonlocal sentence_start
         for sentence in sentence_list:
             sentences.append(sentence)
             if speaker is not None:
-                speaker.say(sentence, reply_chars)
+                speaker.say(sentence, reply_chars, reply_chars if sentence_start is None else sentence_start)
+            sentence_start = None
+        if sentence_list and splitter.pending.strip():  # the next sentence has begun in this piece
+            sentence_start = reply_chars - len(splitter.pending.lstrip())
 
     def on_text(piece: str) -> None:
-        nonlocal reply_chars
+        nonlocal reply_chars, sentence_start
         reply_chars += len(piece)
-        hand_over(splitter.feed(hidden.feed(piece)))
+        visible = hidden.feed(piece)
+        if sentence_start is None and visible.strip():  # visible text ends the piece: hidden text came before it
+            sentence_start = reply_chars - len(visible.lstrip())
+        hand_over(splitter.feed(visible))
 
     engine_started = time.perf_counter()
     if isinstance(speech, SpeechStream):

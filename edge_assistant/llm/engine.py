@@ -454,7 +454,9 @@ class GemmaEngine:
         between_tokens: Callable[[], None] | None = None,
     ) -> str:
         """Sample until the turn ends; ``marks`` gets (reply text length, cache
-        position) after each token evaluated: what a barge-in cuts by;
+        position) after each token evaluated outside a tool call: what a
+        barge-in cuts by, so a cut never keeps part of a call, or a call without
+        the response that follows it (the next mark comes after the response);
         ``between_tokens`` is called before each token is sampled and may raise
         to abandon the generation (the caller then truncates the cache). Once a
         tool call closes, only another call may follow: anything else (Gemma's
@@ -468,6 +470,7 @@ class GemmaEngine:
         generation_started = time.perf_counter()
         stats.stopped_by = ""  # until it stops: a failure before then rolls the turn back
         call_closed = False
+        in_call = False
         for _ in range(max_tokens or self.settings.max_tokens):
             if cancelled.is_set():
                 stats.stopped_by = "cancelled"
@@ -486,6 +489,7 @@ class GemmaEngine:
                 stats.stopped_by = "end_of_turn"
                 break
             call_closed = token == self._call_close
+            in_call = (in_call or token == self._call_open) and not call_closed
             stats.generated_tokens += 1
             piece = decoder.decode(self._reply_bytes(token))
             if piece:
@@ -501,7 +505,8 @@ class GemmaEngine:
             except TurnCancelled:  # stopped inside the evaluation of this token
                 stats.stopped_by = "cancelled"
                 break
-            marks.append((text_length, self._n_past))
+            if not in_call and not call_closed:
+                marks.append((text_length, self._n_past))
         else:
             stats.stopped_by = "max_tokens"
         tail = decoder.decode(b"", final=True)
