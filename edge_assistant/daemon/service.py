@@ -85,7 +85,9 @@ def serve(
     tools = build_tools(config)
     engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations())
     recording = RecordingPlayback(voice.sample_rate) if output_path else None
-    playback: Playback = recording or DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
+    playback: Playback = recording or DevicePlayback(
+        parse_device(config.tts.output_device), voice.sample_rate, on_status=notifier.status
+    )
     if recording is not None:
         source = EchoSource(source, recording, echo_gain)
     assistant = Assistant(
