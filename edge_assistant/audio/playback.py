@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -10,6 +11,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
+import soundfile
 import soxr
 
 from ..errors import AudioDeviceError
@@ -255,13 +257,28 @@ class RecordingPlayback(_QueuedPlayback):
     :meth:`play` for it, the daemon :meth:`wait` once the input has ended) plays
     the same duration of queued audio, or silence, into the recording, so the
     recording lines up with the input, pauses included. :meth:`drain` plays out
-    what is queued at once (``--once --out``)."""
+    what is queued at once (``--once --out``).
 
-    def __init__(self, sample_rate: int) -> None:
+    With ``path`` (``run --output-file``) the recording is written to a file
+    beside it as it plays, so memory does not grow with the run's length, and
+    :meth:`save` to that path moves it into place; without, it is kept in memory."""
+
+    def __init__(self, sample_rate: int, path: Path | None = None) -> None:
         super().__init__(sample_rate)
         self._recorded: list[np.ndarray] = []
         self._input_samples = 0
         self._output_samples = 0
+        self._path = Path(path) if path is not None else None
+        self._file: soundfile.SoundFile | None = None
+        if self._path is not None:
+            self._partial = self._path.with_name(f".{self._path.name}.{os.getpid()}.partial")
+            self._file = soundfile.SoundFile(self._partial, "w", sample_rate, 1, subtype="PCM_16", format="WAV")
+
+    def _record(self, samples: np.ndarray) -> None:
+        if self._file is not None:
+            self._file.write(samples)
+        else:
+            self._recorded.append(samples)
 
     def play(self, input_samples: int) -> np.ndarray:
         """Play for ``input_samples`` of input time; return what was played,
@@ -270,7 +287,7 @@ class RecordingPlayback(_QueuedPlayback):
         target = self._input_samples * self.sample_rate // MODEL_SAMPLE_RATE
         played = self._queue.take(max(0, target - self._output_samples))
         self._output_samples = max(self._output_samples, target)
-        self._recorded.append(played)
+        self._record(played)
         if not played.any():
             return np.zeros(input_samples, dtype=np.float32)
         echo = soxr.resample(played, self.sample_rate, MODEL_SAMPLE_RATE)
@@ -281,13 +298,30 @@ class RecordingPlayback(_QueuedPlayback):
 
     def drain(self) -> None:
         queued = len(self._queue)
-        self._recorded.append(self._queue.take(queued))
+        self._record(self._queue.take(queued))
         self._output_samples += queued
 
     def recording(self) -> np.ndarray:
+        """What was recorded (read back from the file when it is written as it plays)."""
+        if self._file is not None:
+            self._file.flush()
+            return soundfile.read(self._partial, dtype="float32")[0]
         return np.concatenate(self._recorded) if self._recorded else np.zeros(0, dtype=np.float32)
 
     def save(self, path: Path) -> None:
         """Write the recording as a WAV (an empty one if nothing was said, so a
-        successful run always leaves the file)."""
+        successful run always leaves the file); written as it played, it is
+        moved into place whole."""
+        if self._file is not None and Path(path) == self._path:
+            self._file.close()
+            self._file = None
+            os.replace(self._partial, path)
+            return
         write_wav_atomic(path, self.recording(), self.sample_rate)
+
+    def abandon(self) -> None:
+        """A failed run: the partial recording is removed."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            self._partial.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import soxr
 
 from ..errors import AudioDeviceError
 from .devices import device_name, first_accepted, import_sounddevice
-from .files import read_audio
+from .files import stream_audio
 from .format import MODEL_SAMPLE_RATE, Frame
 from .playback import RecordingPlayback
 
@@ -46,14 +46,14 @@ class FileSource:
     takes it, or paced in real time with ``realtime``."""
 
     def __init__(self, path: str | os.PathLike[str], frame_ms: int, realtime: bool = False) -> None:
-        self.audio = read_audio(path)
+        self._chunks = stream_audio(path)  # checked now, read frame by frame as it plays
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self.realtime = realtime
         self._stopped = False  # a plain flag: stop() is called from a signal handler
 
     def frames(self) -> Iterator[Frame]:
         started = time.monotonic()
-        for frame in _framed(iter([self.audio.samples]), self.frame_samples):
+        for frame in _framed(self._chunks, self.frame_samples):
             if self._stopped:
                 return
             if self.realtime:

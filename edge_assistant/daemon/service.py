@@ -84,7 +84,7 @@ def serve(
     voice = PiperSpeech(voice_path, config.tts.speaker, config.tts.length_scale, config.tts.threads)
     tools = build_tools(config)
     engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations())
-    recording = RecordingPlayback(voice.sample_rate) if output_path else None
+    recording = RecordingPlayback(voice.sample_rate, output_path) if output_path else None
     playback: Playback = recording or DevicePlayback(
         parse_device(config.tts.output_device), voice.sample_rate, on_status=notifier.status
     )
@@ -98,6 +98,10 @@ def serve(
     log.info("ready: wake %s, models loaded", ", ".join(path.name for path in wake_paths) or "off (voice activity)")
     try:
         assistant.run()
+    except BaseException:
+        if recording is not None:
+            recording.abandon()
+        raise
     finally:
         tools.scheduler.flush(timeout=0.5)  # a timer that fired just now is off the disk too
         playback.close()
