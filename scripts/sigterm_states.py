@@ -53,13 +53,12 @@ class Daemon:
         self.question_end = QUESTION_AT + question.seconds
         stream = workdir / f"{state}.wav"
         write_wav_atomic(stream, concat(silence(QUESTION_AT), question, silence(60.0)).samples, MODEL_SAMPLE_RATE)
+        source = [] if state == "microphone stalled" else ["--input-file", str(stream)]
         command = [
-            sys.executable, __file__, "--child", state, "--reply", reply, "run", "--realtime", "--events",
+            sys.executable, __file__, "--child", state, "--reply", reply, "run", *source, "--realtime", "--events",
             "--model", str(model), "--mmproj", str(mmproj), "--voice", str(VOICE_PATH), "--max-tokens", "120",
             "--output-file", str(workdir / f"{state}.out.wav"),
         ]
-        if state != "microphone stalled":
-            command[6:6] = ["--input-file", str(stream)]
         env = {**os.environ, "XDG_CONFIG_HOME": str(workdir / "config"), "XDG_STATE_HOME": str(workdir / state)}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.events: queue.Queue[dict] = queue.Queue()
