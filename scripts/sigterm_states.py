@@ -164,17 +164,15 @@ def child(state: str, reply: str, rest: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["--child"] and argv[2:3] == ["--reply"]:  # the daemon this script starts
+        return child(argv[1], argv[3], argv[4:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("states", nargs="*", metavar="STATE", help=f"default: all ({', '.join(STATES)})")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    parser.add_argument("--reply", help=argparse.SUPPRESS)
-    args, rest = parser.parse_known_args(argv)
-    if args.child:
-        return child(args.child, args.reply, rest)
+    args = parser.parse_args(argv)
     unknown = [state for state in args.states if state not in STATES]
-    if unknown or rest:
-        print(f"sigterm_states.py: unknown state or option: {', '.join(unknown + rest)} "
-              f"(states: {', '.join(STATES)})", file=sys.stderr)
+    if unknown:
+        print(f"sigterm_states.py: unknown state: {', '.join(unknown)} (states: {', '.join(STATES)})", file=sys.stderr)
         return 2
     failures = 0
     with tempfile.TemporaryDirectory(prefix="sigterm-") as scratch:
@@ -185,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seconds, code = daemon.terminate()
             except RuntimeError as error:
                 daemon.process.kill()
-                print(f"{state:>20}: not reached: {error}".rstrip())
+                print(f"{state:>20}: not reached: {error}".rstrip(), flush=True)
                 failures += 1
                 continue
             ok = seconds < LIMIT_SECONDS and code == 0
