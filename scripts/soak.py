@@ -51,6 +51,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_now_mb() -> float:
+    """VmRSS: unlike the peak, it shows whether memory is held or was a one-off."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
 class Soak:
     def __init__(self, turns: int, seed: int, state_dir: Path) -> None:
         os.environ["XDG_STATE_HOME"] = str(state_dir)  # timers.json of this run only
@@ -139,7 +147,8 @@ class Soak:
             if self.turns in (100, 1000):
                 self.rss_at[self.turns] = peak_rss_mb()
             if self.turns % 50 == 0:
-                print(f"  {self.turns} turns, peak RSS {peak_rss_mb():.0f} MB, {threading.active_count()} threads", flush=True)
+                print(f"  {self.turns} turns, peak RSS {peak_rss_mb():.0f} MB, RSS now {rss_now_mb():.0f} MB, "
+                      f"{threading.active_count()} threads", flush=True)
 
     # -- the input -----------------------------------------------------------------
 
