@@ -66,11 +66,13 @@ class Scheduler:
         self._lock = threading.Lock()  # the entries; never held across a disk write
         self._saves = threading.Condition()  # the writer's: versions asked for and written
         self._asked = self._written = 0
-        self._writer: threading.Thread | None = None
+        # Started now, not at the first timer: the daemon's thread count stays constant.
+        self._writer = threading.Thread(target=self._write_loop, name="timers-writer", daemon=True)
         self._entries: list[Reminder] = []
         self.missed: list[Reminder] = []  # due while the assistant was not running
         self._load()
         self._ids = itertools.count(max((entry.id for entry in self._entries + self.missed), default=0) + 1)
+        self._writer.start()
 
     def _load(self) -> None:
         data = read_json(self.path) or {}
@@ -91,9 +93,6 @@ class Scheduler:
         later); returns the version to :meth:`flush` for. Never waits."""
         with self._saves:
             self._asked += 1
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write_loop, name="timers-writer", daemon=True)
-                self._writer.start()
             self._saves.notify_all()
             return self._asked
 
