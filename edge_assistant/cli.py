@@ -32,9 +32,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def add_common_options(parser: argparse.ArgumentParser, default: object) -> None:
-    """--config and --verbose, accepted before or after a command."""
+    """--config, --verbose and --quiet, accepted before or after a command."""
     parser.add_argument("--config", metavar="TOML", default=default, help="configuration file (default: search order in README)")
     parser.add_argument("--verbose", "-v", action="store_true", default=default, help="debug logs, including llama.cpp's")
+    parser.add_argument("--quiet", "-q", action="store_true", default=default, help="warnings and errors only")
 
 
 def add_engine_options(parser: argparse.ArgumentParser, default: object) -> None:
@@ -114,17 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
     config.add_subparsers(dest="config_command", metavar="ACTION", required=True, parser_class=_Parser).add_parser(
         "show", help="print the effective configuration as TOML", parents=[common]
     )
-    parser.set_defaults(config=None, verbose=False)
+    parser.set_defaults(config=None, verbose=False, quiet=False)
     return parser
 
 
-def setup_logging(verbose: bool) -> None:
+def log_level(command: str | None, verbose: bool, quiet: bool) -> int:
+    """``run`` is a daemon: INFO by default (each wake, turn with its timings and
+    tool call reaches the journal); one-shot commands WARNING. ``--verbose``
+    adds debug and llama.cpp's own logs, ``--quiet`` keeps warnings only."""
+    if verbose:
+        return logging.DEBUG
+    if quiet:
+        return logging.WARNING
+    return logging.INFO if command == "run" else logging.WARNING
+
+
+def setup_logging(level: int) -> None:
     """Plain ``LEVEL logger: message`` lines: journald adds time and unit."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    root.setLevel(level)
 
 
 def effective_config(args: argparse.Namespace) -> Config:
@@ -274,7 +286,9 @@ def run_models(args: argparse.Namespace, config: Config) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    if args.verbose and args.quiet:
+        parser.error("--verbose and --quiet exclude each other")
+    setup_logging(log_level(args.command, args.verbose, args.quiet))
     try:
         config = effective_config(args)
         if args.command == "models":

@@ -85,12 +85,14 @@ class SpeechStats:
 
 @dataclass(frozen=True)
 class SpokenSentence:
-    """Where one sentence went: its samples in the sink, and how much of the
-    raw reply text had been generated when it was handed over."""
+    """Where one sentence went: its samples in the sink, and its span of the raw
+    reply text: where its visible text began and how much had been generated
+    when it was handed over (hidden text, such as a tool call, lies before it)."""
 
     reply_chars: int
     start: int
     end: int
+    reply_start: int = 0
 
 
 class StreamingSpeaker:
@@ -110,15 +112,17 @@ class StreamingSpeaker:
         self._thread = threading.Thread(target=self._run, name="tts", daemon=True)
         self._thread.start()
 
-    def say(self, sentence: str, reply_chars: int = 0) -> None:
+    def say(self, sentence: str, reply_chars: int = 0, reply_start: int = 0) -> None:
         """Queue a sentence; ``reply_chars``: the raw reply's length when it was
-        complete (see :meth:`heard_reply_chars`)."""
-        self._queue.put((sentence, reply_chars))
+        complete, ``reply_start``: where in the raw reply its visible text began
+        (see :meth:`heard_reply_chars`)."""
+        self._queue.put((sentence, reply_chars, reply_start))
 
     def heard_reply_chars(self, playhead: int) -> int:
         """How much of the raw reply text the sink had played at ``playhead``:
         every sentence played to its end, and the played share of the one cut
-        short. After a barge-in, this much of the reply stays in the history."""
+        short, spread over its visible text only (never over a hidden call
+        before it). After a barge-in, this much of the reply stays in the history."""
         with self._writing:
             heard = 0
             for sentence in self.spoken:
@@ -127,7 +131,8 @@ class StreamingSpeaker:
                     continue
                 if playhead > sentence.start:
                     share = (playhead - sentence.start) / (sentence.end - sentence.start)
-                    heard += int((sentence.reply_chars - heard) * share)
+                    begin = min(max(heard, sentence.reply_start), sentence.reply_chars)
+                    heard = begin + int((sentence.reply_chars - begin) * share)
                 break
             return heard
 
@@ -157,7 +162,7 @@ class StreamingSpeaker:
             except BaseException as error:  # handed to the caller's thread
                 self._error = error
 
-    def _speak(self, sentence: str, reply_chars: int) -> None:
+    def _speak(self, sentence: str, reply_chars: int, reply_start: int) -> None:
         started = time.perf_counter()
         samples = self.speech.synthesize(sentence)
         self.stats.synth_ms += (time.perf_counter() - started) * 1000
@@ -171,4 +176,4 @@ class StreamingSpeaker:
             self.stats.audio_seconds += len(samples) / self.speech.sample_rate
             start = self.playback.written
             self.playback.write(samples, self.speech.sample_rate)
-            self.spoken.append(SpokenSentence(reply_chars, start, self.playback.written))
+            self.spoken.append(SpokenSentence(reply_chars, start, self.playback.written, reply_start))

@@ -107,6 +107,7 @@ class SpeechStream:
         self._waiting = False  # the worker waits for more audio, or for the pause's outcome
         self._ahead = False  # the worker generates the reply in the pause, before the endpoint
         self._on_end: Callable[[], None] | None = None
+        self._on_discard: Callable[[], None] | None = None
         self.ended_at: float | None = None  # perf_counter() when the speech ended
         self.samples = np.zeros(0, dtype=np.float32)  # all of it, once ended
 
@@ -154,10 +155,22 @@ class SpeechStream:
                 self._condition.notify_all()
 
     def discard(self) -> None:
-        """Not a question after all (a cough, a reset): the turn is dropped."""
+        """Not a question after all (a cough, a reset): the turn is dropped, and
+        its cancel (:meth:`when_discarded`) stops the step in flight."""
         with self._condition:
             self._discarded = True
+            on_discard = self._on_discard
             self._condition.notify_all()
+        if on_discard is not None:
+            on_discard()
+
+    def when_discarded(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the stream is discarded (now if it was)."""
+        with self._condition:
+            discarded = self._discarded
+            self._on_discard = callback
+        if discarded:
+            callback()
 
     @property
     def open(self) -> bool:
@@ -325,7 +338,7 @@ def respond_streamed(
     goes on, the reply and the closing text are rolled back and feeding goes on.
     A discarded or cancelled stream rolls the turn back and reports "cancelled"."""
     try:
-        turn = engine.begin_turn(stream.max_seconds)
+        turn = engine.begin_turn(stream.max_seconds, interruption=interruption)
     except TurnCancelled:  # stopped while the text before the audio was evaluated
         return TurnReply("", TurnStats(stopped_by="cancelled"))
     stream.when_ended(turn.note_speech_end)
@@ -356,6 +369,9 @@ def respond_streamed(
             turn.stats.first_token_ms = max(0.0, (turn.stats.first_token_at - stream.ended_at) * 1000)
     except TurnCancelled:
         turn.stats.stopped_by = "cancelled"
+    except BaseException:
+        turn.stats.stopped_by = "failed"  # rolled back: nobody heard a reply
+        raise
     finally:
         turn.finish(interruption)
     return TurnReply(text, turn.stats, calls)
@@ -405,17 +421,25 @@ def run_turn(
     splitter = SentenceSplitter()
     sentences: list[str] = []
     reply_chars = 0  # of the raw reply so far: how a barge-in's cut is counted
+    sentence_start: int | None = None  # where in the raw reply the next sentence's visible text began
 
     def hand_over(sentence_list: list[str]) -> None:
+        nonlocal sentence_start
         for sentence in sentence_list:
             sentences.append(sentence)
             if speaker is not None:
-                speaker.say(sentence, reply_chars)
+                speaker.say(sentence, reply_chars, reply_chars if sentence_start is None else sentence_start)
+            sentence_start = None
+        if sentence_list and splitter.pending.strip():  # the next sentence has begun in this piece
+            sentence_start = reply_chars - len(splitter.pending.lstrip())
 
     def on_text(piece: str) -> None:
-        nonlocal reply_chars
+        nonlocal reply_chars, sentence_start
         reply_chars += len(piece)
-        hand_over(splitter.feed(hidden.feed(piece)))
+        visible = hidden.feed(piece)
+        if sentence_start is None and visible.strip():  # visible text ends the piece: hidden text came before it
+            sentence_start = reply_chars - len(visible.lstrip())
+        hand_over(splitter.feed(visible))
 
     engine_started = time.perf_counter()
     if isinstance(speech, SpeechStream):
@@ -444,7 +468,7 @@ def run_turn(
     if speech_stats is not None and speech_stats.first_audio_at is not None:
         timings["tts_first_audio"] = (speech_stats.first_audio_at - started) * 1000
     timings["turn_total"] = (finished - started) * 1000
-    log.info(
+    log.debug(  # the daemon journals the turn event; --once --verbose shows this
         "turn: %.1f s audio, %d audio + %d prompt tokens, %d generated, %d evaluated; "
         "encode %.0f ms, prefill %.0f ms, first token %.0f ms, first audio %s ms",
         speech.seconds, stats.audio_tokens, stats.prompt_tokens, stats.generated_tokens,

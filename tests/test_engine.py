@@ -311,3 +311,37 @@ def test_cancel_is_per_turn(engine: GemmaEngine) -> None:
     turn.rollback()
     assert engine.context_tokens == before
     engine.check_cache()
+
+
+def test_a_failure_while_generating_rolls_the_turn_back(twin) -> None:
+    """An exception from the reply's consumer (the speaker) or a decode is not an
+    interruption: nothing of the turn stays, not even the question."""
+    model = ScriptedEngine(twin.model, twin.mmproj, "One two three four five six seven eight nine ten.")
+    engine = model.engine
+    try:
+        before = engine.context_tokens
+        received: list[str] = []
+
+        def fail_after_some_text(piece: str) -> None:
+            received.append(piece)
+            if len(received) == 3:
+                raise RuntimeError("injected speaker failure")
+
+        with pytest.raises(RuntimeError, match="injected"):
+            engine.respond(speak("Count to ten.").samples, fail_after_some_text)
+        assert engine.context_tokens == before
+        engine.check_cache()
+    finally:
+        model.close()
+
+
+def test_a_turn_cancelled_before_it_opens_evaluates_nothing(engine: GemmaEngine) -> None:
+    """Its own cancel was set while it waited for the previous turn: respond
+    reports a cancel (not an error) and the cache is as before."""
+    engine.reset_history()
+    before = engine.context_tokens
+    interruption = Interruption()
+    interruption.cancel()
+    assert engine.respond(speak("Hello?").samples, interruption=interruption).stats.stopped_by == "cancelled"
+    assert engine.context_tokens == before
+    engine.check_cache()

@@ -137,3 +137,36 @@ def test_without_echo_the_input_is_untouched_and_drain_plays_the_rest_at_once() 
     assert playback.busy
     playback.drain()  # --once --out: nothing clocks it, the whole reply goes in
     assert not playback.busy and playback.recording().sum() == 2000
+
+
+def test_a_dead_output_device_is_detected_reported_and_reopened(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The PortAudio callback stops coming (issue 22, defect 8): the playback
+    stops claiming to be busy (the assistant would stay speaking for good),
+    says so for systemd's STATUS=, and reopens the device with backoff."""
+    import time
+
+    fake = fake_output()
+    monkeypatch.setattr(playback_module, "import_sounddevice", lambda: fake)
+    monkeypatch.setattr(DevicePlayback, "STALL_SECONDS", 0.2)
+    monkeypatch.setattr(DevicePlayback, "FIRST_BACKOFF_SECONDS", 0.05)
+    statuses: list[str] = []
+    playback = DevicePlayback(None, 22050, on_status=statuses.append)
+    try:
+        fake.streams[0]._running.clear()  # the callback never comes again
+        fake.streams[0]._thread.join()
+        playback.write(np.full(22050, 0.1, dtype=np.float32), 22050)
+        deadline = time.monotonic() + 30
+        while playback.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not playback.busy, "a dead device kept the playback busy"
+        assert any("output device" in status and "stopped" in status for status in statuses), statuses
+        while len(fake.streams) < 2 and time.monotonic() < deadline:
+            playback.busy  # noqa: B018 - polled by the audio loop, which is what reopens it
+            time.sleep(0.01)
+        assert len(fake.streams) == 2 and fake.streams[0].closed
+        playback.write(np.full(2205, 0.1, dtype=np.float32), 22050)
+        while playback.busy and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert np.nanmax(fake.streams[1].output()) > 0.05  # the reopened device plays
+    finally:
+        playback.close()

@@ -66,7 +66,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.turn = RecordingTurn()
 
-    def begin_turn(self, expected_seconds: float) -> RecordingTurn:
+    def begin_turn(self, expected_seconds: float, interruption=None) -> RecordingTurn:  # noqa: ANN001
         return self.turn
 
 

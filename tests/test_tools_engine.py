@@ -171,3 +171,43 @@ def test_without_tools_a_call_is_still_never_spoken(model) -> None:
     result = run_turn(model.engine, Audio(question(), MODEL_SAMPLE_RATE), None, 0.0)
     assert result.sentences == [] and result.tool_calls == [] and result.stopped_by == "end_of_turn"
     model.engine.check_cache()
+
+
+class SecondPerSentence:
+    """A voice that speaks every sentence in exactly one second."""
+
+    sample_rate = 16000
+
+    def synthesize(self, text: str) -> np.ndarray:
+        return np.full(self.sample_rate, 0.1, dtype=np.float32)
+
+
+@pytest.mark.parametrize("played", [0.0, 0.5, 1.0], ids=["not yet", "halfway", "whole sentence"])
+def test_a_barge_in_never_cuts_the_history_inside_a_call(model, played: float) -> None:
+    """The reply is a hidden call, its response, then a sentence; the barge-in
+    comes as the sentence plays (issue 22, defect 1). What the history keeps
+    falls on visible text: the call stays with its response, or both go."""
+    from edge_assistant.audio.playback import RecordingPlayback
+    from edge_assistant.llm.audio_turn import Interruption
+    from edge_assistant.tts import StreamingSpeaker
+
+    engine = model.engine
+    call = render_tool_call("add", {"a": 2, "b": 3})
+    model.say(call + WAIT + "The sum is five.")
+    engine.reset_history()
+    playback = RecordingPlayback(16000)
+    speaker = StreamingSpeaker(SecondPerSentence(), playback)
+    interruption = Interruption()
+    result = run_turn(engine, Audio(question(), MODEL_SAMPLE_RATE), speaker, 0.0, ToolUse(make_toolbox([])), interruption)
+    assert result.sentences == ["The sum is five."]
+    reply = engine._last_reply
+    call_tokens = len(engine.tokenize(call))
+    response_tokens = len(engine.tokenize(render_tool_response("add", {"sum": 5})))
+    playback.play(int(played * MODEL_SAMPLE_RATE))
+    interruption.heard_chars = speaker.heard_reply_chars(playback.playhead)
+    engine.trim_last_reply(interruption)
+    kept = engine.context_tokens - len(engine._turn_end_tokens) - reply.start  # reply tokens and responses kept
+    assert kept == 0 or kept >= call_tokens + response_tokens, f"{kept} tokens kept: a call cut from its response"
+    if played > 0:
+        assert kept > call_tokens + response_tokens  # part of the sentence was heard: the call before it stays
+    engine.check_cache()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,62 @@ def read_audio(path: str | os.PathLike[str]) -> Audio:
 
     Every problem with the file becomes an :class:`AudioInputError` naming it.
     """
+    path = check_audio_path(path)
+    try:
+        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, OSError) as error:
+        raise _decode_error(path, error) from None
+    if samples.shape[0] == 0:
+        raise AudioInputError(f"audio file holds no samples (zero length): {path}")
+    _check_finite(samples, path)
+    return to_model_rate(Audio(np.ascontiguousarray(_mono(samples)), int(rate)))
+
+
+def stream_audio(path: str | os.PathLike[str], block_seconds: float = 1.0) -> Iterator[np.ndarray]:
+    """The file as 16 kHz mono float32 blocks, read and resampled a block at a
+    time: memory does not grow with the file's length (``run --input-file``).
+    Problems found before the first block (a missing, empty, truncated or
+    undecodable file) raise here, at the call, not when iterating."""
+    path = check_audio_path(path)
+    try:
+        file = soundfile.SoundFile(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, ValueError, OSError) as error:
+        raise _decode_error(path, error) from None
+    if file.frames == 0:
+        file.close()
+        raise AudioInputError(f"audio file holds no samples (zero length): {path}")
+    return _blocks(file, path, max(1, int(file.samplerate * block_seconds)))
+
+
+def _blocks(file: soundfile.SoundFile, path: Path, block_frames: int) -> Iterator[np.ndarray]:
+    with file:
+        rate = file.samplerate
+        resampler = soxr.ResampleStream(rate, MODEL_SAMPLE_RATE, 1, dtype="float32", quality="HQ") if rate != MODEL_SAMPLE_RATE else None
+        for block in file.blocks(blocksize=block_frames, dtype="float32", always_2d=True):
+            _check_finite(block, path)
+            mono = np.ascontiguousarray(_mono(block))
+            yield np.clip(resampler.resample_chunk(mono), -1.0, 1.0) if resampler else mono
+        if resampler is not None:
+            yield np.clip(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True), -1.0, 1.0)
+
+
+def _mono(samples: np.ndarray) -> np.ndarray:
+    return samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
+
+
+def _check_finite(samples: np.ndarray, path: Path) -> None:
+    if not np.isfinite(samples).all():
+        raise AudioInputError(f"audio file holds invalid samples (NaN or infinity): {path}")
+
+
+def _decode_error(path: Path, error: Exception) -> AudioInputError:
+    detail = str(error).split("\n")[0]
+    return AudioInputError(f"cannot decode audio file {path}: {detail}")
+
+
+def check_audio_path(path: str | os.PathLike[str]) -> Path:
+    """The path of a readable, non-empty audio file, a WAV not cut short; or
+    :class:`AudioInputError`."""
     path = Path(path)
     if not path.exists():
         raise AudioInputError(f"audio file not found: {path}")
@@ -37,17 +94,7 @@ def read_audio(path: str | os.PathLike[str]) -> Audio:
     if path.stat().st_size == 0:
         raise AudioInputError(f"audio file is empty (0 bytes): {path}")
     _check_wav_not_truncated(path)
-    try:
-        samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
-    except (soundfile.LibsndfileError, RuntimeError, ValueError, OSError) as error:
-        detail = str(error).split("\n")[0]
-        raise AudioInputError(f"cannot decode audio file {path}: {detail}") from None
-    if samples.shape[0] == 0:
-        raise AudioInputError(f"audio file holds no samples (zero length): {path}")
-    if not np.isfinite(samples).all():
-        raise AudioInputError(f"audio file holds invalid samples (NaN or infinity): {path}")
-    mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]
-    return to_model_rate(Audio(np.ascontiguousarray(mono), int(rate)))
+    return path
 
 
 def to_model_rate(audio: Audio) -> Audio:

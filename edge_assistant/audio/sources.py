@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import threading
 import time
 from typing import Callable, Iterator, Protocol
 
@@ -15,7 +14,7 @@ import soxr
 
 from ..errors import AudioDeviceError
 from .devices import device_name, first_accepted, import_sounddevice
-from .files import read_audio
+from .files import stream_audio
 from .format import MODEL_SAMPLE_RATE, Frame
 from .playback import RecordingPlayback
 
@@ -47,22 +46,32 @@ class FileSource:
     takes it, or paced in real time with ``realtime``."""
 
     def __init__(self, path: str | os.PathLike[str], frame_ms: int, realtime: bool = False) -> None:
-        self.audio = read_audio(path)
+        self._chunks = stream_audio(path)  # checked now, read frame by frame as it plays
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self.realtime = realtime
-        self._stopped = threading.Event()
+        self._stopped = False  # a plain flag: stop() is called from a signal handler
 
     def frames(self) -> Iterator[Frame]:
         started = time.monotonic()
-        for frame in _framed(iter([self.audio.samples]), self.frame_samples):
-            if self._stopped.is_set():
+        for frame in _framed(self._chunks, self.frame_samples):
+            if self._stopped:
                 return
             if self.realtime:
-                self._stopped.wait(max(0.0, started + frame.seconds - time.monotonic()))
+                _sleep_unless(lambda: self._stopped, started + frame.seconds)
             yield frame
 
     def stop(self) -> None:
-        self._stopped.set()
+        """Only sets a flag (safe in a signal handler); the reader ends at its next poll."""
+        self._stopped = True
+
+
+POLL_SECONDS = 0.05  # how often a waiting source looks at its stop flag
+
+
+def _sleep_unless(stopped: Callable[[], bool], deadline: float) -> None:
+    """Sleep until ``deadline`` (monotonic) or until ``stopped()``."""
+    while not stopped() and (left := deadline - time.monotonic()) > 0:
+        time.sleep(min(POLL_SECONDS, left))
 
 
 class EchoSource:
@@ -119,7 +128,7 @@ class MicrophoneSource:
         self.frame_samples = MODEL_SAMPLE_RATE * frame_ms // 1000
         self.on_idle = on_idle  # called while waiting (e.g. the systemd watchdog)
         self.on_status = on_status
-        self._stopped = threading.Event()
+        self._stopped = False  # a plain flag: stop() is called from a signal handler
         self.dropped_chunks = 0
         self._drops_reported = 0
         self._drops_reported_at = -float("inf")
@@ -133,7 +142,9 @@ class MicrophoneSource:
             # a missing device is waited for when frames are read
 
     def stop(self) -> None:
-        self._stopped.set()
+        """Only sets a flag (safe in a signal handler); a read in progress, even
+        of a stalled device, ends within :data:`POLL_SECONDS`."""
+        self._stopped = True
 
     def frames(self) -> Iterator[Frame]:
         return _framed(self._chunks(), self.frame_samples)
@@ -141,12 +152,12 @@ class MicrophoneSource:
     def _chunks(self) -> Iterator[np.ndarray]:
         backoff = 0.5
         failed = False
-        while not self._stopped.is_set():
+        while not self._stopped:
             try:
                 for chunk in self._stream_once(recovered=failed):
                     backoff, failed = 0.5, False
                     yield chunk
-                if self._stopped.is_set():
+                if self._stopped:
                     return
                 problem = f"microphone silent: no audio for {self.STALL_SECONDS:g} s"
             except (self.sounddevice.PortAudioError, ValueError) as error:
@@ -163,10 +174,10 @@ class MicrophoneSource:
 
     def _wait(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
-        while not self._stopped.is_set() and time.monotonic() < deadline:
+        while not self._stopped and time.monotonic() < deadline:
             if self.on_idle:
                 self.on_idle()
-            self._stopped.wait(min(0.5, deadline - time.monotonic()))
+            _sleep_unless(lambda: self._stopped, min(deadline, time.monotonic() + 0.5))
 
     def _stream_once(self, recovered: bool) -> Iterator[np.ndarray]:
         rate, channels = self._capture_format()
@@ -188,13 +199,24 @@ class MicrophoneSource:
             log.info("listening on %s at %d Hz, channel %d of %d", device_name(self.device), rate, self.channel, channels)
             if recovered:
                 self._status("listening")
-            while not self._stopped.is_set():
-                try:
-                    block = blocks.get(timeout=self.STALL_SECONDS)
-                except queue.Empty:
-                    return  # the device went quiet: the caller reopens it
+            while not self._stopped:
+                block = self._next_block(blocks)
+                if block is None:
+                    return  # stopped, or the device went quiet: the caller reopens it
                 self._report_drops(rate)
                 yield resampler.resample_chunk(block) if resampler else block
+
+    def _next_block(self, blocks: queue.Queue[np.ndarray]) -> np.ndarray | None:
+        """The next block; None when stopped or after :attr:`STALL_SECONDS` of
+        nothing. Polls the stop flag while it waits."""
+        deadline = time.monotonic() + self.STALL_SECONDS
+        while not self._stopped:
+            try:
+                return blocks.get(timeout=min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    return None
+        return None
 
     def _report_drops(self, rate: int) -> None:
         """Dropped blocks mean the wake word or an utterance may have been cut:

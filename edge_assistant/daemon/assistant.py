@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import threading
 import time
 from collections import deque
 from functools import partial
@@ -62,6 +61,11 @@ EARCON_DELAY_MS = 600
 # The earcon and its echo are kept out of the utterance like the reply's echo; a
 # 0.16 s tone at earcons.volume rings out sooner than speech at full level.
 EARCON_ECHO_TAIL_MS = 120
+
+
+# After SIGTERM, how long a cancelled turn gets to return before the service
+# exits without it: the whole stop stays within systemd's expectations (2 s).
+STOP_WAIT_SECONDS = 1.0
 
 
 class State(enum.Enum):
@@ -114,11 +118,13 @@ class Assistant:
         self._last_activity = 0
         self._heard: deque[tuple[np.ndarray, int]] = deque(maxlen=max(1, WAKE_REPLAY_MS // frame_ms))
         self._earcon_decision_at: int | None = None  # input time at which to decide on the listening earcon
-        self._stop = threading.Event()
-        self._push_to_talk = threading.Event()
+        self._stop_requested = False  # a plain flag: set from a signal handler
+        self._push_to_talk = False  # a plain flag: set from a signal handler (SIGUSR1)
         self.loop_timing = LoopTiming()
         self._started_wall = time.time()
-        self.confirmation = ConfirmationDialog(tools.toolbox if tools else None, events, lambda: self._now)
+        self.confirmation = ConfirmationDialog(
+            tools.toolbox if tools else None, events, lambda: self._now, lambda: self.runner.worker_cancelled()
+        )
         self.reminders = Reminders(config, tools.scheduler if tools else None, voice, playback, events, wait_for_replies)
         if tools is not None:
             respond = partial(respond, tools=ToolUse(tools.toolbox, self.confirmation.ask))
@@ -133,13 +139,15 @@ class Assistant:
     # -- control from signals --------------------------------------------------
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop the run (SIGTERM, SIGINT). Only sets flags: it runs in a signal
+        handler, on the audio thread, between any two of its bytecodes; the loop
+        silences the speech and cancels the turns at its next frame (a stalled
+        microphone read ends within its poll interval)."""
+        self._stop_requested = True
         self.source.stop()
-        self._drop_stream()
-        self.engine.cancel()
 
     def push_to_talk(self) -> None:
-        self._push_to_talk.set()
+        self._push_to_talk = True
 
     def request_reset(self) -> None:
         self.runner.request_reset()
@@ -153,7 +161,7 @@ class Assistant:
         for frame in self.source.frames():
             self.loop_timing.tick()
             self.runner.feed_watchdog()
-            if self._stop.is_set():
+            if self._stop_requested:
                 break
             self._process(frame)
         timing = self.loop_timing
@@ -187,8 +195,8 @@ class Assistant:
 
     def _detect_wake(self, samples: np.ndarray) -> int | None:
         """Where the wake phrase ended (input time), if one was heard in this frame."""
-        if self._push_to_talk.is_set():
-            self._push_to_talk.clear()
+        if self._push_to_talk:
+            self._push_to_talk = False
             self.events.emit("wake", self._now, name="push-to-talk", score=1.0)
             return self._now
         if self.wake is None:
@@ -396,14 +404,23 @@ class Assistant:
 
     def _finish(self) -> None:
         """Input ended or stop requested: let the last reply be spoken (files),
-        or stop promptly (SIGTERM). Input time runs on while it plays."""
-        if not self._stop.is_set() and self.endpointer.in_speech:
+        or stop promptly (SIGTERM): speech silenced at once, every turn
+        cancelled, and a worker given a second to return (one inside the audio
+        encoder cannot be interrupted: the service then exits without it).
+        Input time runs on while it plays."""
+        stopping = self._stop_requested
+        if stopping:
+            self.runner.cancel_all()  # speakers first: nothing more reaches the playback
+            self.reminders.stop_ringing(self._now)
+            self.playback.stop()
+            self._drop_stream()
+        elif self.endpointer.in_speech:
             self._on_endpoint(self.endpointer.finish())  # the input ended mid-utterance: that ends it
         self.notifier.stopping()
-        turn = self.runner.current
+        turn = self.runner.last_started if stopping else self.runner.current
         if turn is not None:
-            self.runner.wait(turn, limit=1.5 if self._stop.is_set() else None)
-        if not self._stop.is_set():
+            self.runner.wait(turn, limit=STOP_WAIT_SECONDS if stopping else None)
+        if not stopping:
             step = self.endpointer.frame_samples
             while self.playback.busy or (self.runner.current is not None and not self.runner.current.done.is_set()):
                 self._now += step

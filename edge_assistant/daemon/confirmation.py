@@ -3,6 +3,7 @@ asks, and the next utterance, heard as yes or no, runs it or not."""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -25,7 +26,12 @@ class _PendingConfirmation:
     tool: Tool
     arguments: dict[str, Any]
     question: str
+    withdrawn: threading.Event | None = None  # the asking turn's cancel: once set, the question is not asked
     listening: bool = False  # the question has been said: the next utterance answers it
+
+    @property
+    def stale(self) -> bool:
+        return not self.listening and self.withdrawn is not None and self.withdrawn.is_set()
 
 
 class ConfirmationDialog:
@@ -33,18 +39,24 @@ class ConfirmationDialog:
     :attr:`question` said once the reply is done, :meth:`listen` once it was,
     then :meth:`answer` (the turn that hears it) or :meth:`expire`."""
 
-    def __init__(self, toolbox: Toolbox | None, events: EventLog, clock: Callable[[], int]) -> None:
-        """``clock``: the audio loop's input time, for the events."""
+    def __init__(
+        self, toolbox: Toolbox | None, events: EventLog, clock: Callable[[], int],
+        asking_turn_cancelled: Callable[[], threading.Event | None] = lambda: None,
+    ) -> None:
+        """``clock``: the audio loop's input time, for the events;
+        ``asking_turn_cancelled``: on a turn worker, that turn's cancel (a
+        question from a turn interrupted before or after it asked is never said)."""
         self.toolbox = toolbox
         self.events = events
         self._clock = clock
+        self._asking_turn_cancelled = asking_turn_cancelled
         self._pending: _PendingConfirmation | None = None
 
     @property
     def question(self) -> str | None:
         """The question still to be asked, if any."""
-        pending = self._pending
-        return pending.question if pending is not None and not pending.listening else None
+        pending = self._pending  # one read: the turn worker may replace it
+        return pending.question if pending is not None and not pending.listening and not pending.stale else None
 
     @property
     def listening(self) -> bool:
@@ -58,7 +70,10 @@ class ConfirmationDialog:
         described = ", ".join(f"{name} {value}" for name, value in arguments.items())
         name = tool.name.replace("_", " ")
         question = say("confirm_question_with", tool=name, arguments=described) if described else say("confirm_question", tool=name)
-        self._pending = _PendingConfirmation(tool, arguments, question)
+        withdrawn = self._asking_turn_cancelled()
+        if withdrawn is not None and withdrawn.is_set():
+            return None  # the turn was interrupted: nobody waits for this question
+        self._pending = _PendingConfirmation(tool, arguments, question, withdrawn)
         return None
 
     def listen(self) -> None:
@@ -91,7 +106,7 @@ class ConfirmationDialog:
         The decision is rolled back, so a barge-in (``interruption``) has no reply
         in the history to cut."""
         assert self.toolbox is not None
-        yes = hear_yes_or_no(engine, speech.samples)
+        yes = hear_yes_or_no(engine, speech.samples, interruption)
         self.events.emit("confirmation", self._clock(), tool=confirmation.tool.name, answer="yes" if yes else "no")
         record = self.toolbox.call(confirmation.tool.name, confirmation.arguments, confirm=lambda *_: yes)
         reply = say("done") if record.ok else say("declined") if record.status == "declined" else say("apology")

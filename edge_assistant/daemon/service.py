@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 
 
 def install_signal_handlers(assistant: Assistant) -> None:
-    """SIGTERM/SIGINT stop, SIGUSR1 is push-to-talk, SIGUSR2 resets the conversation."""
+    """SIGTERM/SIGINT stop, SIGUSR1 is push-to-talk, SIGUSR2 resets the conversation.
+    Each handler only sets a flag: the audio loop acts on it at its next frame."""
     signal.signal(signal.SIGTERM, lambda *_: assistant.stop())
     signal.signal(signal.SIGINT, lambda *_: assistant.stop())
     signal.signal(signal.SIGUSR1, lambda *_: assistant.push_to_talk())
@@ -84,8 +85,10 @@ def serve(
     tools = build_tools(config)
     engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations(),
                          prompt_state_dir=state_dir(config))
-    recording = RecordingPlayback(voice.sample_rate) if output_path else None
-    playback: Playback = recording or DevicePlayback(parse_device(config.tts.output_device), voice.sample_rate)
+    recording = RecordingPlayback(voice.sample_rate, output_path) if output_path else None
+    playback: Playback = recording or DevicePlayback(
+        parse_device(config.tts.output_device), voice.sample_rate, on_status=notifier.status
+    )
     if recording is not None:
         source = EchoSource(source, recording, echo_gain)
     assistant = Assistant(
@@ -96,7 +99,12 @@ def serve(
     log.info("ready: wake %s, models loaded", ", ".join(path.name for path in wake_paths) or "off (voice activity)")
     try:
         assistant.run()
+    except BaseException:
+        if recording is not None:
+            recording.abandon()
+        raise
     finally:
+        tools.scheduler.flush(timeout=0.5)  # a timer that fired just now is off the disk too
         playback.close()
         if not assistant.runner.running:
             engine.close()

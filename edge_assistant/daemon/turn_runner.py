@@ -15,7 +15,7 @@ from ..audio.playback import Playback
 from ..config import Config
 from ..earcons import play_earcon
 from ..errors import TurnStuckError
-from ..llm.audio_turn import Interruption
+from ..llm.audio_turn import Interruption, TurnCancelled
 from ..llm.engine import GemmaEngine
 from ..systemd import Notifier
 from ..tts import PiperSpeech, StreamingSpeaker
@@ -36,7 +36,13 @@ class Turn:
     speaker: StreamingSpeaker
     stream: SpeechStream | None = None  # the question, while it is still spoken
     cancelled_at: float | None = None  # time.monotonic() of a timeout's cancel
-    interruption: Interruption = field(default_factory=Interruption)  # a barge-in: what of the reply was heard
+    interruption: Interruption = field(default_factory=Interruption)  # its own cancel; a barge-in: what of the reply was heard
+
+    def cancel(self) -> None:
+        """Stop this turn (and nothing else): the engine's abort callback reads its
+        cancel while it is open, and a worker still waiting never opens it."""
+        self.interruption.cancel()
+        self.speaker.cancel()
 
 
 class TurnRunner:
@@ -58,10 +64,16 @@ class TurnRunner:
         self.current: Turn | None = None  # the turn the loop follows
         self._last_started: Turn | None = None  # the last turn handed to a worker: the next one waits for it
         self._stuck = False  # a cancelled turn never returned: the watchdog is no longer fed
-        self._reset_requested = threading.Event()
+        self._reset_requested = False  # a plain flag: set from a signal handler (SIGUSR2) or a tool
         self._last_watchdog = 0.0
+        self._worker = threading.local()  # on a turn worker: .turn, its Turn
         self.cancel_grace_seconds = 60.0  # a cancelled turn returns at its next token; far longer means stuck
         self.turns = 0
+
+    @property
+    def last_started(self) -> Turn | None:
+        """The last turn handed to a worker (the one the engine finishes last)."""
+        return self._last_started
 
     @property
     def running(self) -> bool:
@@ -70,7 +82,7 @@ class TurnRunner:
 
     def request_reset(self) -> None:
         """The next turn starts with the conversation forgotten."""
-        self._reset_requested.set()
+        self._reset_requested = True
 
     def start(
         self, speech: Audio | SpeechStream, wake_sample: int | None, now: int, idle_seconds: float,
@@ -80,8 +92,8 @@ class TurnRunner:
         (the audio loop never waits for it: the new worker does); ``respond``
         replaces the usual turn (a yes/no answer)."""
         conversation = self.config.conversation
-        reset = self._reset_requested.is_set() or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
-        self._reset_requested.clear()
+        reset = self._reset_requested or bool(self.turns and idle_seconds > conversation.idle_reset_seconds)
+        self._reset_requested = False
         previous = self._last_started
         turn = Turn(
             done=threading.Event(),
@@ -91,6 +103,8 @@ class TurnRunner:
             speaker=StreamingSpeaker(self.voice, self.playback),
             stream=speech if isinstance(speech, SpeechStream) else None,
         )
+        if turn.stream is not None:
+            turn.stream.when_discarded(turn.interruption.cancel)  # a step in flight stops too
         self.current = turn
         self._last_started = turn
         worker = threading.Thread(
@@ -108,8 +122,19 @@ class TurnRunner:
         if turn is not None:
             turn.speaker.cancel()
             turn.interruption.heard_chars = turn.speaker.heard_reply_chars(self.playback.playhead)
-            self.engine.cancel()
+            turn.interruption.cancel()  # this turn's, not whichever the engine has open
             self.current = None
+
+    def cancel_all(self) -> None:
+        """Shutdown: every turn still running stops, and nothing more is spoken."""
+        for turn in (self.current, self._last_started):
+            if turn is not None:
+                turn.cancel()
+
+    def worker_cancelled(self) -> threading.Event | None:
+        """On a turn worker: that turn's cancel (None on any other thread)."""
+        turn = getattr(self._worker, "turn", None)
+        return turn.interruption.cancelled if turn is not None else None
 
     def wait(self, turn: Turn, limit: float | None = None) -> None:
         """Block the loop until the turn returns (file input, end of input), still
@@ -157,8 +182,7 @@ class TurnRunner:
             log.error("turn still running after %.0f s (conversation.turn_timeout_seconds): cancelled", timeout)
             self.events.emit("turn_timeout", turn.speech_end_sample, seconds=round(now - turn.started, 1))
             turn.cancelled_at = now
-            self.engine.cancel()
-            turn.speaker.cancel()
+            turn.cancel()
             return
         if now - turn.cancelled_at < self.cancel_grace_seconds:
             return
@@ -174,6 +198,7 @@ class TurnRunner:
         self, turn: Turn, speech: Audio | SpeechStream, reset_history: bool, previous: Turn | None,
         respond: Callable[..., Any],
     ) -> None:
+        self._worker.turn = turn
         try:
             if previous is not None:
                 previous.done.wait()  # one turn at a time on the engine
@@ -182,6 +207,8 @@ class TurnRunner:
             if reset_history:
                 self.engine.reset_history()
                 log.info("conversation history reset")
+            if turn.interruption.cancelled.is_set():
+                return  # cancelled while it waited: never opened
             result = respond(self.engine, speech, turn.speaker, time.perf_counter(), interruption=turn.interruption)
             if result.stopped_by == "cancelled":
                 return
@@ -196,6 +223,8 @@ class TurnRunner:
                 "turn", turn.speech_end_sample, reply=fields["reply"], tokens=fields["tokens"],
                 timings_ms=timings, stopped_by=fields["stopped_by"], tool_calls=fields.get("tool_calls", []),
             )
+        except TurnCancelled:  # from anywhere in the turn (a confirmation's yes or no, opening it): a cancel
+            log.debug("turn cancelled")
         except Exception as error:  # one failed turn must not stop the assistant
             log.exception("turn failed")
             self.events.emit("error", turn.speech_end_sample, message=f"{type(error).__name__}: {error}")

@@ -45,16 +45,23 @@ class TurnStats:
     first_token_ms: float = 0.0
     first_token_at: float = 0.0  # perf_counter() when the first reply token was sampled
     decode_ms: float = 0.0
-    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full", "cancelled" or "tool_call" (paused for results)
+    stopped_by: str = ""  # "end_of_turn", "max_tokens", "context_full", "cancelled", "failed" or "tool_call" (paused for results)
 
 
 @dataclass
 class Interruption:
-    """A barge-in as the audio loop saw it: how much of the raw reply text the
-    user heard before it stopped. Set once from the audio thread; the engine's
-    thread keeps that much of the reply in the conversation."""
+    """What stops one turn from outside, per turn: its own cancel (a barge-in, a
+    discarded stream, a timeout, shutdown), read by the engine's abort callback
+    while that turn is open, so a cancel never reaches another turn; and for a
+    barge-in how much of the raw reply text the user heard before it stopped.
+    Set from the audio thread; the engine's thread keeps that much of the reply
+    in the conversation."""
 
     heard_chars: int | None = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
 
 
 @dataclass
@@ -106,13 +113,18 @@ class AudioTurn:
     :meth:`cancel` is safe to call concurrently.
     """
 
-    def __init__(self, engine: GemmaEngine, expected_seconds: float, speech_ended: bool = False) -> None:
+    def __init__(
+        self, engine: GemmaEngine, expected_seconds: float, speech_ended: bool = False,
+        interruption: Interruption | None = None,
+    ) -> None:
+        """``interruption``: the turn's own cancel (already set: the turn opens
+        cancelled and :class:`TurnCancelled` is raised before anything is evaluated)."""
         if engine._active is not None:
             raise RuntimeError("a turn is already open on this engine")
         engine._check_room(expected_seconds)
         self.engine = engine
         self.stats = TurnStats()
-        self._cancelled = threading.Event()
+        self._cancelled = interruption.cancelled if interruption is not None else threading.Event()
         self._opened = time.perf_counter()
         self._start = engine._n_past
         self._speech_end = engine._n_past if speech_ended else None  # cache position when the speech ended
@@ -251,10 +263,12 @@ class AudioTurn:
     def finish(self, interruption: Interruption | None = None) -> None:
         """Close the turn, from a ``finally``: keep it when it answered; after a
         barge-in keep the question and the part of the reply the user heard;
-        otherwise (cancelled, failed) roll it back."""
+        otherwise (cancelled, failed: anything but an interruption) roll it back."""
         heard = interruption.heard_chars if interruption is not None else None
         self._count_after_speech_end()
-        if heard is not None and self._audio_ended and not self._closed:
+        if self.stats.stopped_by == "failed":
+            self.rollback()
+        elif heard is not None and self._audio_ended and not self._closed:
             self.stats.stopped_by = "interrupted"
             self.commit(interruption)
         elif self.stats.stopped_by in ("", "cancelled"):

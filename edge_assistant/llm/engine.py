@@ -152,6 +152,11 @@ class GemmaEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         # Checked by ggml between graph nodes: a cancelled turn stops inside a
         # sub-batch (llama.cpp then drops that sub-batch's positions), not after it.
+        # A Python callback takes the GIL at every node (issue 22, defect 9):
+        # scripts/bench_abort_callback.py measures it. On the test twin on a
+        # loaded 2-core Xeon the runs spread from -24 % to +115 % (noise, not the
+        # callback); the full-size twin on a quiet machine decides whether to
+        # check every Nth node or move the flag into C.
         self._abort_check = llama_cpp.ggml_abort_callback(lambda _data: self._cancel_requested())
         llama_cpp.llama_set_abort_callback(self._ctx, self._abort_check, None)
 
@@ -321,9 +326,10 @@ class GemmaEngine:
                  len(marks), len(reply.marks), heard)
 
     def cancel(self) -> None:
-        """Stop the turn in progress (from another thread) within the model
+        """Stop whichever turn is open (from another thread) within the model
         evaluation running now; the cancelled turn leaves no trace in the
-        conversation."""
+        conversation. The daemon cancels a particular turn through its own
+        :class:`Interruption` instead."""
         turn = self._active
         if turn is not None:
             turn.cancel()
@@ -358,12 +364,15 @@ class GemmaEngine:
     def audio_token_estimate(self, seconds: float) -> int:
         return int(np.ceil(seconds * AUDIO_TOKENS_PER_SECOND))
 
-    def begin_turn(self, expected_seconds: float, speech_ended: bool = False) -> AudioTurn:
+    def begin_turn(
+        self, expected_seconds: float, speech_ended: bool = False, interruption: Interruption | None = None
+    ) -> AudioTurn:
         """Open a user turn for up to ``expected_seconds`` of audio (for the context
         check); feed it, end its audio, generate, then commit or roll back.
         ``speech_ended``: the whole recording is already there (a file), so every
-        token counts as evaluated after the end of speech."""
-        return AudioTurn(self, expected_seconds, speech_ended)
+        token counts as evaluated after the end of speech; ``interruption``: the
+        turn's own cancel (raises :class:`TurnCancelled` if already set)."""
+        return AudioTurn(self, expected_seconds, speech_ended, interruption)
 
     def respond(
         self,
@@ -383,7 +392,10 @@ class GemmaEngine:
         heard of the reply stay. Returns the whole text, what it cost and the
         tool calls.
         """
-        turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True)
+        try:
+            turn = self.begin_turn(len(samples) / self.audio_sample_rate, speech_ended=True, interruption=interruption)
+        except TurnCancelled:  # cancelled before or while it opened
+            return TurnReply("", TurnStats(stopped_by="cancelled"))
         text, calls = "", []
         try:
             turn.feed(samples, evaluate=False)
@@ -391,6 +403,9 @@ class GemmaEngine:
             text, calls = generate_with_tools(turn, on_text, None, tools)
         except TurnCancelled:
             turn.stats.stopped_by = "cancelled"
+        except BaseException:
+            turn.stats.stopped_by = "failed"  # rolled back: nobody heard a reply
+            raise
         finally:
             turn.finish(interruption)
         return TurnReply(text, turn.stats, calls)
@@ -490,7 +505,9 @@ class GemmaEngine:
         between_tokens: Callable[[], None] | None = None,
     ) -> str:
         """Sample until the turn ends; ``marks`` gets (reply text length, cache
-        position) after each token evaluated: what a barge-in cuts by;
+        position) after each token evaluated outside a tool call: what a
+        barge-in cuts by, so a cut never keeps part of a call, or a call without
+        the response that follows it (the next mark comes after the response);
         ``between_tokens`` is called before each token is sampled and may raise
         to abandon the generation (the caller then truncates the cache). Once a
         tool call closes, only another call may follow: anything else (Gemma's
@@ -502,8 +519,9 @@ class GemmaEngine:
         pieces: list[str] = []
         text_length = 0
         generation_started = time.perf_counter()
-        stats.stopped_by = "max_tokens"
+        stats.stopped_by = ""  # until it stops: a failure before then rolls the turn back
         call_closed = False
+        in_call = False
         for _ in range(max_tokens or self.settings.max_tokens):
             if cancelled.is_set():
                 stats.stopped_by = "cancelled"
@@ -522,6 +540,7 @@ class GemmaEngine:
                 stats.stopped_by = "end_of_turn"
                 break
             call_closed = token == self._call_close
+            in_call = (in_call or token == self._call_open) and not call_closed
             stats.generated_tokens += 1
             piece = decoder.decode(self._reply_bytes(token))
             if piece:
@@ -537,7 +556,10 @@ class GemmaEngine:
             except TurnCancelled:  # stopped inside the evaluation of this token
                 stats.stopped_by = "cancelled"
                 break
-            marks.append((text_length, self._n_past))
+            if not in_call and not call_closed:
+                marks.append((text_length, self._n_past))
+        else:
+            stats.stopped_by = "max_tokens"
         tail = decoder.decode(b"", final=True)
         if tail:
             pieces.append(tail)

@@ -114,6 +114,11 @@ class SentenceSplitter:
         rest, self._buffer = self._buffer, ""
         return _speakable(rest)
 
+    @property
+    def pending(self) -> str:
+        """Text fed and not yet released: the beginning of the next sentence."""
+        return self._buffer
+
     def _next_cut(self) -> int | None:
         newline = self._buffer.find("\n")
         for match in SENTENCE_END.finditer(self._buffer):

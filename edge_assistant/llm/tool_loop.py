@@ -89,12 +89,13 @@ DECISION_PROMPT = "(Did the user agree? One word, yes or no:) "
 DECISION_TOKENS = 4
 
 
-def hear_yes_or_no(engine: Any, samples: Any) -> bool:
+def hear_yes_or_no(engine: Any, samples: Any, interruption: Any = None) -> bool:
     """Whether a spoken answer to "should I …?" is a yes: the model hears it as
     a user turn and writes one word after a fixed prompt in its own turn; the
     whole exchange is rolled back, so it leaves no trace in the conversation.
-    Anything but a clear yes is a no."""
-    turn = engine.begin_turn(len(samples) / engine.audio_sample_rate, speech_ended=True)
+    Anything but a clear yes is a no. ``interruption``: the turn's own cancel
+    (raises :class:`~edge_assistant.llm.audio_turn.TurnCancelled`)."""
+    turn = engine.begin_turn(len(samples) / engine.audio_sample_rate, speech_ended=True, interruption=interruption)
     try:
         turn.feed(samples, evaluate=False)
         turn.end_audio()

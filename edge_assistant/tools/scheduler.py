@@ -2,7 +2,9 @@
 
 The tools add and cancel entries from the turn worker; the daemon's audio loop
 asks :meth:`Scheduler.due` every frame (a lock and a comparison) and announces
-what fired, so nothing waits on the engine. Entries are kept in
+what fired, so nothing waits on the engine. The file is written by one writer
+thread, never under the lock: the audio loop never touches the disk or waits
+for it (an SD card's fsync can take hundreds of ms). Entries are kept in
 ``timers.json`` in the state directory. One that came due while the assistant
 was not running is announced once after the start as missed, with the time it
 was due, instead of being dropped silently or rung late as if it were now.
@@ -61,11 +63,16 @@ class Scheduler:
     def __init__(self, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = state_dir / STATE_FILE
         self.clock = clock
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the entries; never held across a disk write
+        self._saves = threading.Condition()  # the writer's: versions asked for and written
+        self._asked = self._written = 0
+        # Started now, not at the first timer: the daemon's thread count stays constant.
+        self._writer = threading.Thread(target=self._write_loop, name="timers-writer", daemon=True)
         self._entries: list[Reminder] = []
         self.missed: list[Reminder] = []  # due while the assistant was not running
         self._load()
         self._ids = itertools.count(max((entry.id for entry in self._entries + self.missed), default=0) + 1)
+        self._writer.start()
 
     def _load(self) -> None:
         data = read_json(self.path) or {}
@@ -79,13 +86,39 @@ class Scheduler:
             (self.missed if entry.due < now - LATE_GRACE_SECONDS else self._entries).append(entry)
         if self.missed:
             log.info("%d timers or alarms came due while the assistant was not running", len(self.missed))
-            self._save()
+            self._write()
 
-    def _save(self) -> None:
-        """Persist; a failed write (a full disk) is logged, and the timers still
-        ring while the assistant runs: the audio loop calls this too."""
+    def _save(self) -> int:
+        """Ask the writer thread to persist the entries as they are now (or
+        later); returns the version to :meth:`flush` for. Never waits."""
+        with self._saves:
+            self._asked += 1
+            self._saves.notify_all()
+            return self._asked
+
+    def flush(self, version: int | None = None, timeout: float | None = None) -> bool:
+        """Wait until ``version`` (default: every change so far) is on disk."""
+        with self._saves:
+            target = self._asked if version is None else version
+            return self._saves.wait_for(lambda: self._written >= target, timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._saves:
+                self._saves.wait_for(lambda: self._asked > self._written)
+                version = self._asked
+            self._write()
+            with self._saves:
+                self._written = version
+                self._saves.notify_all()
+
+    def _write(self) -> None:
+        """Persist a snapshot, outside the lock; a failed write (a full disk) is
+        logged, and the timers still ring while the assistant runs."""
+        with self._lock:
+            data = {"entries": [asdict(entry) for entry in self._entries]}
         try:
-            write_json_atomic(self.path, {"entries": [asdict(entry) for entry in self._entries]})
+            write_json_atomic(self.path, data)
         except OSError as error:
             log.error("cannot save timers to %s: %s; they are kept until the assistant stops", self.path, error)
 
@@ -95,7 +128,7 @@ class Scheduler:
                 raise SchedulerFull(f"there are already {MAX_ENTRIES} timers and alarms")
             entry = Reminder(next(self._ids), kind, label, due, seconds)
             self._entries.append(entry)
-            self._save()
+        self.flush(self._save())  # the turn worker: the tool answers once it is on disk
         log.info("%s set for %s", entry.describe(), dt.datetime.fromtimestamp(due).isoformat(timespec="seconds"))
         return entry
 
@@ -107,7 +140,7 @@ class Scheduler:
         with self._lock:
             ids = {entry.id for entry in entries}
             self._entries = [entry for entry in self._entries if entry.id not in ids]
-            self._save()
+        self.flush(self._save())
 
     def due(self) -> list[Reminder]:
         """Entries whose time has come, removed from the schedule (cheap when none)."""
@@ -116,7 +149,8 @@ class Scheduler:
             fired = [entry for entry in self._entries if entry.due <= now]
             if fired:
                 self._entries = [entry for entry in self._entries if entry.due > now]
-                self._save()
+        if fired:
+            self._save()  # written by the writer thread: the audio loop never waits on the disk
         return sorted(fired, key=lambda entry: entry.due)
 
     def take_missed(self) -> list[Reminder]:
