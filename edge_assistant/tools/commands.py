@@ -114,11 +114,17 @@ def check_known_keys(entry: dict[str, Any], known: set[str], where: str) -> None
         raise UsageError(f"{where}: unknown key {unknown[0]} (known: {', '.join(sorted(known))})")
 
 
+def checked_name(entry: dict[str, Any], pattern: re.Pattern[str], rule: str, where: str) -> str:
+    """The entry's ``name``, or one line saying what a name may be."""
+    name = entry.get("name")
+    if not isinstance(name, str) or not pattern.fullmatch(name):
+        raise UsageError(f"{where}.name = {name!r} is invalid: {rule}")
+    return name
+
+
 def _parse_command(entry: dict[str, Any], where: str) -> CommandTool:
     check_known_keys(entry, COMMAND_KEYS, where)
-    name = entry.get("name")
-    if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
-        raise UsageError(f"{where}.name = {name!r} is invalid: lower-case letters, digits and _, starting with a letter")
+    name = checked_name(entry, TOOL_NAME, "lower-case letters, digits and _, starting with a letter", where)
     description = entry.get("description")
     if not isinstance(description, str) or not description.strip():
         raise UsageError(f"{where}.description is missing: the model needs it to know when to call {name}")

@@ -14,7 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ...errors import UsageError
-from ..commands import CLEAN_ENV, _resolve_program, check_known_keys
+from ..commands import CLEAN_ENV, _resolve_program, check_known_keys, checked_name
 
 SERVER_KEYS = {"name", "argv", "url", "token_file", "tools", "confirm", "timeout_seconds"}
 SERVER_NAME = re.compile(r"[a-z][a-z0-9_-]{0,31}")
@@ -84,9 +84,7 @@ def parse_servers(entries: list[Any], where: str) -> list[ServerSpec]:
 
 def _parse_server(entry: dict[str, Any], where: str) -> ServerSpec:
     check_known_keys(entry, SERVER_KEYS, where)
-    name = entry.get("name")
-    if not isinstance(name, str) or not SERVER_NAME.fullmatch(name):
-        raise UsageError(f"{where}.name = {name!r} is invalid: lower-case letters, digits, - and _, starting with a letter")
+    name = checked_name(entry, SERVER_NAME, "lower-case letters, digits, - and _, starting with a letter", where)
     tools = entry.get("tools")
     if not isinstance(tools, list) or not all(isinstance(tool, str) and MCP_TOOL_NAME.fullmatch(tool) for tool in tools):
         raise UsageError(
