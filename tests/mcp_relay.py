@@ -7,7 +7,9 @@ server does to the assistant.
 Every message the client sends is appended to LOG (its method, one a line).
 MODE: ``pass`` relays; ``exit-once`` exits at the first tools/call of the test (the
 server goes with it; the next relay started works); ``hang`` never answers a tools/call; ``big`` replaces the answer's
-text with 1 MB; ``special`` puts chat-template tokens into it.
+text with 1 MB; ``special`` puts chat-template tokens into it; ``down-once``
+exits before answering the first start's initialize (a server down when the
+assistant starts; the next start works).
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ def main() -> None:
     with open(log_path, "a") as log:
         log.write(f"env {' '.join(sorted(os.environ))}\ncwd {os.getcwd()}\n")
     once = log_path + ".exited"
+    if mode == "down-once" and not os.path.exists(once):
+        open(once, "w").close()
+        server.kill()
+        os._exit(3)
 
     def downstream() -> None:
         for line in server.stdout:  # type: ignore[union-attr]

@@ -21,7 +21,9 @@ from edge_assistant.errors import UsageError
 from edge_assistant.llm.tool_calls import defuse, parse_tool_calls, render_tool_call, render_tool_response
 from edge_assistant.tools import Toolbox
 from edge_assistant.tools.core import MAX_RESULT_CHARS
+from edge_assistant.tools.setup import build_tools
 from edge_assistant.tools.mcp import McpTools, mcp_tools
+from edge_assistant.tools.mcp.connection import wait_until
 from edge_assistant.tools.mcp.schema import SchemaRefused, convert_schema
 
 TIME_SERVER = shutil.which("mcp-server-time", path=str(Path(sys.executable).parent))
@@ -190,8 +192,69 @@ def test_a_server_that_is_down_at_start_costs_its_tools_only(tmp_path: Path, cap
     try:
         assert tools.tools == []
         assert any("starting without its tools anything" in message for message in caplog.messages)
+        assert tools.problems() == ["remote: unreachable"]
     finally:
         tools.close()
+
+
+def test_a_server_down_at_start_has_its_tools_declared_once_it_comes_up(tmp_path: Path) -> None:
+    """Its tools are missing from the start (no schema to check calls against),
+    then declared at the first look after the background reconnect (1 s backoff)."""
+    toolset = build_tools(configure(tmp_path, time_server(tmp_path, "down-once")))
+    try:
+        assert toolset.toolbox.get("get_current_time") is None
+        assert toolset.problems() == ["time: unreachable"]
+        assert toolset.toolbox.call("get_current_time", {"timezone": "UTC"}).status == "rejected"
+        assert wait_until(lambda: toolset.outdated, 20)
+        assert toolset.refresh()
+        assert toolset.toolbox.get("get_current_time") is not None and toolset.problems() == []
+        declared = [declaration["function"]["name"] for declaration in toolset.toolbox.declarations()]
+        assert declared[-1] == "get_current_time" and "set_timer" in declared  # the built-ins stay
+        assert toolset.toolbox.call("get_current_time", {"timezone": "UTC"}).status == "ok"
+        assert not toolset.outdated and not toolset.refresh()  # nothing new: nothing to rebuild
+    finally:
+        toolset.close()
+
+
+def test_a_refused_token_is_not_sent_again_until_the_file_changes(tmp_path: Path) -> None:
+    """Home Assistant notifies its users of every failed login: the assistant
+    starts without the server's tools, says why, and tries again only with a
+    new token from the file."""
+    import http.server
+    import threading
+
+    tokens: list[str] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            if self.command == "POST":  # one initialize per attempt (the SDK may also open a GET stream)
+                tokens.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    token_file.chmod(0o600)
+    entry = {"name": "remote", "url": f"http://127.0.0.1:{server.server_port}/mcp", "tools": ["anything"],
+             "token_file": str(token_file), "timeout_seconds": 2}
+    tools = mcp_tools(configure(tmp_path, entry), set())  # runs on: no exception
+    try:
+        assert tools.tools == [] and tools.problems() == ["remote: access token refused"]
+        time.sleep(4)  # a plain backoff would have tried twice more by now (after 1 s and 2 s)
+        assert tokens == ["Bearer old-token"]
+        token_file.write_text("new-token\n")
+        assert wait_until(lambda: "Bearer new-token" in tokens, 20)
+    finally:
+        tools.close()
+        server.shutdown()
 
 
 def test_an_allowlisted_tool_whose_name_is_taken_is_refused(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from .builtins import Volume, builtin_tools
 from .commands import parse_commands
 from .core import Toolbox
 from .home_assistant import home_assistant_tools
-from .mcp import McpTools, mcp_tools
+from .mcp import McpTool, McpTools, mcp_tools
 from .scheduler import Scheduler
 from .state import default_state_dir
 
@@ -39,6 +39,24 @@ class ToolSet:
     def close(self) -> None:
         """Disconnect from the MCP servers (their programs are stopped)."""
         self.mcp.close()
+
+    @property
+    def outdated(self) -> bool:
+        """An MCP server connected since the tools were declared (cheap, any thread)."""
+        return self.mcp.changed
+
+    def refresh(self) -> bool:
+        """Declare the tools of MCP servers that came up, or changed their tools,
+        since the last look; True if the declarations changed. Only between turns,
+        on the engine's thread, which then evaluates the new system prompt."""
+        if not self.mcp.refresh():
+            return False
+        self.toolbox.tools = [*(tool for tool in self.toolbox.tools if not isinstance(tool, McpTool)), *self.mcp.tools]
+        return True
+
+    def problems(self) -> list[str]:
+        """Servers whose tools do not work now, a few words each (for STATUS=)."""
+        return self.mcp.problems()
 
 
 def state_dir(config: Config) -> Path:

@@ -28,12 +28,81 @@ HOME_ASSISTANT_DEFAULT_TOOLS = ("HassTurnOn", "HassTurnOff", "HassLightSet", "Ge
 
 @dataclass
 class McpTools:
+    """The allowlisted tools of the connected servers. A server that is down, or
+    refuses the token, at start-up is retried in the background; :meth:`refresh`
+    (between turns) declares its tools once it is up."""
+
     tools: list[Tool] = field(default_factory=list)
     connections: list[McpConnection] = field(default_factory=list)
+    taken: frozenset[str] = frozenset()  # names of the other tools
+    where: str = "configuration"
+    _seen: tuple[int, ...] = ()  # each connection's count of connections when the tools were last built
 
     def close(self) -> None:
         for connection in self.connections:
             connection.close()
+
+    @property
+    def changed(self) -> bool:
+        """A server connected (again) since the tools were built: its tools may differ."""
+        return tuple(connection.connections for connection in self.connections) != self._seen
+
+    def refresh(self) -> bool:
+        """Rebuild the tools from every connected server; True if the list changed.
+        A tool that cannot be used now is left out with a warning, not an error."""
+        if not self.changed:
+            return False
+        before = [(tool.name, tool.description, tool.parameters) for tool in self.tools]
+        self.build(strict=False)
+        return [(tool.name, tool.description, tool.parameters) for tool in self.tools] != before
+
+    def build(self, strict: bool = True) -> None:
+        """The tools of every connected server's allowlist. ``strict`` (start-up): a
+        tool with a schema we cannot validate strictly, or whose name is taken, is
+        a one-line :class:`UsageError`; else a warning."""
+        self._seen = tuple(connection.connections for connection in self.connections)
+        tools: list[Tool] = []
+        names = set(self.taken)
+        for connection in self.connections:
+            spec = connection.spec
+            if not connection.connected:
+                if strict:
+                    log.warning("MCP server %s (%s) is unavailable (%s): starting without its tools %s; "
+                                "they are declared once it answers", spec.name, spec.where,
+                                connection.last_error, ", ".join(spec.tools))
+                continue
+            offered = {tool.name: tool for tool in connection.tools}
+            for name in spec.tools:
+                listed = offered.get(name)
+                if listed is None:
+                    log.warning("MCP server %s has no tool %s (edge-assistant mcp list shows what it has)", spec.name, name)
+                    continue
+                try:
+                    if name in names:
+                        raise UsageError(f"{self.where}: MCP tool {name} of server {spec.name} is already a tool")
+                    try:
+                        converted = convert_schema(listed.input_schema)
+                    except SchemaRefused as error:
+                        raise UsageError(f"{self.where}: MCP tool {name} of server {spec.name}: {error}; "
+                                         f"take it out of the allowlist") from None
+                except UsageError as error:
+                    if strict:
+                        raise
+                    log.warning("%s: not declared", error)
+                    continue
+                if converted.left_out:
+                    log.info("MCP tool %s: optional arguments %s are not offered (not checkable)",
+                             name, ", ".join(converted.left_out))
+                names.add(name)
+                tools.append(McpTool(name, describe(listed.description or listed.title or name),
+                                     converted.parameters, connection, name in spec.confirm))
+        self.tools = tools
+
+    def problems(self) -> list[str]:
+        """What keeps a server's tools from working now, a few words each (for STATUS=)."""
+        return [f"{connection.spec.label or connection.spec.name}: "
+                + ("access token refused" if isinstance(connection.last_error, McpTokenRejected) else "unreachable")
+                for connection in self.connections if not connection.connected]
 
 
 def server_specs(config: Config) -> list[ServerSpec]:
@@ -52,11 +121,11 @@ def server_specs(config: Config) -> list[ServerSpec]:
 
 
 def connect_servers(specs: list[ServerSpec]) -> list[McpConnection]:
-    """Connections to all servers, started together and waited for. A token file
-    open to others is a :class:`UsageError`; a refused token raises
-    :class:`McpTokenRejected`; a server that is down only logs a warning (it is
-    retried in the background, but its tools are declared from the next start)."""
-    from ..home_assistant.client import TokenRejected, read_token
+    """Connections to all servers, started together and waited for (the first
+    attempt of each). A token file open to others is a :class:`UsageError`; a
+    server that is down or refuses the token is left retrying in the background
+    (:meth:`McpConnection.connected` says which)."""
+    from ..home_assistant.client import read_token
 
     connections = [McpConnection(spec, read_token(spec.token_file, spec.token_key) if spec.token_file else "")
                    for spec in specs]
@@ -64,56 +133,38 @@ def connect_servers(specs: list[ServerSpec]) -> list[McpConnection]:
         connection.start(wait_seconds=0)
     for connection in connections:
         connection.wait_for_first_attempt()
+    return connections
+
+
+def refuse_rejected_tokens(connections: list[McpConnection]) -> None:
+    """For the commands that check a configuration: a refused token is
+    :class:`TokenRejected` (exit code 2), after the connections are closed."""
+    from ..home_assistant.client import TokenRejected
+
     for connection in connections:
         if isinstance(connection.last_error, McpTokenRejected) and not connection.connected:
             for other in connections:
                 other.close()
             raise TokenRejected(str(connection.last_error))
-    return connections
 
 
 def mcp_tools(config: Config, taken: set[str]) -> McpTools:
     """The allowlisted tools of every configured server, checked: an allowlisted
     tool with a schema we cannot validate strictly, or whose name is already a
     tool, is a one-line :class:`UsageError`; one the server does not have is a
-    warning."""
+    warning. A server that is down or refuses the token costs its tools only,
+    until it answers (:meth:`McpTools.refresh`)."""
     specs = server_specs(config)
     if not specs:
         return McpTools()
-    connections = connect_servers(specs)
-    result = McpTools(connections=connections)
-    names = set(taken)
-    where = config.source or "configuration"
+    result = McpTools(connections=connect_servers(specs), taken=frozenset(taken), where=config.source or "configuration")
     try:
-        for connection in connections:
-            spec = connection.spec
-            if not connection.connected:
-                log.warning("MCP server %s (%s) is unavailable: starting without its tools %s",
-                            spec.name, spec.where, ", ".join(spec.tools))
-                continue
-            offered = {tool.name: tool for tool in connection.tools}
-            for name in spec.tools:
-                listed = offered.get(name)
-                if listed is None:
-                    log.warning("MCP server %s has no tool %s (edge-assistant mcp list shows what it has)", spec.name, name)
-                    continue
-                if name in names:
-                    raise UsageError(f"{where}: MCP tool {name} of server {spec.name} is already a tool")
-                try:
-                    converted = convert_schema(listed.input_schema)
-                except SchemaRefused as error:
-                    raise UsageError(f"{where}: MCP tool {name} of server {spec.name}: {error}; "
-                                     f"take it out of the allowlist") from None
-                if converted.left_out:
-                    log.info("MCP tool %s: optional arguments %s are not offered (not checkable)",
-                             name, ", ".join(converted.left_out))
-                names.add(name)
-                result.tools.append(McpTool(name, describe(listed.description or listed.title or name),
-                                            converted.parameters, connection, name in spec.confirm))
+        result.build()
     except BaseException:
         result.close()
         raise
     return result
 
 
-__all__ = ["McpTools", "McpTool", "mcp_tools", "server_specs", "connect_servers", "HOME_ASSISTANT_SERVER"]
+__all__ = ["McpTools", "McpTool", "mcp_tools", "server_specs", "connect_servers", "refuse_rejected_tokens",
+           "HOME_ASSISTANT_SERVER"]
