@@ -400,8 +400,10 @@ class Assistant:
         if problems != self._tool_problems:
             self._tool_problems = problems
             self.notifier.status(self._status_text())
-        if (self.tools.outdated and self.state is State.IDLE and self.runner.current is None
-                and not self.endpointer.in_speech and (self.runner.last_started is None or self.runner.last_started.done.is_set())):
+        last = self.runner.last_started
+        if (self.tools.outdated and self.state is State.IDLE and self.runner.current is None and not self.endpointer.in_speech
+                and self.confirmation.question is None and not self.confirmation.listening
+                and (last is None or last.done.is_set())):
             self.runner.declare_new_tools()
 
     def _input_clock(self) -> float:

@@ -243,7 +243,8 @@ class TurnRunner:
                 previous.done.wait()  # one turn at a time on the engine
                 # A barge-in after its reply was complete: the history keeps what was heard.
                 self.engine.trim_last_reply(previous.interruption)
-            if self._declare_tools():
+            # Not under a yes/no answer: the call it confirms is in the history.
+            if respond is self.respond and self._declare_tools():
                 reset_history = False  # the new system prompt has no history after it
             if reset_history:
                 self.engine.reset_history()
