@@ -9,7 +9,8 @@ MODE: ``pass`` relays; ``exit-once`` exits at the first tools/call of the test (
 server goes with it; the next relay started works); ``hang`` never answers a tools/call; ``big`` replaces the answer's
 text with 1 MB; ``special`` puts chat-template tokens into it; ``down-once``
 exits before answering the first start's initialize (a server down when the
-assistant starts; the next start works).
+assistant starts; the next start works); ``switch`` exits at once while the file
+LOG.down exists (a server down for as long as a test wants).
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def main() -> None:
     once = log_path + ".exited"
     if mode == "down-once" and not os.path.exists(once):
         open(once, "w").close()
+        server.kill()
+        os._exit(3)
+    if mode == "switch" and os.path.exists(log_path + ".down"):
         server.kill()
         os._exit(3)
 

@@ -142,15 +142,17 @@ def test_the_server_stopped_mid_conversation(tmp_path: Path, capsys: pytest.Capt
         assert again.result == {"error": "Home Assistant is not answering."} and again.ms < 500
     finally:
         toolset.close()
-    restarted = build_tools(config)  # a restart while it is down: no HA tools, no crash
+    restarted = build_tools(config)  # a restart while it is down: HA's tools from their last listing, no crash
     try:
-        assert not {"HassTurnOn", "HassTurnOff"} & {tool.name for tool in restarted.toolbox.tools}
+        assert restarted.toolbox.declarations() == toolset.toolbox.declarations()  # the same system prompt
         assert restarted.problems() == ["Home Assistant: unreachable"]
+        record = voice(restarted, "HassTurnOff", name="Kitchen light")
+        assert record.status == "failed" and record.result == {"error": "Home Assistant is not answering."}
         assert cli.main(["--config", str(config_file(config, tmp_path)), "ha", "check"]) == 6
         err = capsys.readouterr().err.strip()
         assert "cannot reach Home Assistant's MCP server" in err and "\n" not in err
-        server.start()  # Home Assistant comes up after the assistant: its tools are declared then
-        assert wait_until(lambda: restarted.outdated, 120) and restarted.refresh()
+        server.start()  # Home Assistant comes up after the assistant, with the same tools: nothing is declared again
+        assert wait_until(lambda: restarted.outdated, 120) and not restarted.refresh()
         assert voice(restarted, "HassTurnOff", name="Kitchen light").status == "ok"
         assert server.state("light.kitchen") == "off"
     finally:
@@ -164,7 +166,7 @@ def test_a_wrong_token(home_assistant: McpHomeAssistantServer, tmp_path: Path, c
     config = settings(home_assistant, tmp_path, token="wrong" + home_assistant.token[5:])
     toolset = build_tools(config)
     try:
-        assert toolset.toolbox.get("HassTurnOn") is None
+        assert toolset.toolbox.get("HassTurnOn") is None  # never listed: nothing to declare
         assert toolset.problems() == ["Home Assistant: access token refused"]
         assert cli.main(["--config", str(config_file(config, tmp_path)), "ha", "check"]) == 2
         err = capsys.readouterr().err.strip()
@@ -208,3 +210,26 @@ def test_a_spoken_request_switches_the_light_through_the_model_turn(
     assert record["name"] == "HassTurnOn" and record["status"] == "ok", record
     assert home_assistant.state("light.kitchen") == "on"
     assert result.sentences == ["The kitchen light is on."]
+
+
+def test_a_wrong_token_after_a_good_run(home_assistant: McpHomeAssistantServer, tmp_path: Path) -> None:
+    """HA's tools are declared from their last listing, so a call is answered
+    with the refusal (spoken by the model, or the apology after it); the token
+    is not sent again for it. Once the file holds a good token, the same tools
+    need no new system prompt."""
+    good_run = build_tools(settings(home_assistant, tmp_path))
+    good_run.close()
+    toolset = build_tools(settings(home_assistant, tmp_path, token="wrong" + home_assistant.token[5:]))
+    try:
+        assert toolset.toolbox.declarations() == good_run.toolbox.declarations()
+        assert toolset.problems() == ["Home Assistant: access token refused"]
+        home_assistant.call("input_boolean", "turn_off", "input_boolean.kitchen_power")
+        record = voice(toolset, "HassTurnOn", name="Kitchen light")
+        assert record.status == "failed" and record.result == {"error": "Home Assistant refused my access token."}
+        assert home_assistant.state("light.kitchen") == "off"
+        settings(home_assistant, tmp_path)  # the good token into the same file
+        assert wait_until(lambda: toolset.outdated, 30) and not toolset.refresh()
+        assert voice(toolset, "HassTurnOn", name="Kitchen light").status == "ok"
+        assert home_assistant.state("light.kitchen") == "on"
+    finally:
+        toolset.close()

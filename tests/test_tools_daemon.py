@@ -184,17 +184,36 @@ def test_a_command_that_needs_confirmation_runs_only_after_yes(tool_model, voice
     assert marker.exists() is runs
 
 
+def time_server_config(tmp_path: Path, relay_mode: str) -> Config:
+    """The real mcp-server-time behind tests/mcp_relay.py in ``relay_mode``."""
+    time_server = shutil.which("mcp-server-time", path=str(Path(sys.executable).parent))
+    if time_server is None:
+        pytest.skip("mcp-server-time is not installed (pip install -e '.[test]')")
+    config = tools_config(tmp_path)
+    relay = [sys.executable, str(Path(__file__).with_name("mcp_relay.py")), str(tmp_path / "relay.log"), relay_mode]
+    config.mcp.server = [{"name": "time", "argv": [*relay, time_server, "--local-timezone", "UTC"], "tools": ["get_current_time"]}]
+    return config
+
+
+def ask_the_time(tool_model, voice, tmp_path: Path, config: Config, toolset: ToolSet, reply: str,
+                 ) -> tuple[dict, dict, np.ndarray]:
+    """"What time is it?" through the daemon; the model calls get_current_time,
+    then says ``reply``. The turn event, its one call, and the output."""
+    engine, scripts = tool_model
+    scripts.script(render_tool_call("get_current_time", {"timezone": "UTC"}) + WAIT + reply)
+    events, recording = run_files(tmp_path, engine, voice, config, silence(0.5), speak("What time is it?"), silence(4.0),
+                                  tools=toolset)
+    (turn,) = [event for event in events if event["event"] == "turn"]
+    (call,) = turn["tool_calls"]
+    return turn, call, recording
+
+
 def test_an_mcp_server_up_after_the_start_has_its_tools_declared_while_idle(tool_model, voice, tmp_path: Path) -> None:
     """A server down at start-up comes up: while the assistant is idle its worker
     evaluates the system prompt with the new tool (not when the next question is
     already waiting), and the next question can call it."""
-    time_server = shutil.which("mcp-server-time", path=str(Path(sys.executable).parent))
-    if time_server is None:
-        pytest.skip("mcp-server-time is not installed (pip install -e '.[test]')")
-    engine, scripts = tool_model
-    config = tools_config(tmp_path)
-    relay = [sys.executable, str(Path(__file__).with_name("mcp_relay.py")), str(tmp_path / "relay.log"), "down-once"]
-    config.mcp.server = [{"name": "time", "argv": [*relay, time_server, "--local-timezone", "UTC"], "tools": ["get_current_time"]}]
+    engine, _ = tool_model
+    config = time_server_config(tmp_path, "down-once")
     engine_tools, toolset = engine.tools, build_tools(config)
     try:
         assert toolset.toolbox.get("get_current_time") is None and toolset.problems() == ["time: unreachable"]
@@ -203,12 +222,34 @@ def test_an_mcp_server_up_after_the_start_has_its_tools_declared_while_idle(tool
         assert "turn" not in [event["event"] for event in quiet]
         assert "declaration:get_current_time{" in engine.chat_format.system_block("", engine.tools)
         assert not toolset.outdated
-        scripts.script(render_tool_call("get_current_time", {"timezone": "UTC"}) + WAIT + "It is noon.")
-        events, _ = run_files(tmp_path, engine, voice, config, silence(0.5), speak("What time is it?"), silence(3.0),
-                              tools=toolset)
+        _, call, _ = ask_the_time(tool_model, voice, tmp_path, config, toolset, "It is noon.")
     finally:
         toolset.close()
         engine.declare_tools(engine_tools)
-    (turn,) = [event for event in events if event["event"] == "turn"]
-    (call,) = turn["tool_calls"]
     assert call["name"] == "get_current_time" and call["status"] == "ok", call
+
+
+def test_an_mcp_server_down_at_a_restart_keeps_its_tools_and_a_call_says_so(tool_model, voice, tmp_path: Path) -> None:
+    """After one good run, a start with the server down declares its tools from
+    their last listing (the system prompt is the one every start has), and a
+    question that calls one gets the server's spoken failure, not "no such
+    tool"; the model, here saying nothing more, is followed by the apology."""
+    engine, _ = tool_model
+    config = time_server_config(tmp_path, "switch")
+    good_run = build_tools(config)
+    good_run.close()
+    (tmp_path / "relay.log.down").touch()  # the server is down from now on
+    engine_tools, toolset = engine.tools, build_tools(config)
+    try:
+        assert toolset.problems() == ["time: unreachable"]
+        assert toolset.toolbox.declarations() == good_run.toolbox.declarations()
+        engine.declare_tools(toolset.toolbox.declarations())  # as `run` declares them at start-up
+        turn, call, recording = ask_the_time(tool_model, voice, tmp_path, config, toolset, "")
+    finally:
+        toolset.close()
+        engine.declare_tools(engine_tools)
+    assert call["name"] == "get_current_time" and call["status"] == "failed", call
+    assert call["result"] == {"error": "The time service is not answering."}  # what the model is given to say
+    assert turn["reply"] == "Sorry, I couldn't do that."
+    assert loud(recording, turn["t"], turn["t"] + 3.0) > 0.05
+    assert not [line for line in (tmp_path / "relay.log").read_text().splitlines() if line.startswith("tools/call")]

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ...config import Config
 from ...errors import UsageError
 from ..core import Tool
 from .connection import McpConnection, McpTokenRejected
+from .listing_cache import CACHE_FILE, ListedTool, ListingCache
 from .schema import SchemaRefused, convert_schema, describe
 from .servers import ServerSpec, home_assistant_endpoints, parse_servers
 from .tools import McpTool
@@ -28,14 +30,17 @@ HOME_ASSISTANT_DEFAULT_TOOLS = ("HassTurnOn", "HassTurnOff", "HassLightSet", "Ge
 
 @dataclass
 class McpTools:
-    """The allowlisted tools of the connected servers. A server that is down, or
-    refuses the token, at start-up is retried in the background; :meth:`refresh`
-    (between turns) declares its tools once it is up."""
+    """The allowlisted tools of the servers. A server that is down, or refuses
+    the token, at start-up is retried in the background; its tools are declared
+    from its last good listing (``cache``) meanwhile, so calls get its spoken
+    failure, and :meth:`refresh` (between turns) declares what it lists once it
+    is up, if that differs."""
 
     tools: list[Tool] = field(default_factory=list)
     connections: list[McpConnection] = field(default_factory=list)
     taken: frozenset[str] = frozenset()  # names of the other tools
     where: str = "configuration"
+    cache: ListingCache | None = None
     _seen: tuple[int, ...] = ()  # each connection's count of connections when the tools were last built
 
     def close(self) -> None:
@@ -48,8 +53,8 @@ class McpTools:
         return tuple(connection.connections for connection in self.connections) != self._seen
 
     def refresh(self) -> bool:
-        """Rebuild the tools from every connected server; True if the list changed.
-        A tool that cannot be used now is left out with a warning, not an error."""
+        """Rebuild the tools from every server's listing; True if the declarations
+        changed. A tool that cannot be used now is left out with a warning, not an error."""
         if not self.changed:
             return False
         before = [(tool.name, tool.description, tool.parameters) for tool in self.tools]
@@ -57,21 +62,30 @@ class McpTools:
         return [(tool.name, tool.description, tool.parameters) for tool in self.tools] != before
 
     def build(self, strict: bool = True) -> None:
-        """The tools of every connected server's allowlist. ``strict`` (start-up): a
-        tool with a schema we cannot validate strictly, or whose name is taken, is
-        a one-line :class:`UsageError`; else a warning."""
+        """The tools of every server's allowlist, from its listing: the one it
+        gave this run, else the one kept from an earlier run. ``strict``
+        (start-up): a tool a server lists now with a schema we cannot validate
+        strictly, or whose name is taken, is a one-line :class:`UsageError`;
+        else a warning. Listings that gave tools are kept for the next start."""
         self._seen = tuple(connection.connections for connection in self.connections)
         tools: list[Tool] = []
         names = set(self.taken)
+        good: dict[str, list[ListedTool]] = {}
         for connection in self.connections:
             spec = connection.spec
-            if not connection.connected:
-                if strict:
-                    log.warning("MCP server %s (%s) is unavailable (%s): starting without its tools %s; "
-                                "they are declared once it answers", spec.name, spec.where,
-                                connection.last_error, ", ".join(spec.tools))
+            fresh = connection.connections > 0  # it answered this run (it may be down again)
+            if fresh:
+                listing: list[ListedTool] | None = [ListedTool.of(tool) for tool in connection.tools]
+            else:
+                listing = self.cache.tools(spec) if self.cache is not None else None
+            if not fresh and strict:
+                log.warning("MCP server %s (%s) is unavailable (%s): %s", spec.name, spec.where, connection.last_error,
+                            f"starting without its tools {', '.join(spec.tools)}; they are declared once it answers"
+                            if listing is None else f"its tools {', '.join(tool.name for tool in listing)} are "
+                            "declared from its last listing, and calls to them fail until it answers")
+            if listing is None:
                 continue
-            offered = {tool.name: tool for tool in connection.tools}
+            offered = {tool.name: tool for tool in listing}
             for name in spec.tools:
                 listed = offered.get(name)
                 if listed is None:
@@ -86,7 +100,7 @@ class McpTools:
                         raise UsageError(f"{self.where}: MCP tool {name} of server {spec.name}: {error}; "
                                          f"take it out of the allowlist") from None
                 except UsageError as error:
-                    if strict:
+                    if strict and fresh:
                         raise
                     log.warning("%s: not declared", error)
                     continue
@@ -96,7 +110,11 @@ class McpTools:
                 names.add(name)
                 tools.append(McpTool(name, describe(listed.description or listed.title or name),
                                      converted.parameters, connection, name in spec.confirm))
+                if fresh:
+                    good.setdefault(spec.name, []).append(listed)
         self.tools = tools
+        if self.cache is not None:
+            self.cache.save([connection.spec for connection in self.connections], good)
 
     def problems(self) -> list[str]:
         """What keeps a server's tools from working now, a few words each (for STATUS=)."""
@@ -148,16 +166,19 @@ def refuse_rejected_tokens(connections: list[McpConnection]) -> None:
             raise TokenRejected(str(connection.last_error))
 
 
-def mcp_tools(config: Config, taken: set[str]) -> McpTools:
+def mcp_tools(config: Config, taken: set[str], state_dir: Path | None = None) -> McpTools:
     """The allowlisted tools of every configured server, checked: an allowlisted
     tool with a schema we cannot validate strictly, or whose name is already a
     tool, is a one-line :class:`UsageError`; one the server does not have is a
-    warning. A server that is down or refuses the token costs its tools only,
-    until it answers (:meth:`McpTools.refresh`)."""
+    warning. A server that is down or refuses the token is declared from its
+    last listing kept in ``state_dir``, or costs its tools until it answers
+    (:meth:`McpTools.refresh`)."""
     specs = server_specs(config)
     if not specs:
         return McpTools()
-    result = McpTools(connections=connect_servers(specs), taken=frozenset(taken), where=config.source or "configuration")
+    cache = ListingCache(state_dir / CACHE_FILE) if state_dir is not None else None
+    result = McpTools(connections=connect_servers(specs), taken=frozenset(taken), where=config.source or "configuration",
+                      cache=cache)
     try:
         result.build()
     except BaseException:
