@@ -7,7 +7,10 @@ server does to the assistant.
 Every message the client sends is appended to LOG (its method, one a line).
 MODE: ``pass`` relays; ``exit-once`` exits at the first tools/call of the test (the
 server goes with it; the next relay started works); ``hang`` never answers a tools/call; ``big`` replaces the answer's
-text with 1 MB; ``special`` puts chat-template tokens into it.
+text with 1 MB; ``special`` puts chat-template tokens into it; ``down-once``
+exits before answering the first start's initialize (a server down when the
+assistant starts; the next start works); ``switch`` exits at once while the file
+LOG.down exists (a server down for as long as a test wants).
 """
 
 from __future__ import annotations
@@ -28,6 +31,13 @@ def main() -> None:
     with open(log_path, "a") as log:
         log.write(f"env {' '.join(sorted(os.environ))}\ncwd {os.getcwd()}\n")
     once = log_path + ".exited"
+    if mode == "down-once" and not os.path.exists(once):
+        open(once, "w").close()
+        server.kill()
+        os._exit(3)
+    if mode == "switch" and os.path.exists(log_path + ".down"):
+        server.kill()
+        os._exit(3)
 
     def downstream() -> None:
         for line in server.stdout:  # type: ignore[union-attr]

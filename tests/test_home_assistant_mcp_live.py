@@ -16,7 +16,7 @@ import pytest
 from edge_assistant import cli
 from edge_assistant.config import Config, apply_overrides
 from edge_assistant.llm.tool_calls import parse_tool_calls, render_tool_call
-from edge_assistant.tools.home_assistant.client import TokenRejected
+from edge_assistant.tools.mcp.connection import wait_until
 from edge_assistant.tools.setup import ToolSet, build_tools
 from home_assistant_mcp_server import McpHomeAssistantServer, ensure_mcp_home_assistant
 
@@ -142,23 +142,43 @@ def test_the_server_stopped_mid_conversation(tmp_path: Path, capsys: pytest.Capt
         assert again.result == {"error": "Home Assistant is not answering."} and again.ms < 500
     finally:
         toolset.close()
-    restarted = build_tools(config)  # a restart while it is down: no HA tools, no crash
+    restarted = build_tools(config)  # a restart while it is down: HA's tools from their last listing, no crash
     try:
-        assert not {"HassTurnOn", "HassTurnOff"} & {tool.name for tool in restarted.toolbox.tools}
+        assert restarted.toolbox.declarations() == toolset.toolbox.declarations()  # the same system prompt
+        assert restarted.problems() == ["Home Assistant: unreachable"]
+        record = voice(restarted, "HassTurnOff", name="Kitchen light")
+        assert record.status == "failed" and record.result == {"error": "Home Assistant is not answering."}
+        assert cli.main(["--config", str(config_file(config, tmp_path)), "ha", "check"]) == 6
+        err = capsys.readouterr().err.strip()
+        assert "cannot reach Home Assistant's MCP server" in err and "\n" not in err
+        server.start()  # Home Assistant comes up after the assistant, with the same tools: nothing is declared again
+        assert wait_until(lambda: restarted.outdated, 120) and not restarted.refresh()
+        assert voice(restarted, "HassTurnOff", name="Kitchen light").status == "ok"
+        assert server.state("light.kitchen") == "off"
     finally:
         restarted.close()
-    assert cli.main(["--config", str(config_file(config, tmp_path)), "ha", "check"]) == 6
-    err = capsys.readouterr().err.strip()
-    assert "cannot reach Home Assistant's MCP server" in err and "\n" not in err
+        server.stop()
 
 
 def test_a_wrong_token(home_assistant: McpHomeAssistantServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The assistant runs on without HA's tools and says why (STATUS=, the
+    journal); once the token file holds a good token they are declared."""
     config = settings(home_assistant, tmp_path, token="wrong" + home_assistant.token[5:])
-    with pytest.raises(TokenRejected, match="refused the token in home_assistant.token_file"):
-        build_tools(config)
-    assert cli.main(["--config", str(config_file(config, tmp_path)), "ha", "check"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "refused the token" in err and "\n" not in err and home_assistant.token[10:] not in err
+    toolset = build_tools(config)
+    try:
+        assert toolset.toolbox.get("HassTurnOn") is None  # never listed: nothing to declare
+        assert toolset.problems() == ["Home Assistant: access token refused"]
+        assert cli.main(["--config", str(config_file(config, tmp_path)), "ha", "check"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "refused the token" in err and "\n" not in err and home_assistant.token[10:] not in err
+        settings(home_assistant, tmp_path)  # the good token into the same file
+        assert wait_until(lambda: toolset.outdated, 30) and toolset.refresh()
+        assert toolset.problems() == []
+        home_assistant.call("input_boolean", "turn_off", "input_boolean.kitchen_power")
+        assert voice(toolset, "HassTurnOn", name="Kitchen light").status == "ok"
+        assert home_assistant.state("light.kitchen") == "on"
+    finally:
+        toolset.close()
 
 
 def test_a_spoken_request_switches_the_light_through_the_model_turn(
@@ -190,3 +210,26 @@ def test_a_spoken_request_switches_the_light_through_the_model_turn(
     assert record["name"] == "HassTurnOn" and record["status"] == "ok", record
     assert home_assistant.state("light.kitchen") == "on"
     assert result.sentences == ["The kitchen light is on."]
+
+
+def test_a_wrong_token_after_a_good_run(home_assistant: McpHomeAssistantServer, tmp_path: Path) -> None:
+    """HA's tools are declared from their last listing, so a call is answered
+    with the refusal (spoken by the model, or the apology after it); the token
+    is not sent again for it. Once the file holds a good token, the same tools
+    need no new system prompt."""
+    good_run = build_tools(settings(home_assistant, tmp_path))
+    good_run.close()
+    toolset = build_tools(settings(home_assistant, tmp_path, token="wrong" + home_assistant.token[5:]))
+    try:
+        assert toolset.toolbox.declarations() == good_run.toolbox.declarations()
+        assert toolset.problems() == ["Home Assistant: access token refused"]
+        home_assistant.call("input_boolean", "turn_off", "input_boolean.kitchen_power")
+        record = voice(toolset, "HassTurnOn", name="Kitchen light")
+        assert record.status == "failed" and record.result == {"error": "Home Assistant refused my access token."}
+        assert home_assistant.state("light.kitchen") == "off"
+        settings(home_assistant, tmp_path)  # the good token into the same file
+        assert wait_until(lambda: toolset.outdated, 30) and not toolset.refresh()
+        assert voice(toolset, "HassTurnOn", name="Kitchen light").status == "ok"
+        assert home_assistant.state("light.kitchen") == "on"
+    finally:
+        toolset.close()

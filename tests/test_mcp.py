@@ -11,6 +11,7 @@ import logging
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,10 @@ from edge_assistant.errors import UsageError
 from edge_assistant.llm.tool_calls import defuse, parse_tool_calls, render_tool_call, render_tool_response
 from edge_assistant.tools import Toolbox
 from edge_assistant.tools.core import MAX_RESULT_CHARS
-from edge_assistant.tools.mcp import McpTools, mcp_tools
+from edge_assistant.tools.setup import build_tools
+from edge_assistant.tools.mcp import McpTools, mcp_tools, server_specs
+from edge_assistant.tools.mcp.listing_cache import CACHE_FILE, ListedTool, ListingCache
+from edge_assistant.tools.mcp.connection import wait_until
 from edge_assistant.tools.mcp.schema import SchemaRefused, convert_schema
 
 TIME_SERVER = shutil.which("mcp-server-time", path=str(Path(sys.executable).parent))
@@ -190,6 +194,147 @@ def test_a_server_that_is_down_at_start_costs_its_tools_only(tmp_path: Path, cap
     try:
         assert tools.tools == []
         assert any("starting without its tools anything" in message for message in caplog.messages)
+        assert tools.problems() == ["remote: unreachable"]
+    finally:
+        tools.close()
+
+
+def test_a_server_down_at_start_has_its_tools_declared_once_it_comes_up(tmp_path: Path) -> None:
+    """Its tools are missing from the start (no schema to check calls against),
+    then declared at the first look after the background reconnect (1 s backoff)."""
+    toolset = build_tools(configure(tmp_path, time_server(tmp_path, "down-once")))
+    try:
+        assert toolset.toolbox.get("get_current_time") is None
+        assert toolset.problems() == ["time: unreachable"]
+        assert toolset.toolbox.call("get_current_time", {"timezone": "UTC"}).status == "rejected"
+        assert wait_until(lambda: toolset.outdated, 20)
+        assert toolset.refresh()
+        assert toolset.toolbox.get("get_current_time") is not None and toolset.problems() == []
+        declared = [declaration["function"]["name"] for declaration in toolset.toolbox.declarations()]
+        assert declared[-1] == "get_current_time" and "set_timer" in declared  # the built-ins stay
+        assert toolset.toolbox.call("get_current_time", {"timezone": "UTC"}).status == "ok"
+        assert not toolset.outdated and not toolset.refresh()  # nothing new: nothing to rebuild
+    finally:
+        toolset.close()
+
+
+@pytest.fixture
+def refusing_server(tmp_path: Path) -> Iterator[tuple[dict, list[str]]]:
+    """An HTTP server that answers 401 to everything: its [[mcp.server]] entry
+    (token file "old-token") and the Authorization header of each attempt."""
+    import http.server
+    import threading
+
+    tokens: list[str] = []
+
+    class Refusing(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            if self.command == "POST":  # one initialize per attempt (the SDK may also open a GET stream)
+                tokens.append(self.headers.get("Authorization", ""))
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST  # noqa: N815
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token_file = tmp_path / "token"
+    token_file.write_text("old-token\n")
+    token_file.chmod(0o600)
+    entry = {"name": "remote", "url": f"http://127.0.0.1:{server.server_port}/mcp", "tools": ["anything"],
+             "token_file": str(token_file), "timeout_seconds": 2}
+    try:
+        yield entry, tokens
+    finally:
+        server.shutdown()
+
+
+def test_a_refused_token_is_not_sent_again_until_the_file_changes(tmp_path: Path, refusing_server) -> None:
+    """Home Assistant notifies its users of every failed login: the assistant
+    starts without the server's tools, says why, and tries again only with a
+    new token from the file."""
+    entry, tokens = refusing_server
+    tools = mcp_tools(configure(tmp_path, entry), set())  # runs on: no exception
+    try:
+        assert tools.tools == [] and tools.problems() == ["remote: access token refused"]
+        time.sleep(4)  # a plain backoff would have tried twice more by now (after 1 s and 2 s)
+        assert tokens == ["Bearer old-token"]
+        Path(entry["token_file"]).write_text("new-token\n")
+        assert wait_until(lambda: "Bearer new-token" in tokens, 20)
+    finally:
+        tools.close()
+
+
+def test_a_server_down_at_start_after_a_good_run_has_its_tools_from_the_last_listing(tmp_path: Path, caplog) -> None:
+    """The same declarations, so the same system prompt, on every start; a call
+    gets the server's spoken failure; once it is up with the same tools,
+    nothing is declared again."""
+    config = configure(tmp_path, time_server(tmp_path, "switch"))
+    good = mcp_tools(config, set(), tmp_path / "state")
+    good.close()
+    declared = Toolbox(good.tools).declarations()
+    assert [declaration["function"]["name"] for declaration in declared] == ["get_current_time"]
+    (tmp_path / "relay.log.down").touch()
+    with caplog.at_level(logging.WARNING):
+        tools = mcp_tools(config, set(), tmp_path / "state")
+    try:
+        assert Toolbox(tools.tools).declarations() == declared and tools.problems() == ["time: unreachable"]
+        assert any("its tools get_current_time are declared from its last listing" in message for message in caplog.messages)
+        record = Toolbox(tools.tools).call("get_current_time", {"timezone": "UTC"})
+        assert record.status == "failed" and record.result == {"error": "The time service is not answering."}
+        (tmp_path / "relay.log.down").unlink()
+        assert wait_until(lambda: tools.changed, 20)  # reconnected in the background (1 s backoff)
+        assert not tools.refresh() and not tools.changed  # the same tools: no new system prompt
+        assert Toolbox(tools.tools).call("get_current_time", {"timezone": "UTC"}).status == "ok"
+    finally:
+        tools.close()
+
+
+def test_the_kept_listing_is_the_last_good_one_for_this_configuration(tmp_path: Path, caplog) -> None:
+    state = tmp_path / "state"
+    cache = state / "mcp-tools.json"
+    config = configure(tmp_path, time_server(tmp_path, "switch"))
+    mcp_tools(config, set(), state).close()
+    kept = cache.read_bytes()
+    mcp_tools(configure(tmp_path, time_server(tmp_path, "switch", tools=["no_such_tool"])), set(), state).close()
+    assert cache.read_bytes() == kept  # a listing without any allowlisted tool replaces nothing
+    (tmp_path / "relay.log.down").touch()
+    other = configure(tmp_path, time_server(tmp_path, "switch", tools=["get_current_time", "convert_time"]))
+    with caplog.at_level(logging.INFO):
+        tools = mcp_tools(other, set(), state)  # another allowlist: the kept listing is not this one's
+    tools.close()
+    assert tools.tools == [] and any("from another configuration: not used" in message for message in caplog.messages)
+    cache.write_bytes(b"\xff{ not json")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        tools = mcp_tools(config, set(), state)
+    tools.close()
+    assert tools.tools == [] and any("is not valid JSON" in message for message in caplog.messages)
+    cache.write_text(json.dumps({"format": 1, "servers": {"time": {"key": "x", "tools": [{"name": 5}]}}}))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        tools = mcp_tools(config, set(), state)
+    tools.close()
+    assert tools.tools == [] and any("is not a listing this version wrote: ignored" in message for message in caplog.messages)
+    (tmp_path / "relay.log.down").unlink()
+    mcp_tools(config, set(), state).close()
+    assert cache.read_bytes() == kept  # rewritten by the next good listing
+
+
+def test_a_refused_token_after_a_good_run_is_spoken_and_sends_nothing(tmp_path: Path, refusing_server) -> None:
+    entry, tokens = refusing_server
+    config = configure(tmp_path, entry)
+    listed = ListedTool("anything", None, "Does anything.", {"type": "object", "properties": {}})
+    ListingCache(tmp_path / "state" / CACHE_FILE).save(server_specs(config), {"remote": [listed]})
+    tools = mcp_tools(config, set(), tmp_path / "state")
+    try:
+        record = Toolbox(tools.tools).call("anything", {})
+        assert record.status == "failed" and record.result == {"error": "The remote service refused my access token."}
+        assert tokens == ["Bearer old-token"]  # the call itself sent nothing
     finally:
         tools.close()
 

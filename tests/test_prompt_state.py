@@ -13,7 +13,7 @@ import pytest
 
 from edge_assistant.config import EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
-from edge_assistant.llm.prompt_state import FILE_NAME
+from edge_assistant.llm.prompt_state import FILE_GLOB, MAX_SAVED_PROMPTS
 
 TOOLS = [{"type": "function", "function": {
     "name": "get_current_time", "description": "Get current time in a specific timezone",
@@ -31,6 +31,10 @@ def next_token_logits(engine: GemmaEngine) -> np.ndarray:
     return logits
 
 
+def saved(directory: Path) -> list[Path]:
+    return sorted(directory.glob(FILE_GLOB))
+
+
 def start(twin, directory: Path | None, **settings: object) -> GemmaEngine:
     return GemmaEngine(twin.model, twin.mmproj, EngineConfig(max_tokens=4, seed=1, threads=2, **settings),
                        tools=TOOLS, prompt_state_dir=directory)
@@ -38,7 +42,7 @@ def start(twin, directory: Path | None, **settings: object) -> GemmaEngine:
 
 def test_a_restored_prompt_predicts_what_a_fresh_one_does(twin, tmp_path: Path) -> None:
     with start(twin, tmp_path) as fresh:
-        assert not fresh.system_prompt_restored and (tmp_path / FILE_NAME).is_file()
+        assert not fresh.system_prompt_restored and len(saved(tmp_path)) == 1
         expected = next_token_logits(fresh)
         n_system = fresh.context_tokens
     with start(twin, None) as plain:  # no state directory: the old behaviour, same numbers
@@ -55,11 +59,11 @@ def test_a_restored_prompt_predicts_what_a_fresh_one_does(twin, tmp_path: Path) 
 def test_a_changed_prompt_or_context_is_evaluated_again(twin, tmp_path: Path) -> None:
     with start(twin, tmp_path):
         pass
-    saved = (tmp_path / FILE_NAME).read_bytes()
+    (first,) = saved(tmp_path)
     with start(twin, tmp_path, system_prompt="You are a pirate. Answer in one sentence.") as changed:
         assert not changed.system_prompt_restored
         pirate = next_token_logits(changed)
-    assert (tmp_path / FILE_NAME).read_bytes() != saved  # rewritten for the new prompt
+    assert len(saved(tmp_path)) == 2 and first in saved(tmp_path)  # the new prompt has its own file
     with start(twin, tmp_path, system_prompt="You are a pirate. Answer in one sentence.") as again:
         assert again.system_prompt_restored
         np.testing.assert_array_equal(next_token_logits(again), pirate)
@@ -73,7 +77,7 @@ def test_a_changed_prompt_or_context_is_evaluated_again(twin, tmp_path: Path) ->
 def test_a_corrupt_file_is_ignored_and_rewritten(twin, tmp_path: Path, damage: str) -> None:
     with start(twin, tmp_path) as fresh:
         expected = next_token_logits(fresh)
-    path = tmp_path / FILE_NAME
+    (path,) = saved(tmp_path)
     data = bytearray(path.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0xFF
@@ -87,3 +91,44 @@ def test_a_corrupt_file_is_ignored_and_rewritten(twin, tmp_path: Path, damage: s
         np.testing.assert_array_equal(next_token_logits(engine), expected)
     with start(twin, tmp_path) as engine:
         assert engine.system_prompt_restored
+
+
+def test_two_prompts_both_restore_and_the_least_recently_used_go(twin, tmp_path: Path) -> None:
+    """A start while an MCP server is down declares fewer tools than after it came
+    up: both prompts' states stay, so neither is evaluated at the next start."""
+    with start(twin, tmp_path):
+        pass
+    with GemmaEngine(twin.model, twin.mmproj, EngineConfig(max_tokens=4, seed=1, threads=2), tools=[],
+                     prompt_state_dir=tmp_path) as fewer:
+        assert not fewer.system_prompt_restored
+    with start(twin, tmp_path) as again:
+        assert again.system_prompt_restored
+    with GemmaEngine(twin.model, twin.mmproj, EngineConfig(max_tokens=4, seed=1, threads=2), tools=[],
+                     prompt_state_dir=tmp_path) as fewer:
+        assert fewer.system_prompt_restored
+    (tmp_path / "system-prompt.kv").write_bytes(b"an earlier version's file")
+    for prompt in ("One.", "Two.", "Three."):
+        with start(twin, tmp_path, system_prompt=prompt):
+            pass
+    assert len(saved(tmp_path)) == MAX_SAVED_PROMPTS and not (tmp_path / "system-prompt.kv").exists()
+    with start(twin, tmp_path, system_prompt="Three.") as kept, start(twin, tmp_path) as dropped:
+        assert kept.system_prompt_restored and not dropped.system_prompt_restored
+
+
+def test_tools_declared_later_give_the_prompt_a_fresh_engine_has(twin, tmp_path: Path) -> None:
+    """An MCP server that came up after the start: the engine evaluates the new
+    system prompt between turns (dropping the conversation behind the old one),
+    or restores it when it was saved before."""
+    with start(twin, None) as fresh:
+        expected = next_token_logits(fresh)
+        n_system = fresh.context_tokens
+    for restored in (False, True):
+        with GemmaEngine(twin.model, twin.mmproj, EngineConfig(max_tokens=4, seed=1, threads=2), tools=[],
+                         prompt_state_dir=tmp_path) as engine:
+            engine._decode_tokens(engine.tokenize("<|turn>user\nHello.<turn|>\n"), want_logits=False)  # a conversation
+            engine.declare_tools(TOOLS)
+            assert engine.system_prompt_restored is restored and engine.context_tokens == n_system
+            engine.check_cache()
+            np.testing.assert_array_equal(next_token_logits(engine), expected)
+            engine.reset_history()
+            np.testing.assert_array_equal(next_token_logits(engine), expected)

@@ -6,6 +6,8 @@ needs confirmation runs only after a spoken yes."""
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from functools import partial
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from edge_assistant.config import Config
 from edge_assistant.daemon.assistant import Assistant
 from edge_assistant.daemon.events import EventLog
 from edge_assistant.llm.tool_calls import render_tool_call
-from edge_assistant.tools.setup import build_tools
+from edge_assistant.tools.mcp.connection import wait_until
+from edge_assistant.tools.setup import ToolSet, build_tools
 from edge_assistant.tts import PiperSpeech
 
 from scripted import ScriptedEngine, ScriptedSampler, reply_tokens
@@ -76,7 +79,8 @@ def voice() -> PiperSpeech:
     return PiperSpeech(VOICE_PATH)
 
 
-def run_files(tmp_path: Path, engine, voice, config: Config, *parts, name: str = "run") -> tuple[list[dict], np.ndarray]:
+def run_files(tmp_path: Path, engine, voice, config: Config, *parts, name: str = "run", tools: ToolSet | None = None,
+              ) -> tuple[list[dict], np.ndarray]:
     stream = tmp_path / f"{name}.wav"
     write_wav_atomic(stream, concat(*parts).samples, MODEL_SAMPLE_RATE)
     events_path = tmp_path / f"{name}.jsonl"
@@ -86,9 +90,11 @@ def run_files(tmp_path: Path, engine, voice, config: Config, *parts, name: str =
         source = EchoSource(FileSource(stream, config.input.frame_ms), playback)
         assistant = Assistant(
             config, engine, voice, source, playback, None, EventLog(events_file),
-            wait_for_replies=True, tools=build_tools(config),
+            wait_for_replies=True, tools=tools or build_tools(config),
         )
         assistant.run()
+        if assistant.runner.last_started is not None:
+            assistant.runner.last_started.done.wait()  # a job declaring new tools, which the run does not wait for
     out = tmp_path / f"{name}.out.wav"
     playback.save(out)  # what `run --output-file` writes
     recording, _ = soundfile.read(out, dtype="float32")
@@ -176,3 +182,74 @@ def test_a_command_that_needs_confirmation_runs_only_after_yes(tool_model, voice
     assert turns[1]["tool_calls"][0]["status"] == ("ok" if runs else "declined")
     assert turns[1]["reply"] == ("Done." if runs else "Okay, I won't.")
     assert marker.exists() is runs
+
+
+def time_server_config(tmp_path: Path, relay_mode: str) -> Config:
+    """The real mcp-server-time behind tests/mcp_relay.py in ``relay_mode``."""
+    time_server = shutil.which("mcp-server-time", path=str(Path(sys.executable).parent))
+    if time_server is None:
+        pytest.skip("mcp-server-time is not installed (pip install -e '.[test]')")
+    config = tools_config(tmp_path)
+    relay = [sys.executable, str(Path(__file__).with_name("mcp_relay.py")), str(tmp_path / "relay.log"), relay_mode]
+    config.mcp.server = [{"name": "time", "argv": [*relay, time_server, "--local-timezone", "UTC"], "tools": ["get_current_time"]}]
+    return config
+
+
+def ask_the_time(tool_model, voice, tmp_path: Path, config: Config, toolset: ToolSet, reply: str,
+                 ) -> tuple[dict, dict, np.ndarray]:
+    """"What time is it?" through the daemon; the model calls get_current_time,
+    then says ``reply``. The turn event, its one call, and the output."""
+    engine, scripts = tool_model
+    scripts.script(render_tool_call("get_current_time", {"timezone": "UTC"}) + WAIT + reply)
+    events, recording = run_files(tmp_path, engine, voice, config, silence(0.5), speak("What time is it?"), silence(4.0),
+                                  tools=toolset)
+    (turn,) = [event for event in events if event["event"] == "turn"]
+    (call,) = turn["tool_calls"]
+    return turn, call, recording
+
+
+def test_an_mcp_server_up_after_the_start_has_its_tools_declared_while_idle(tool_model, voice, tmp_path: Path) -> None:
+    """A server down at start-up comes up: while the assistant is idle its worker
+    evaluates the system prompt with the new tool (not when the next question is
+    already waiting), and the next question can call it."""
+    engine, _ = tool_model
+    config = time_server_config(tmp_path, "down-once")
+    engine_tools, toolset = engine.tools, build_tools(config)
+    try:
+        assert toolset.toolbox.get("get_current_time") is None and toolset.problems() == ["time: unreachable"]
+        assert wait_until(lambda: toolset.outdated, 20)  # reconnected in the background (1 s backoff)
+        quiet, _ = run_files(tmp_path, engine, voice, config, silence(3.0), name="quiet", tools=toolset)
+        assert "turn" not in [event["event"] for event in quiet]
+        assert "declaration:get_current_time{" in engine.chat_format.system_block("", engine.tools)
+        assert not toolset.outdated
+        _, call, _ = ask_the_time(tool_model, voice, tmp_path, config, toolset, "It is noon.")
+    finally:
+        toolset.close()
+        engine.declare_tools(engine_tools)
+    assert call["name"] == "get_current_time" and call["status"] == "ok", call
+
+
+def test_an_mcp_server_down_at_a_restart_keeps_its_tools_and_a_call_says_so(tool_model, voice, tmp_path: Path) -> None:
+    """After one good run, a start with the server down declares its tools from
+    their last listing (the system prompt is the one every start has), and a
+    question that calls one gets the server's spoken failure, not "no such
+    tool"; the model, here saying nothing more, is followed by the apology."""
+    engine, _ = tool_model
+    config = time_server_config(tmp_path, "switch")
+    good_run = build_tools(config)
+    good_run.close()
+    (tmp_path / "relay.log.down").touch()  # the server is down from now on
+    engine_tools, toolset = engine.tools, build_tools(config)
+    try:
+        assert toolset.problems() == ["time: unreachable"]
+        assert toolset.toolbox.declarations() == good_run.toolbox.declarations()
+        engine.declare_tools(toolset.toolbox.declarations())  # as `run` declares them at start-up
+        turn, call, recording = ask_the_time(tool_model, voice, tmp_path, config, toolset, "")
+    finally:
+        toolset.close()
+        engine.declare_tools(engine_tools)
+    assert call["name"] == "get_current_time" and call["status"] == "failed", call
+    assert call["result"] == {"error": "The time service is not answering."}  # what the model is given to say
+    assert turn["reply"] == "Sorry, I couldn't do that."
+    assert loud(recording, turn["t"], turn["t"] + 3.0) > 0.05
+    assert not [line for line in (tmp_path / "relay.log").read_text().splitlines() if line.startswith("tools/call")]

@@ -134,7 +134,10 @@ class Assistant:
             tools.volume.restore()
             if wait_for_replies:  # file input: timers run in the input's time, so runs are reproducible
                 tools.scheduler.clock = self._input_clock
-        self.runner = TurnRunner(config, engine, voice, playback, events, self.notifier, respond)
+        self.tools = tools
+        self.runner = TurnRunner(config, engine, voice, playback, events, self.notifier, respond, tools)
+        self._tools_checked_at = 0  # input time of the last look at the MCP servers
+        self._tool_problems: list[str] = []  # said in STATUS= after the state
 
     # -- control from signals --------------------------------------------------
 
@@ -155,7 +158,8 @@ class Assistant:
     # -- the audio loop --------------------------------------------------------
 
     def run(self) -> None:
-        self.notifier.ready("listening")
+        self._tool_problems = self.tools.problems() if self.tools is not None else []
+        self.notifier.ready("; ".join(["listening", *self._tool_problems]))
         self._set_state(State.IDLE)
         self.reminders.queue_missed()
         for frame in self.source.frames():
@@ -176,6 +180,7 @@ class Assistant:
         self._update_turn()
         self.runner.watch()
         self._follow_reminders()
+        self._follow_tools()
         wake_end = self._detect_wake(samples)
         if wake_end is not None and self._on_wake(wake_end):
             return
@@ -384,6 +389,23 @@ class Assistant:
         if self.state in (State.IDLE, State.FOLLOW_UP) and not self.endpointer.in_speech and self.runner.current is None:
             self.reminders.announce_next(self._now)
 
+    def _follow_tools(self) -> None:
+        """Once a second: STATUS= names the MCP servers whose tools do not work
+        now, and a server that came up while the assistant is idle has its tools
+        declared (the engine evaluates the new system prompt between turns)."""
+        if self.tools is None or self._now - self._tools_checked_at < MODEL_SAMPLE_RATE:
+            return
+        self._tools_checked_at = self._now
+        problems = self.tools.problems()
+        if problems != self._tool_problems:
+            self._tool_problems = problems
+            self.notifier.status(self._status_text())
+        last = self.runner.last_started
+        if (self.tools.outdated and self.state is State.IDLE and self.runner.current is None and not self.endpointer.in_speech
+                and self.confirmation.question is None and not self.confirmation.listening
+                and (last is None or last.done.is_set())):
+            self.runner.declare_new_tools()
+
     def _input_clock(self) -> float:
         """Unix time in the input's own time base (file input)."""
         return self._started_wall + self._now / MODEL_SAMPLE_RATE
@@ -397,7 +419,10 @@ class Assistant:
         if state is not self.state:
             log.debug("state %s -> %s", self.state.value, state.value)
         self.state = state
-        self.notifier.status(state.value)
+        self.notifier.status(self._status_text())
+
+    def _status_text(self) -> str:
+        return "; ".join([self.state.value, *self._tool_problems])
 
     def _finish(self) -> None:
         """Input ended or stop requested: let the last reply be spoken (files),

@@ -18,6 +18,7 @@ from ..errors import TurnStuckError
 from ..llm.audio_turn import Interruption, TurnCancelled
 from ..llm.engine import GemmaEngine
 from ..systemd import Notifier
+from ..tools.setup import ToolSet
 from ..tts import PiperSpeech, StreamingSpeaker
 from ..turn import SpeechStream
 from .events import EventLog
@@ -52,7 +53,7 @@ class TurnRunner:
 
     def __init__(
         self, config: Config, engine: GemmaEngine, voice: PiperSpeech, playback: Playback, events: EventLog,
-        notifier: Notifier, respond: Callable[..., Any],
+        notifier: Notifier, respond: Callable[..., Any], tools: ToolSet | None = None,
     ) -> None:
         self.config = config
         self.engine = engine
@@ -61,6 +62,7 @@ class TurnRunner:
         self.events = events
         self.notifier = notifier
         self.respond = respond  # the usual turn: turn.run_turn, with the tools
+        self.tools = tools  # MCP servers that come up late have their tools declared between turns
         self.current: Turn | None = None  # the turn the loop follows
         self._last_started: Turn | None = None  # the last turn handed to a worker: the next one waits for it
         self._stuck = False  # a cancelled turn never returned: the watchdog is no longer fed
@@ -112,6 +114,43 @@ class TurnRunner:
         )
         worker.start()
         return turn
+
+    def declare_new_tools(self) -> None:
+        """From the audio loop, while idle: an MCP server came up, so its tools are
+        declared now rather than when the next question is already waiting. The
+        job runs on a worker after the last turn, as a turn would; the next turn
+        waits for it."""
+        previous = self._last_started
+        job = Turn(done=threading.Event(), wake_sample=None, speech_end_sample=0, started=None,
+                   speaker=StreamingSpeaker(self.voice, self.playback))
+        self._last_started = job
+        threading.Thread(target=self._declare_job, args=(job, previous), name="tools", daemon=True).start()
+
+    def _declare_job(self, job: Turn, previous: Turn | None) -> None:
+        try:
+            if previous is not None:
+                previous.done.wait()
+            self._declare_tools()
+        except Exception:  # the next turn tries again
+            log.exception("declaring the new tools failed")
+        finally:
+            job.speaker.finish()
+            job.done.set()
+
+    def _declare_tools(self) -> bool:
+        """On the engine's thread, between turns: if an MCP server came up (or
+        changed its tools) since they were declared, the system prompt is built
+        again with them, and the conversation starts afresh (its KV follows the
+        prompt's). True if it was."""
+        tools = self.tools
+        if tools is None or not tools.outdated or not tools.refresh():
+            return False
+        started = time.perf_counter()
+        self.engine.declare_tools(tools.toolbox.declarations())
+        log.info("tools declared now: %s; system prompt of %d tokens %s in %.0f ms, the conversation starts afresh",
+                 ", ".join(tool.name for tool in tools.toolbox.tools), self.engine.system_prompt_tokens,
+                 "restored" if self.engine.system_prompt_restored else "evaluated", (time.perf_counter() - started) * 1000)
+        return True
 
     def interrupt(self) -> None:
         """A barge-in. Never waits: the silenced speaker queues nothing more, what
@@ -204,6 +243,9 @@ class TurnRunner:
                 previous.done.wait()  # one turn at a time on the engine
                 # A barge-in after its reply was complete: the history keeps what was heard.
                 self.engine.trim_last_reply(previous.interruption)
+            # Not under a yes/no answer: the call it confirms is in the history.
+            if respond is self.respond and self._declare_tools():
+                reset_history = False  # the new system prompt has no history after it
             if reset_history:
                 self.engine.reset_history()
                 log.info("conversation history reset")

@@ -301,6 +301,15 @@ class GemmaEngine:
         """Forget the conversation, keep the evaluated system prompt."""
         self._truncate(self._n_system)
 
+    def declare_tools(self, tools: ToolDeclarations) -> None:
+        """A new system prompt for other tools (an MCP server came up): the cache is
+        emptied and the prompt evaluated, or restored from its saved state, and the
+        conversation starts afresh. Between turns, on the engine's thread."""
+        self.tools = list(tools)
+        self._truncate(0)
+        self.system_prompt_restored = False
+        self.system_prompt_tokens = self._evaluate_system_prompt()
+
     def _truncate(self, n_past: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, 0, n_past, -1)
         self._n_past = n_past

@@ -13,6 +13,10 @@ build (version and CPU features). A file for another key, a short or corrupt
 file (its payload carries a SHA-256), or a state llama.cpp refuses, is ignored
 and rewritten, never trusted.
 
+Each prompt has its own file, named by its key, and the last few used are
+kept: a start while an MCP server is down declares fewer tools than the run
+after it comes up, and both prompts then restore at every start.
+
 A history reset does not need it: the engine keeps the system prompt's KV in
 memory (``swa_full``) and only cuts the conversation after it.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import struct
 from pathlib import Path
 from typing import Iterable
@@ -29,7 +34,8 @@ from ..atomic import atomic_path
 
 log = logging.getLogger(__name__)
 
-FILE_NAME = "system-prompt.kv"
+FILE_GLOB = "system-prompt*.kv"  # the files it writes (and the one earlier versions wrote)
+MAX_SAVED_PROMPTS = 3
 MAGIC = b"EDGE-ASSISTANT-PROMPT-STATE-1\n"
 SAMPLE_BYTES = 4 * 1024 * 1024
 _HEADER = struct.Struct("<32sQQ32s")  # key digest, tokens, payload length, payload sha256
@@ -59,10 +65,10 @@ def state_key(files: Iterable[Path], tokens: list[int], settings: dict[str, obje
 
 
 class PromptStateFile:
-    """``system-prompt.kv`` in ``directory``: one saved state, for one key."""
+    """``system-prompt-KEY.kv`` in ``directory``: one saved state, for one key."""
 
     def __init__(self, directory: Path, key: bytes, n_tokens: int) -> None:
-        self.path = directory / FILE_NAME
+        self.path = directory / f"system-prompt-{key.hex()[:16]}.kv"
         self.key = key
         self.n_tokens = n_tokens
 
@@ -79,6 +85,10 @@ class PromptStateFile:
         if why:
             log.info("saved system prompt state %s not used: %s", self.path, why)
             return None
+        try:
+            os.utime(self.path)  # used now: the last to be pruned
+        except OSError:
+            pass
         return data[len(MAGIC) + _HEADER.size :]
 
     def _problem(self, data: bytes) -> str:
@@ -103,6 +113,19 @@ class PromptStateFile:
             log.warning("cannot save the system prompt state to %s: %s", self.path, error)
             return
         log.info("system prompt state saved: %s (%.1f MB)", self.path, len(payload) / 1e6)
+        self._prune()
+
+    def _prune(self) -> None:
+        """Keep the states of the prompts used last."""
+        def last_used(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:
+                return 0.0
+
+        saved = sorted(self.path.parent.glob(FILE_GLOB), key=last_used, reverse=True)
+        for path in saved[MAX_SAVED_PROMPTS:]:
+            path.unlink(missing_ok=True)
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

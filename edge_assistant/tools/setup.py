@@ -15,7 +15,7 @@ from .builtins import Volume, builtin_tools
 from .commands import parse_commands
 from .core import Toolbox
 from .home_assistant import home_assistant_tools
-from .mcp import McpTools, mcp_tools
+from .mcp import McpTool, McpTools, mcp_tools
 from .scheduler import Scheduler
 from .state import default_state_dir
 
@@ -40,6 +40,24 @@ class ToolSet:
         """Disconnect from the MCP servers (their programs are stopped)."""
         self.mcp.close()
 
+    @property
+    def outdated(self) -> bool:
+        """An MCP server connected since the tools were declared (cheap, any thread)."""
+        return self.mcp.changed
+
+    def refresh(self) -> bool:
+        """Declare the tools of MCP servers that came up, or changed their tools,
+        since the last look; True if the declarations changed. Only between turns,
+        on the engine's thread, which then evaluates the new system prompt."""
+        if not self.mcp.refresh():
+            return False
+        self.toolbox.tools = [*(tool for tool in self.toolbox.tools if not isinstance(tool, McpTool)), *self.mcp.tools]
+        return True
+
+    def problems(self) -> list[str]:
+        """Servers whose tools do not work now, a few words each (for STATUS=)."""
+        return self.mcp.problems()
+
 
 def state_dir(config: Config) -> Path:
     return Path(config.tools.state_dir).expanduser() if config.tools.state_dir else default_state_dir()
@@ -62,7 +80,8 @@ def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolS
     builtins = builtin_tools(scheduler, volume, lambda: hooks.on_stop(), lambda: hooks.on_forget())
     home = home_assistant_tools(config) if config.tools.enabled else []
     commands = parse_commands(config.tools.command, where, {tool.name for tool in [*builtins, *home]})
-    remote = mcp_tools(config, {tool.name for tool in [*builtins, *home, *commands]}) if config.tools.enabled else McpTools()
+    remote = (mcp_tools(config, {tool.name for tool in [*builtins, *home, *commands]}, directory)
+              if config.tools.enabled else McpTools())
     toolbox = Toolbox([*builtins, *home, *commands, *remote.tools] if config.tools.enabled else [], config.tools.max_calls_per_turn)
     return ToolSet(toolbox, scheduler, volume, hooks, remote)
 

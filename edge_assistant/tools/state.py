@@ -34,12 +34,12 @@ def read_json(path: Path) -> Any | None:
     """The file's JSON, or None when it does not exist. A corrupt file is
     renamed to ``NAME.corrupt-TIMESTAMP`` (kept for the user) and None returned."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
         aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
         path.rename(aside)
         log.warning("%s is not valid JSON (%s): kept as %s, starting afresh", path, error, aside)

@@ -9,7 +9,7 @@ import json
 
 from ...config import Config
 from ..home_assistant.client import HomeAssistantUnreachable
-from . import HOME_ASSISTANT_SERVER, connect_servers, server_specs
+from . import HOME_ASSISTANT_SERVER, connect_servers, refuse_rejected_tokens, server_specs
 from .cli import describe_server
 
 LIVE_CONTEXT = "GetLiveContext"
@@ -18,6 +18,7 @@ LIVE_CONTEXT = "GetLiveContext"
 def check_over_mcp(config: Config) -> int:
     (spec,) = [spec for spec in server_specs(config) if spec.name == HOME_ASSISTANT_SERVER]
     (connection,) = connect_servers([spec])
+    refuse_rejected_tokens([connection])
     try:
         if not connection.connected:
             raise HomeAssistantUnreachable(

@@ -8,7 +8,7 @@ import argparse
 
 from ...config import Config
 from ...errors import EdgeAssistantError
-from . import connect_servers, server_specs
+from . import connect_servers, refuse_rejected_tokens, server_specs
 from .schema import SchemaRefused, convert_schema, describe
 
 
@@ -28,6 +28,7 @@ def run(args: argparse.Namespace, config: Config) -> int:
         print(f"no MCP servers in {config.source or 'the configuration'} (add [[mcp.server]] tables)")
         return 0
     connections = connect_servers(specs)
+    refuse_rejected_tokens(connections)
     try:
         for connection in connections:
             print("\n".join(describe_server(connection)))

@@ -6,7 +6,9 @@ initializes, lists the tools, then holds the session open until a call finds it
 broken (the server exited, timed out, or the network failed) or the server is
 closed. After a failure it connects again with a backoff (1 s doubling to 60 s),
 and calls in the meantime fail at once with a short sentence the assistant can
-speak, and a warning in the journal. The SDK is imported only when a server is
+speak, and a warning in the journal. A token the server refused is not sent
+again (Home Assistant notifies its users of every failed login): the token file
+is read again every few seconds, and a new token in it is tried at once. The SDK is imported only when a server is
 configured: it costs about half a second.
 """
 
@@ -31,6 +33,7 @@ logging.getLogger("mcp.client").setLevel(logging.CRITICAL)
 
 INITIAL_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 60.0
+TOKEN_POLL_SECONDS = 5.0  # how often a refused token's file is read for a new one
 MAX_LISTED_TOOLS = 256
 CONNECT_TIMEOUT_SECONDS = 20.0
 
@@ -70,7 +73,7 @@ class McpConnection:
         self.transport = ""
         self.endpoint_url = ""
         self.last_error: Exception | None = None
-        self.connections = 0
+        self.connections = 0  # successful connections so far: a new one may bring other tools
 
     def __repr__(self) -> str:  # no token in tracebacks or logs
         return f"McpConnection({self.spec.name!r})"
@@ -165,28 +168,47 @@ class McpConnection:
 
     async def _supervise(self) -> None:
         backoff = INITIAL_BACKOFF_SECONDS
+        refused = ""  # the token the server refused: not sent again
         while not self._closing:
             self._wake = asyncio.Event()
-            try:
-                await self._serve_once()
-                backoff = INITIAL_BACKOFF_SECONDS
-            except McpTokenRejected as error:
-                self.last_error = error
-                log.log(logging.WARNING if self._first_attempt.is_set() else logging.INFO, "%s", error)
-            except Exception as error:  # the SDK raises anything from OSError to ExceptionGroup
-                self.last_error = error
-                # The first attempt's failure is reported by whoever waits for it.
-                log.log(logging.WARNING if self._first_attempt.is_set() else logging.INFO,
-                        "MCP server %s (%s): %s; next attempt in %.0f s",
-                        self.spec.name, self.where, _describe(error), backoff)
-            finally:
-                self._session = None
+            if refused and self._read_token() == refused:
                 self._first_attempt.set()
+            else:
+                refused = ""
+                try:
+                    await self._serve_once()
+                    backoff = INITIAL_BACKOFF_SECONDS
+                except McpTokenRejected as error:
+                    refused = self._token
+                    self.last_error = error
+                    log.log(logging.WARNING if self._first_attempt.is_set() else logging.INFO,
+                            "%s; it is tried again when the file changes", error)
+                except Exception as error:  # the SDK raises anything from OSError to ExceptionGroup
+                    self.last_error = error
+                    # The first attempt's failure is reported by whoever waits for it.
+                    log.log(logging.WARNING if self._first_attempt.is_set() else logging.INFO,
+                            "MCP server %s (%s): %s; next attempt in %.0f s",
+                            self.spec.name, self.where, _describe(error), backoff)
+                finally:
+                    self._session = None
+                    self._first_attempt.set()
             if self._closing:
                 break
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+                await asyncio.wait_for(self._wake.wait(), TOKEN_POLL_SECONDS if refused else backoff)
+            if not refused:
+                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _read_token(self) -> str:
+        """The token file's token now (the one in use if it cannot be read)."""
+        from ...errors import UsageError
+        from ..home_assistant.client import read_token
+
+        try:
+            self._token = read_token(self.spec.token_file, self.spec.token_key)
+        except UsageError as error:
+            log.debug("%s", error)
+        return self._token
 
     async def _serve_once(self) -> None:
         from mcp import ClientSession
