@@ -1,0 +1,257 @@
+"""``edge-assistant run`` with ``[[satellite]]`` rooms: one audio loop per room
+(each satellite's, and the local microphone's unless ``input.enabled`` is
+false), each with its own wake word detector, endpointer, state machine and
+conversation, all sharing the one engine (turns one at a time, in the order
+their questions ended) and the one voice. The main thread only supervises:
+it feeds systemd's watchdog while no room is stuck, and STATUS= lists the rooms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import LOCAL_ROOM, Config
+from ..daemon.assistant import Assistant
+from ..daemon.engine_turns import EngineTurns, Room
+from ..daemon.events import EventLog
+from ..daemon.service import LocalAudio, load_wake_detector, wake_model_paths
+from ..languages import load_voices
+from ..llm.engine import GemmaEngine
+from ..systemd import Notifier
+from ..tools.setup import ToolSet, build_tools, state_dir
+from .link import Links, SatelliteLink
+
+log = logging.getLogger(__name__)
+
+GIB = 1024**3
+MEMORY_BUDGET_BYTES = 4 * GIB  # a Pi 5 with 4 GB
+# Peak RSS of the daemon with one room at the defaults (README "Hardware":
+# 2.66-2.70 GiB from a cold page cache, full-size twin): what more rooms add to.
+ONE_ROOM_PEAK_BYTES = int(2.70 * GIB)
+SUPERVISE_SECONDS = 0.25
+
+
+class HouseStatus:
+    """systemd's STATUS= for every room at once: "kitchen: idle; bedroom: not connected ..."."""
+
+    def __init__(self, notifier: Notifier, rooms: list[str]) -> None:
+        self.notifier = notifier
+        self._lock = threading.Lock()
+        self._states = dict.fromkeys(rooms, "starting")
+        self._links: dict[str, str] = {}
+
+    def room_state(self, room: str, state: str) -> None:
+        with self._lock:
+            self._states[room] = state
+        self._send()
+
+    def link(self, room: str, text: str) -> None:
+        with self._lock:
+            self._links[room] = text
+        self._send()
+
+    def text(self) -> str:
+        with self._lock:
+            parts = []
+            for room, state in self._states.items():
+                link = self._links.get(room)
+                parts.append(f"{room}: {state}" if link in (None, "connected") else f"{room}: {link}")
+        connected = [room for room, link in self._links.items() if link == "connected"]
+        return f"satellites connected: {', '.join(connected) or 'none'}; " + "; ".join(parts)
+
+    def _send(self) -> None:
+        self.notifier.status(self.text())
+
+
+@dataclass
+class RoomNotifier:
+    """What one room's loop tells systemd, through :class:`HouseStatus`; the
+    watchdog is fed by the supervisor for every room at once."""
+
+    house: HouseStatus
+    room: str
+    watchdog_interval: float | None
+    link: SatelliteLink | None = None
+
+    def ready(self, status: str) -> None:
+        self.status(status)
+
+    def status(self, status: str) -> None:
+        self.house.room_state(self.room, status)
+        if status == "idle" and self.link is not None:
+            self.link.turn_over()
+
+    def watchdog(self) -> None:
+        pass
+
+    def stopping(self) -> None:
+        pass
+
+
+@dataclass
+class House:
+    """The rooms, their loops and links, and what they share."""
+
+    config: Config
+    engine: GemmaEngine
+    tools: ToolSet
+    assistants: dict[str, Assistant] = field(default_factory=dict)
+    links: list[SatelliteLink] = field(default_factory=list)
+    threads: list[threading.Thread] = field(default_factory=list)
+    failures: list[BaseException] = field(default_factory=list)
+    _stop = False
+
+    def route_tools(self) -> None:
+        """"Stop" and "forget" act in the room of the turn that called them;
+        the volume is the house's."""
+        hooks = self.tools.hooks
+        hooks.on_stop = lambda: self.assistants[hooks.room].reminders.silence()
+        hooks.on_forget = lambda: self.assistants[hooks.room].request_reset()
+
+        def set_gain(gain: float) -> None:
+            for assistant in self.assistants.values():
+                assistant.playback.gain = gain
+
+        self.tools.volume.apply = set_gain
+        self.tools.volume.restore()
+
+    def start(self) -> None:
+        for name, assistant in self.assistants.items():
+            thread = threading.Thread(target=self._run_room, args=(assistant,), name=f"room-{name}", daemon=True)
+            self.threads.append(thread)
+            thread.start()
+
+    def _run_room(self, assistant: Assistant) -> None:
+        try:
+            assistant.run()
+        except BaseException as error:  # one room's failure stops the house (systemd restarts it)
+            log.exception("room %s failed", assistant.room.name)
+            self.failures.append(error)
+
+    def stop(self) -> None:
+        """From a signal handler: only flags."""
+        self._stop = True
+        for assistant in self.assistants.values():
+            assistant.stop()
+
+    def supervise(self, notifier: Notifier) -> None:
+        """Feed the watchdog while every room runs and none is stuck, until a
+        stop or a room's failure."""
+        last_fed = 0.0
+        while any(thread.is_alive() for thread in self.threads):
+            if self.failures and not self._stop:
+                self.stop()
+            stuck = any(assistant.runner.stuck for assistant in self.assistants.values())
+            interval = notifier.watchdog_interval
+            now = time.monotonic()
+            if interval is not None and not stuck and now - last_fed >= min(interval, 1.0):
+                notifier.watchdog()
+                last_fed = now
+            time.sleep(SUPERVISE_SECONDS)
+
+    @property
+    def engine_busy(self) -> bool:
+        return any(assistant.runner.running for assistant in self.assistants.values())
+
+
+def check_memory(engine: GemmaEngine, rooms: int, n_ctx: int) -> str:
+    """The KV cache per room, and one line when the rooms do not fit the 4 GB budget."""
+    per_room = engine.kv_bytes_per_token() * n_ctx
+    log.info("rooms: %d; KV cache per room %.1f MiB (engine.n_ctx = %d)", rooms, per_room / 2**20, n_ctx)
+    total = ONE_ROOM_PEAK_BYTES + (rooms - 1) * per_room
+    if total > MEMORY_BUDGET_BYTES:
+        message = (
+            f"{rooms} rooms x engine.n_ctx {n_ctx} need about {total / GIB:.2f} GiB with the model, over the 4 GiB "
+            f"budget of a 4 GB Pi: lower engine.n_ctx or the number of [[satellite]] rooms"
+        )
+        log.warning(message)
+        return message
+    return ""
+
+
+def serve_rooms(
+    config: Config, model_path: Path, mmproj_path: Path, voice_path: Path, notifier: Notifier, local: LocalAudio,
+    events: bool,
+) -> int:
+    """Load everything once, run a loop per room until a signal stops them."""
+    names = ([LOCAL_ROOM] if config.input.enabled else []) + [satellite.name for satellite in config.satellite]
+    source = local.open_source(config, notifier) if config.input.enabled else None
+    notifier.status("loading models")
+    wake_paths = wake_model_paths(config)
+    voice = load_voices(config, voice_path, config.models.directory)
+    tools = build_tools(config)
+    engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations(),
+                         prompt_state_dir=state_dir(config), conversations=len(names))
+    check_memory(engine, len(names), config.engine.n_ctx)
+    house = House(config, engine, tools)
+    status = HouseStatus(notifier, names)
+    event_log = EventLog(sys.stdout if events else None)
+    engine_turns = EngineTurns()
+    recording = None
+    links = {satellite.name: SatelliteLink(satellite, config.input.frame_ms, voice.sample_rate) for satellite in config.satellite}
+    areas = {satellite.name: satellite.area for satellite in config.satellite}
+    for index, name in enumerate(names):
+        room = Room(name, index, areas.get(name, ""), engine_turns, frozenset(names) - {name}, catch_all=index == 0)
+        link = links.get(name)
+        room_notifier: Any = RoomNotifier(status, name, notifier.watchdog_interval, link)
+        if link is None:
+            source, playback, recording = local.open_playback(config, notifier, voice.sample_rate, source)
+            room_source = source
+        else:
+            room_source, playback = link.source, link.playback
+            link.on_status = status.link
+        assistant = Assistant(
+            config, engine, voice, room_source, playback, load_wake_detector(config, wake_paths),
+            event_log.for_room(name), room_notifier, tools=tools, room=room,
+        )
+        if link is not None:
+            link.on_wake = assistant.push_to_talk
+        house.assistants[name] = assistant
+    house.route_tools()
+    house.links = list(links.values())
+    satellite_links = Links(house.links)
+    _install_signal_handlers(house)
+    log.info("ready: %d rooms (%s); wake %s", len(names), ", ".join(names),
+             ", ".join(path.name for path in wake_paths) or "off (voice activity)")
+    satellite_links.start()
+    notifier.ready(status.text())
+    house.start()
+    try:
+        house.supervise(notifier)
+    finally:
+        notifier.stopping()
+        satellite_links.stop()
+        tools.scheduler.flush(timeout=0.5)
+        for assistant in house.assistants.values():
+            assistant.playback.close()
+        if not house.engine_busy:
+            engine.close()
+        notifier.close()
+    if recording is not None and local.output_path is not None:
+        recording.save(local.output_path)
+    if house.failures:
+        raise house.failures[0]
+    if house.engine_busy:
+        log.info("exiting with a turn still inside llama.cpp")
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
+    return 0
+
+
+def _install_signal_handlers(house: House) -> None:
+    """SIGTERM/SIGINT stop every room; SIGUSR1 is push-to-talk in the first
+    room; SIGUSR2 resets every room's conversation. Flags only."""
+    first = next(iter(house.assistants.values()))
+    signal.signal(signal.SIGTERM, lambda *_: house.stop())
+    signal.signal(signal.SIGINT, lambda *_: house.stop())
+    signal.signal(signal.SIGUSR1, lambda *_: first.push_to_talk())
+    signal.signal(signal.SIGUSR2, lambda *_: [assistant.request_reset() for assistant in house.assistants.values()])

@@ -1,0 +1,190 @@
+"""Every room, one brain, on 127.0.0.1: the real wyoming-satellite 1.0.0 from
+PyPI in the kitchen (file-backed microphone and speaker), our own satellite in
+the bedroom, and ``edge-assistant run`` with the twin and a scripted reply as
+the brain. Questions are answered on their own room's speaker, each room keeps
+its own conversation, turns from two rooms run one after the other, a
+satellite killed mid-reply comes back, a timer rings where it was set, and a
+restarted brain takes its satellites back."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from wyoming.event import write_event
+from wyoming.satellite import RunSatellite
+
+from edge_assistant.llm.tool_calls import render_tool_call
+
+from rooms_house import Brain, OurSatellite, RealSatellite, loud_seconds, wait_until
+from speech import VOICE_PATH, concat, silence, speak
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def satellite_python() -> str:
+    done = subprocess.run([str(ROOT / "scripts" / "wyoming_satellite_venv.sh")], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/wyoming_satellite_venv.sh failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory) -> Path:
+    """Shared by the module's brains: the system prompt's saved KV state makes every start after the first quick."""
+    return tmp_path_factory.mktemp("rooms-state")
+
+
+@pytest.fixture
+def rooms(satellite_python, tmp_path: Path):
+    kitchen = RealSatellite(satellite_python, tmp_path, "kitchen").start()
+    bedroom = OurSatellite("bedroom").start()
+    yield kitchen, bedroom
+    kitchen.close()
+    bedroom.close()
+
+
+def config(state: Path, kitchen: RealSatellite, bedroom: OurSatellite) -> str:
+    return f"""
+[input]
+enabled = false
+[engine]
+max_tokens = 40
+[tools]
+state_dir = "{state}"
+alarm_ring_seconds = 0
+[[satellite]]
+name = "kitchen"
+uri = "tcp://127.0.0.1:{kitchen.port}"
+[[satellite]]
+name = "bedroom"
+uri = "tcp://127.0.0.1:{bedroom.port}"
+area = "Bedroom"
+"""
+
+
+def question(text: str) -> np.ndarray:
+    return concat(speak(text), silence(1.5)).samples
+
+
+def start_brain(tmp_path: Path, state: Path, rooms, twin, reply: str) -> Brain:  # noqa: ANN001
+    brain = Brain(tmp_path, config(state, *rooms), reply, twin, VOICE_PATH)
+    brain.wait_connected("kitchen", "bedroom")
+    return brain
+
+
+def test_each_room_is_answered_on_its_own_speaker_and_keeps_its_own_conversation(twin, state, rooms, tmp_path) -> None:
+    kitchen, bedroom = rooms
+    brain = start_brain(tmp_path, state, rooms, twin, "Okay, it is done.")
+    try:
+        kitchen.say(question("Is it going to rain today?"))
+        (first,) = brain.wait_for("kitchen", "turn")
+        brain.wait_for("kitchen", "speak_end")
+        assert loud_seconds(kitchen.heard()) > 0.3
+        assert loud_seconds(bedroom.heard()) == 0
+
+        kitchen_before = loud_seconds(kitchen.heard())
+        bedroom.say(question("Play some music."))
+        (elsewhere,) = brain.wait_for("bedroom", "turn")
+        brain.wait_for("bedroom", "speak_end")
+        assert loud_seconds(bedroom.heard()) > 0.3
+        assert loud_seconds(kitchen.heard()) == kitchen_before
+
+        kitchen.say(question("And tomorrow?"))
+        follow_up = brain.wait_for("kitchen", "turn", 2)[1]
+    finally:
+        assert brain.stop() == 0
+    system = first["tokens"]["context"] - first["tokens"]["evaluated_this_turn"]
+    assert elsewhere["tokens"]["context"] - elsewhere["tokens"]["evaluated_this_turn"] == system  # the bedroom starts fresh
+    # The follow-up evaluated only its own tokens, after the kitchen's first turn and not the bedroom's.
+    assert follow_up["tokens"]["context"] == first["tokens"]["context"] + follow_up["tokens"]["evaluated_this_turn"]
+    assert follow_up["tokens"]["evaluated_this_turn"] < follow_up["tokens"]["context"] - system
+
+
+def test_questions_in_two_rooms_at_once_are_answered_one_after_the_other(twin, state, rooms, tmp_path) -> None:
+    kitchen, bedroom = rooms
+    brain = start_brain(tmp_path, state, rooms, twin, "Okay, it is done.")
+    try:
+        time.sleep(0.5)  # both microphones streaming
+        kitchen.say(question("What time is it?"))
+        bedroom.say(question("What time is it?"))
+        brain.wait_for("kitchen", "turn")
+        brain.wait_for("bedroom", "turn")
+    finally:
+        assert brain.stop() == 0
+    waiting = [event["room"] for event in brain.events if event["event"] == "waiting"]
+    turns = [event["room"] for event in brain.events if event["event"] == "turn"]
+    assert len(waiting) == 1, brain.events  # the second heard its earcon at once, as it ended
+    assert turns[-1] == waiting[0]  # and was answered after the first
+
+
+def test_a_satellite_killed_mid_reply_comes_back_and_the_other_room_goes_on(twin, state, rooms, tmp_path) -> None:
+    kitchen, bedroom = rooms
+    brain = start_brain(tmp_path, state, rooms, twin, "This answer goes on for a while, so that there is time to pull the plug on it.")
+    try:
+        kitchen.say(question("Tell me a story."))
+        brain.wait_for("kitchen", "speak_start")
+        kitchen.kill()
+        bedroom.say(question("What time is it?"))
+        brain.wait_for("bedroom", "turn")
+        brain.wait_for("bedroom", "speak_end")
+        assert loud_seconds(bedroom.heard()) > 0.3
+        heard_before = len(kitchen.heard())
+        kitchen.start()
+        brain.wait_connected("kitchen", times=2)
+        kitchen.say(question("Tell me another story."))
+        brain.wait_for("kitchen", "turn", 2)
+        brain.wait_for("kitchen", "speak_end", 2)
+        assert loud_seconds(kitchen.heard()[heard_before:]) > 0.3
+    finally:
+        assert brain.stop() == 0
+    assert "Traceback" not in brain.log()
+
+
+def test_a_timer_rings_in_the_room_it_was_set_in(twin, state, rooms, tmp_path) -> None:
+    kitchen, bedroom = rooms
+    reply = render_tool_call("set_timer", {"seconds": 3}) + "<|tool_response>" + "Timer set."
+    brain = start_brain(tmp_path, state, rooms, twin, reply)
+    try:
+        bedroom.say(question("Set a timer for three seconds."))
+        (turn,) = brain.wait_for("bedroom", "turn")
+        assert [call["name"] for call in turn["tool_calls"]] == ["set_timer"]
+        brain.wait_for("bedroom", "announce")
+        time.sleep(1.0)
+    finally:
+        assert brain.stop() == 0
+    assert brain.of("kitchen", "announce") == []
+    assert loud_seconds(kitchen.heard()) == 0
+
+
+def test_a_restarted_brain_takes_its_satellites_back(twin, state, rooms, tmp_path) -> None:
+    kitchen, bedroom = rooms
+    first = start_brain(tmp_path, state, rooms, twin, "Okay.")
+    assert first.stop() == 0
+    second = start_brain(tmp_path / "..", state, rooms, twin, "Okay.")
+    try:
+        kitchen.say(question("Are you back?"))
+        bedroom.say(question("Are you back?"))
+        second.wait_for("kitchen", "turn")
+        second.wait_for("bedroom", "turn")
+    finally:
+        assert second.stop() == 0
+
+
+def test_a_controller_that_stops_reading_never_blocks_our_satellites_microphone(rooms) -> None:
+    _, bedroom = rooms
+    with socket.create_connection(("127.0.0.1", bedroom.port)) as controller:
+        controller.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        with controller.makefile("wb") as writer:
+            write_event(RunSatellite().event(), writer)
+        wait_until(lambda: bedroom.satellite.controller is not None and bedroom.satellite.controller.stream.dropped > 0,
+                   120, "the satellite dropping audio the controller does not read")
+        read = bedroom.satellite.frames_read
+        wait_until(lambda: bedroom.satellite.frames_read >= read + 20, 30, "the microphone read on")
+        assert bedroom.satellite.controller.stream.dropped > 0
