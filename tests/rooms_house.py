@@ -108,7 +108,7 @@ class RealSatellite:
 
     def _feed(self) -> None:
         with self.mic_path.open("ab") as mic:
-            for chunk in self.microphone.chunks(1600):
+            for chunk in self.microphone.chunks(1024):
                 mic.write((np.clip(chunk, -1, 1) * 32767).astype("<i2").tobytes())
                 mic.flush()
 

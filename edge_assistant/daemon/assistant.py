@@ -175,8 +175,8 @@ class Assistant:
                 break
             self._process(frame)
         timing = self.loop_timing
-        log.info("audio loop: %d frames, longest gap between two %.0f ms, %d gaps over 100 ms",
-                 timing.frames, timing.longest_gap_ms, timing.gaps_over_100_ms)
+        log.info("%saudio loop: %d frames, longest gap between two %.0f ms, %d gaps over 100 ms",
+                 f"room {self.room.name}: " if self.room.name else "", timing.frames, timing.longest_gap_ms, timing.gaps_over_100_ms)
         self._finish()
 
     def _process(self, frame: Frame) -> None:

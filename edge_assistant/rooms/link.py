@@ -193,11 +193,16 @@ class SatelliteLink:
                 await self._serve(client)
                 why = "the satellite closed the connection"
             except (OSError, asyncio.IncompleteReadError, ValueError) as error:
-                why = f"connection lost ({error})"
-            finally:
-                self.playback.disconnected()
-                self._client = None
+                why = f"connection lost ({error or type(error).__name__})"
+            except Exception as error:  # a link never dies: the room would be deaf for good
+                log.exception("room %s: unexpected error on the satellite's connection", self.satellite.name)
+                why = f"connection dropped ({type(error).__name__})"
+            self.playback.disconnected()
+            self._client = None
+            try:
                 await client.disconnect()
+            except OSError:
+                pass  # already gone
             self._report(f"{why}; reconnecting")
             await asyncio.sleep(FIRST_BACKOFF_SECONDS)
 
