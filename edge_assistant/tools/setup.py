@@ -65,7 +65,7 @@ def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolS
     if config.tools.mixer:
         parse_commands([{"name": "mixer", "description": "mixer", "argv": list(config.tools.mixer)}], where)
     builtins = builtin_tools(scheduler, volume, lambda: hooks.on_stop(), lambda: hooks.on_forget())
-    home = home_assistant_tools(config) if config.tools.enabled else []
+    home = home_assistant_tools(config, area=lambda: hooks.area) if config.tools.enabled else []
     commands = parse_commands(config.tools.command, where, {tool.name for tool in [*builtins, *home]})
     remote = mcp_tools(config, {tool.name for tool in [*builtins, *home, *commands]}) if config.tools.enabled else McpTools()
     toolbox = Toolbox([*builtins, *home, *commands, *remote.tools] if config.tools.enabled else [], config.tools.max_calls_per_turn)
