@@ -263,7 +263,7 @@ def run(args, config: Config) -> int:  # noqa: ANN001
         source = EchoSource(source, recording)
     satellite = ThinSatellite(source, playback, SatelliteOptions(args.name, args.area, args.mute_while_playing))
     satellite.on_status = notifier.status
-    satellite.on_frame = notifier.watchdog
+    satellite.on_frame = _every_second(notifier.watchdog)
     signal.signal(signal.SIGTERM, lambda *_: satellite.stop())
     signal.signal(signal.SIGINT, lambda *_: satellite.stop())
     try:
@@ -276,3 +276,16 @@ def run(args, config: Config) -> int:  # noqa: ANN001
     if recording is not None and output_path is not None:
         recording.save(output_path)
     return 0
+
+
+def _every_second(call: Callable[[], None]) -> Callable[[], None]:
+    """``call``, at most once a second (a frame comes every 64 ms)."""
+    last = [-1.0]
+
+    def throttled() -> None:
+        now = time.monotonic()
+        if now - last[0] >= 1.0:
+            last[0] = now
+            call()
+
+    return throttled
