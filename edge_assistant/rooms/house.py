@@ -198,6 +198,7 @@ def serve_rooms(
     recording = None
     links = {satellite.name: SatelliteLink(satellite, config.input.frame_ms, voice.sample_rate) for satellite in config.satellite}
     areas = {satellite.name: satellite.area for satellite in config.satellite}
+    wake = load_wake_detector(config, wake_paths)  # one set of models; each room streams through its own sibling
     for index, name in enumerate(names):
         room = Room(name, index, areas.get(name, ""), engine_turns, frozenset(names) - {name}, catch_all=index == 0)
         link = links.get(name)
@@ -209,7 +210,7 @@ def serve_rooms(
             room_source, playback = link.source, link.playback
             link.on_status = status.link
         assistant = Assistant(
-            config, engine, voice, room_source, playback, load_wake_detector(config, wake_paths),
+            config, engine, voice, room_source, playback, wake.sibling() if wake is not None else None,
             event_log.for_room(name), room_notifier, tools=tools, room=room,
         )
         if link is not None:

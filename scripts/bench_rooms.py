@@ -1,0 +1,104 @@
+"""Benchmark what each room costs the brain (README "Rooms").
+
+Per satellite: the listening stages every room runs on its own audio (its wake
+word detector and endpointer), as a fraction of one core over a household's
+audio, and the memory one more detector takes. Per conversation: the KV cache a
+room's ``engine.n_ctx`` needs (from the engine's own sequence state size) and
+the resident memory of an engine holding 1 and N conversations, each loaded in a
+fresh process.
+
+    python scripts/bench_rooms.py [--wake MODEL.onnx] [--minutes 2] [--rooms 4] [--full-size]
+
+``--full-size``: E2B's real shapes (random weights, scripts/make_twin.py
+--full-size); without, the small twin. CPU figures name the CPU and the load
+average: the wake stage's share of a core moves with what else runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_daemon import household_stream, idle_costs  # noqa: E402
+from benchlib import cpu_name, default_voice, own_memory, twin_paths, underlined  # noqa: E402
+
+from edge_assistant.config import Config, EngineConfig  # noqa: E402
+from edge_assistant.tts import PiperSpeech  # noqa: E402
+
+MIB = 2**20
+
+
+def engine_child(conversations: int, full_size: bool, n_ctx: int) -> int:
+    """Load an engine with ``conversations`` rooms; print its KV per token and RSS."""
+    from edge_assistant.llm.engine import GemmaEngine
+
+    model, mmproj = twin_paths(full_size)
+    engine = GemmaEngine(model, mmproj, EngineConfig(n_ctx=n_ctx), conversations=conversations)
+    memory = own_memory()
+    print(json.dumps({"kv_bytes_per_token": engine.kv_bytes_per_token(), "rss": memory.rss, "anon": memory.anon}))
+    engine.close()
+    return 0
+
+
+def engine_memory(conversations: int, full_size: bool, n_ctx: int) -> dict:
+    done = subprocess.run(
+        [sys.executable, __file__, "--engine-child", str(conversations), "--n-ctx", str(n_ctx)]
+        + (["--full-size"] if full_size else []),
+        capture_output=True, text=True, check=True,
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--wake", type=Path, action="append", default=[], help="wake model .onnx (repeatable)")
+    parser.add_argument("--minutes", type=float, default=2.0, help="household audio per detector")
+    parser.add_argument("--rooms", type=int, default=4)
+    parser.add_argument("--n-ctx", type=int, default=EngineConfig().n_ctx)
+    parser.add_argument("--full-size", action="store_true")
+    parser.add_argument("--engine-child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.engine_child:
+        return engine_child(args.engine_child, args.full_size, args.n_ctx)
+
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; load average at start "
+          f"{', '.join(f'{value:.1f}' for value in os.getloadavg())}")
+    print(underlined("Listening, per satellite (one core = 1.00)"))
+    if args.wake:  # first, in a process that has loaded no detector yet
+        from edge_assistant.wake.detector import WakeWordDetector
+
+        before = own_memory().rss
+        first = WakeWordDetector(args.wake)
+        first.process(np.zeros(16000, dtype=np.float32))  # every session run once, as in a listening room
+        loaded = own_memory().rss
+        rooms = [first.sibling() for _ in range(args.rooms - 1)]  # what the brain gives the other rooms
+        for detector in rooms:
+            detector.process(np.zeros(16000, dtype=np.float32))
+        print(f"  memory: the models {(loaded - before) / MIB:.1f} MiB RSS once (onnxruntime's start-up included), "
+              f"then {(own_memory().rss - loaded) / max(1, args.rooms - 1) / MIB:.2f} MiB per room")
+    stream = household_stream(PiperSpeech(default_voice()), args.minutes)
+    for stage, cost in idle_costs(Config(), stream, args.wake).items():
+        print(f"  {stage}: {cost:.3f} of a core")
+
+    print(underlined(f"Conversations, engine.n_ctx {args.n_ctx} ({'full-size' if args.full_size else 'small'} twin)"))
+    started = time.perf_counter()
+    one, many = engine_memory(1, args.full_size, args.n_ctx), engine_memory(args.rooms, args.full_size, args.n_ctx)
+    per_room = one["kv_bytes_per_token"] * args.n_ctx
+    print(f"  KV cache per room (sequence state size x n_ctx): {per_room / MIB:.1f} MiB")
+    print(f"  RSS, 1 conversation: {one['rss'] / MIB:.0f} MiB; {args.rooms}: {many['rss'] / MIB:.0f} MiB "
+          f"(+{(many['rss'] - one['rss']) / (args.rooms - 1) / MIB:.1f} MiB per extra room, anonymous "
+          f"+{(many['anon'] - one['anon']) / (args.rooms - 1) / MIB:.1f})")
+    print(f"  ({time.perf_counter() - started:.0f} s to load both)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
