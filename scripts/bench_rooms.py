@@ -7,10 +7,10 @@ room's ``engine.n_ctx`` needs (from the engine's own sequence state size) and
 the resident memory of an engine holding 1 and N conversations, each loaded in a
 fresh process.
 
-    python scripts/bench_rooms.py [--wake MODEL.onnx] [--minutes 2] [--rooms 4] [--full-size]
+    python scripts/bench_rooms.py [--wake MODEL.onnx] [--minutes 2] [--rooms 4] [--full-size | --model GGUF --mmproj GGUF]
 
 ``--full-size``: E2B's real shapes (random weights, scripts/make_twin.py
---full-size); without, the small twin. CPU figures name the CPU and the load
+--full-size); without, the small twin; ``--model``/``--mmproj``: those files. CPU figures name the CPU and the load
 average: the wake stage's share of a core moves with what else runs.
 """
 
@@ -36,11 +36,11 @@ from edge_assistant.tts import PiperSpeech  # noqa: E402
 MIB = 2**20
 
 
-def engine_child(conversations: int, full_size: bool, n_ctx: int) -> int:
+def engine_child(conversations: int, files: list[str], n_ctx: int) -> int:
     """Load an engine with ``conversations`` rooms; print its KV per token and RSS."""
     from edge_assistant.llm.engine import GemmaEngine
 
-    model, mmproj = twin_paths(full_size)
+    model, mmproj = (Path(files[0]), Path(files[1]))
     engine = GemmaEngine(model, mmproj, EngineConfig(n_ctx=n_ctx), conversations=conversations)
     memory = own_memory()
     print(json.dumps({"kv_bytes_per_token": engine.kv_bytes_per_token(), "rss": memory.rss, "anon": memory.anon}))
@@ -48,10 +48,10 @@ def engine_child(conversations: int, full_size: bool, n_ctx: int) -> int:
     return 0
 
 
-def engine_memory(conversations: int, full_size: bool, n_ctx: int) -> dict:
+def engine_memory(conversations: int, files: tuple[Path, Path], n_ctx: int) -> dict:
     done = subprocess.run(
-        [sys.executable, __file__, "--engine-child", str(conversations), "--n-ctx", str(n_ctx)]
-        + (["--full-size"] if full_size else []),
+        [sys.executable, __file__, "--engine-child", str(conversations), "--n-ctx", str(n_ctx),
+         "--model", str(files[0]), "--mmproj", str(files[1])],
         capture_output=True, text=True, check=True,
     )
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -64,10 +64,13 @@ def main() -> int:
     parser.add_argument("--rooms", type=int, default=4)
     parser.add_argument("--n-ctx", type=int, default=EngineConfig().n_ctx)
     parser.add_argument("--full-size", action="store_true")
+    parser.add_argument("--model", type=Path, help="GGUF model (default: the twin); with --mmproj")
+    parser.add_argument("--mmproj", type=Path)
     parser.add_argument("--engine-child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_child:
-        return engine_child(args.engine_child, args.full_size, args.n_ctx)
+        return engine_child(args.engine_child, [args.model, args.mmproj], args.n_ctx)
+    files = (args.model, args.mmproj) if args.model and args.mmproj else twin_paths(args.full_size)
 
     print(f"CPU: {cpu_name()}, {os.cpu_count()} logical CPUs; load average at start "
           f"{', '.join(f'{value:.1f}' for value in os.getloadavg())}")
@@ -88,9 +91,9 @@ def main() -> int:
     for stage, cost in idle_costs(Config(), stream, args.wake).items():
         print(f"  {stage}: {cost:.3f} of a core")
 
-    print(underlined(f"Conversations, engine.n_ctx {args.n_ctx} ({'full-size' if args.full_size else 'small'} twin)"))
+    print(underlined(f"Conversations, engine.n_ctx {args.n_ctx} ({files[0].name})"))
     started = time.perf_counter()
-    one, many = engine_memory(1, args.full_size, args.n_ctx), engine_memory(args.rooms, args.full_size, args.n_ctx)
+    one, many = engine_memory(1, files, args.n_ctx), engine_memory(args.rooms, files, args.n_ctx)
     per_room = one["kv_bytes_per_token"] * args.n_ctx
     print(f"  KV cache per room (sequence state size x n_ctx): {per_room / MIB:.1f} MiB")
     print(f"  RSS, 1 conversation: {one['rss'] / MIB:.0f} MiB; {args.rooms}: {many['rss'] / MIB:.0f} MiB "

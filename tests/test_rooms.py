@@ -175,3 +175,14 @@ def test_the_memory_check_is_one_line_when_the_rooms_do_not_fit_4_gb(caplog) -> 
 def test_a_bad_satellite_address_is_one_line(uri: str, capsys) -> None:
     assert main(["satellite", "--uri", uri]) == 2
     assert capsys.readouterr().err.strip() == f"edge-assistant: --uri {uri!r} is invalid: must be tcp://HOST:PORT, like tcp://0.0.0.0:10700"
+
+
+def test_a_satellite_that_heard_its_own_wake_word_starts_a_turn() -> None:
+    from wyoming.pipeline import PipelineStage, RunPipeline
+    from wyoming.wake import Detection
+
+    from edge_assistant.rooms.link import _woke_up
+
+    always_streaming = RunPipeline(start_stage=PipelineStage.WAKE, end_stage=PipelineStage.TTS).event()
+    woke = RunPipeline(start_stage=PipelineStage.ASR, end_stage=PipelineStage.TTS).event()  # wyoming-satellite 1.0.0 --wake-uri
+    assert not _woke_up(always_streaming) and _woke_up(woke) and _woke_up(Detection(name="ok_nabu").event())

@@ -19,7 +19,9 @@ import numpy as np
 from wyoming.audio import AudioChunk, AudioStart, AudioStop
 from wyoming.asr import Transcript
 from wyoming.client import AsyncTcpClient
+from wyoming.event import Event
 from wyoming.ping import Ping, Pong
+from wyoming.pipeline import PipelineStage, RunPipeline
 from wyoming.satellite import RunSatellite
 from wyoming.wake import Detection
 
@@ -151,7 +153,7 @@ class SatelliteLink:
     """One satellite: connected to by its configured address, reconnected with
     backoff (0.5 s doubling to 30 s) whenever it goes away. ``on_status`` hears
     "connected" or why not; ``on_wake`` is called when a satellite that runs its
-    own wake word sends its ``detection``."""
+    own wake word says it heard it."""
 
     def __init__(self, satellite: SatelliteConfig, frame_ms: int, sample_rate: int) -> None:
         self.satellite = satellite
@@ -226,7 +228,7 @@ class SatelliteLink:
                     self.source.push(reader.samples(AudioChunk.from_event(event)))
                 elif Ping.is_type(event.type):
                     await client.write_event(Pong(text=Ping.from_event(event).text).event())
-                elif Detection.is_type(event.type):
+                elif _woke_up(event):
                     self._woken = True
                     self.on_wake()
                 else:
@@ -257,6 +259,15 @@ class SatelliteLink:
             self._woken = False
             client = self._client
             asyncio.run_coroutine_threadsafe(_quietly(client.write_event(Transcript(text="").event())), self._loop)
+
+
+def _woke_up(event: Event) -> bool:
+    """The satellite heard its own wake word: wyoming-satellite 1.0.0 then asks
+    for a pipeline from speech recognition on (an always-streaming one asks
+    from the wake stage, once); newer ones may send the ``detection`` itself."""
+    if RunPipeline.is_type(event.type):
+        return RunPipeline.from_event(event).start_stage != PipelineStage.WAKE
+    return Detection.is_type(event.type)
 
 
 async def _quietly(write) -> None:  # noqa: ANN001

@@ -2,8 +2,9 @@
 W or an old phone, with no model: the microphone streamed to whoever runs it
 (the brain, Home Assistant), the audio it is sent played, ``ping`` answered.
 
-Like wyoming-satellite's always-streaming mode it sends ``run-pipeline`` after
-``run-satellite`` and then endless 16 kHz ``audio-chunk``s of 1024 samples;
+Like wyoming-satellite's always-streaming mode it sends ``run-pipeline`` (from
+the wake stage) after ``run-satellite`` and then endless 16 kHz ``audio-chunk``s
+of 1024 samples;
 the controller does the wake word and the endpointing. Differences that
 matter on a LAN:
 
@@ -188,7 +189,8 @@ class SatelliteHandler(AsyncEventHandler):
         elif RunSatellite.is_type(event.type):
             satellite.take(self)
             self.streaming = True
-            await self.write_event(RunPipeline(start_stage=PipelineStage.ASR, end_stage=PipelineStage.TTS, restart_on_end=True).event())
+            # As wyoming-satellite without a local wake word: the controller listens for it.
+            await self.write_event(RunPipeline(start_stage=PipelineStage.WAKE, end_stage=PipelineStage.TTS, restart_on_end=True).event())
             if self._sender is None:
                 self._sender = asyncio.create_task(self._send_microphone())
         elif PauseSatellite.is_type(event.type):
