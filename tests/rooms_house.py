@@ -192,14 +192,15 @@ def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None
 class Brain:
     """``edge-assistant run`` with the rooms' config, its events read as they come."""
 
-    def __init__(self, directory: Path, config_text: str, reply: str, twin, voice: Path) -> None:  # noqa: ANN001
+    def __init__(self, directory: Path, config_text: str, reply: str, twin, voice: Path, *run_args: str) -> None:  # noqa: ANN001
+        """``run_args``: more for ``run`` (the local room's --input-file, --output-file)."""
         self.config_path = directory / "brain.toml"
         self.config_path.write_text(config_text)
         self.log_path = directory / "brain.log"
         self.events: list[dict] = []
         command = [
             sys.executable, str(Path(__file__)), "--reply", reply, "--", "run", "--config", str(self.config_path),
-            "--model", str(twin.model), "--mmproj", str(twin.mmproj), "--voice", str(voice), "--events",
+            "--model", str(twin.model), "--mmproj", str(twin.mmproj), "--voice", str(voice), "--events", *run_args,
         ]
         environment = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=open(self.log_path, "ab"), text=True, env=environment)  # noqa: SIM115

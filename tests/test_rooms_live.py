@@ -15,9 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
 from wyoming.event import write_event
 from wyoming.satellite import RunSatellite
 
+from edge_assistant.audio.files import write_wav_atomic
+from edge_assistant.audio.format import MODEL_SAMPLE_RATE
 from edge_assistant.llm.tool_calls import render_tool_call
 
 from rooms_house import Brain, OurSatellite, RealSatellite, loud_seconds, wait_until
@@ -188,3 +191,27 @@ def test_a_controller_that_stops_reading_never_blocks_our_satellites_microphone(
         read = bedroom.satellite.frames_read
         wait_until(lambda: bedroom.satellite.frames_read >= read + 20, 30, "the microphone read on")
         assert bedroom.satellite.controller.stream.dropped > 0
+
+
+def test_the_local_room_and_a_satellite_are_answered_each_on_its_own_speaker(twin, state, rooms, tmp_path) -> None:
+    """input.enabled (the default) with satellites: this machine's own microphone
+    and speaker (here a file and its recording) are one more room; the run ends
+    with the file."""
+    kitchen, bedroom = rooms
+    heard, said = tmp_path / "local-in.wav", tmp_path / "local-out.wav"
+    write_wav_atomic(heard, concat(silence(8.0), speak("What time is it?"), silence(12.0)).samples, MODEL_SAMPLE_RATE)
+    text = config(state, kitchen, bedroom).replace("[input]\nenabled = false\n", "")
+    brain = Brain(tmp_path, text, "Okay, it is done.", twin, VOICE_PATH, "--input-file", str(heard), "--realtime",
+                  "--output-file", str(said))
+    try:
+        brain.wait_connected("kitchen", "bedroom")
+        kitchen.say(question("Is the oven on?"))
+        brain.wait_for("kitchen", "turn")
+        brain.wait_for("local", "turn")
+        assert brain.process.wait(120) == 0  # the run ends with its input file
+    finally:
+        brain.stop()
+    recording, _ = soundfile.read(said, dtype="float32")
+    assert loud_seconds(recording) > 0.3 and loud_seconds(kitchen.heard()) > 0.3
+    assert loud_seconds(bedroom.heard()) == 0
+    assert {event["room"] for event in brain.events if event["event"] == "turn"} == {"local", "kitchen"}

@@ -142,12 +142,14 @@ class House:
         for assistant in self.assistants.values():
             assistant.stop()
 
-    def supervise(self, notifier: Notifier) -> None:
+    def supervise(self, notifier: Notifier, until_input_ends: bool = False) -> None:
         """Feed the watchdog while every room runs and none is stuck, until a
-        stop or a room's failure."""
+        stop or a room's failure; ``until_input_ends``: the local room reads a
+        file, and the run ends with it (its thread is the first)."""
         last_fed = 0.0
         while any(thread.is_alive() for thread in self.threads):
-            if self.failures and not self._stop:
+            input_ended = until_input_ends and not self.threads[0].is_alive()
+            if (self.failures or input_ended) and not self._stop:
                 self.stop()
             stuck = any(assistant.runner.stuck for assistant in self.assistants.values())
             interval = notifier.watchdog_interval
@@ -183,7 +185,10 @@ def serve_rooms(
 ) -> int:
     """Load everything once, run a loop per room until a signal stops them."""
     names = ([LOCAL_ROOM] if config.input.enabled else []) + [satellite.name for satellite in config.satellite]
-    source = local.open_source(config, notifier) if config.input.enabled else None
+    status = HouseStatus(notifier, names)
+    # The local devices report into the local room's part of STATUS=; the watchdog is the supervisor's.
+    local_notifier: Any = RoomNotifier(status, LOCAL_ROOM, notifier.watchdog_interval)
+    source = local.open_source(config, local_notifier) if config.input.enabled else None
     notifier.status("loading models")
     wake_paths = wake_model_paths(config)
     voice = load_voices(config, voice_path, config.models.directory)
@@ -192,7 +197,6 @@ def serve_rooms(
                          prompt_state_dir=state_dir(config), conversations=len(names))
     check_memory(engine, len(names), config.engine.n_ctx)
     house = House(config, engine, tools)
-    status = HouseStatus(notifier, names)
     event_log = EventLog(sys.stdout if events else None)
     engine_turns = EngineTurns()
     recording = None
@@ -204,14 +208,15 @@ def serve_rooms(
         link = links.get(name)
         room_notifier: Any = RoomNotifier(status, name, notifier.watchdog_interval, link)
         if link is None:
-            source, playback, recording = local.open_playback(config, notifier, voice.sample_rate, source)
+            source, playback, recording = local.open_playback(config, local_notifier, voice.sample_rate, source)
             room_source = source
         else:
             room_source, playback = link.source, link.playback
             link.on_status = status.link
+        from_file = link is None and bool(local.input_file) and not local.realtime
         assistant = Assistant(
             config, engine, voice, room_source, playback, wake.sibling() if wake is not None else None,
-            event_log.for_room(name), room_notifier, tools=tools, room=room,
+            event_log.for_room(name), room_notifier, wait_for_replies=from_file, tools=tools, room=room,
         )
         if link is not None:
             link.on_wake = assistant.push_to_talk
@@ -226,7 +231,7 @@ def serve_rooms(
     notifier.ready(status.text())
     house.start()
     try:
-        house.supervise(notifier)
+        house.supervise(notifier, until_input_ends=config.input.enabled and bool(local.input_file))
     finally:
         notifier.stopping()
         satellite_links.stop()
