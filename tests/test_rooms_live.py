@@ -110,21 +110,29 @@ def test_each_room_is_answered_on_its_own_speaker_and_keeps_its_own_conversation
     assert follow_up["tokens"]["evaluated_this_turn"] < follow_up["tokens"]["context"] - system
 
 
-def test_questions_in_two_rooms_at_once_are_answered_one_after_the_other(twin, state, rooms, tmp_path) -> None:
+def test_a_question_that_ends_while_another_room_has_the_engine_waits_and_hears_its_earcon_at_once(
+    twin, state, rooms, tmp_path,
+) -> None:
+    """The kitchen's long question is evaluated as it is spoken, so its turn has
+    the engine; the bedroom's short one, said a moment later, ends first and
+    waits: its earcon plays at once, and it is answered next."""
     kitchen, bedroom = rooms
     brain = start_brain(tmp_path, state, rooms, twin, "Okay, it is done.")
     try:
-        time.sleep(0.5)  # both microphones streaming
-        kitchen.say(question("What time is it?"))
+        kitchen.say(question("My sister is flying in from Lisbon tomorrow evening, so what time should we leave for the airport?"))
+        brain.wait_for("kitchen", "speech_start")
         bedroom.say(question("What time is it?"))
+        (ended,) = brain.wait_for("bedroom", "speech_end")
         brain.wait_for("kitchen", "turn")
         brain.wait_for("bedroom", "turn")
     finally:
         assert brain.stop() == 0
-    waiting = [event["room"] for event in brain.events if event["event"] == "waiting"]
+    (waiting,) = [event for event in brain.events if event["event"] == "waiting"]
+    # At its endpoint (the speech's end plus endpoint.end_silence_ms, in the room's input time), not later.
+    assert waiting["room"] == "bedroom" and 0 <= waiting["t"] - ended["t"] <= 0.8 + 0.1
     turns = [event["room"] for event in brain.events if event["event"] == "turn"]
-    assert len(waiting) == 1, brain.events  # the second heard its earcon at once, as it ended
-    assert turns[-1] == waiting[0]  # and was answered after the first
+    assert turns == ["kitchen", "bedroom"]
+    assert loud_seconds(bedroom.heard()) > 0.3
 
 
 def test_a_satellite_killed_mid_reply_comes_back_and_the_other_room_goes_on(twin, state, rooms, tmp_path) -> None:
@@ -170,7 +178,8 @@ def test_a_restarted_brain_takes_its_satellites_back(twin, state, rooms, tmp_pat
     kitchen, bedroom = rooms
     first = start_brain(tmp_path, state, rooms, twin, "Okay.")
     assert first.stop() == 0
-    second = start_brain(tmp_path / "..", state, rooms, twin, "Okay.")
+    (tmp_path / "restarted").mkdir()
+    second = start_brain(tmp_path / "restarted", state, rooms, twin, "Okay.")
     try:
         kitchen.say(question("Are you back?"))
         bedroom.say(question("Are you back?"))
