@@ -7,19 +7,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile
+from wyoming.audio import AudioChunk, AudioStart, AudioStop
+from wyoming.client import AsyncTcpClient
+from wyoming.info import Describe
+from wyoming.ping import Ping
+from wyoming.pipeline import PipelineStage, RunPipeline
+from wyoming.satellite import RunSatellite
+from wyoming.wake import Detection
 
+from edge_assistant.audio.files import write_wav_atomic
 from edge_assistant.cli import main
 from edge_assistant.config import Config
 from edge_assistant.daemon.engine_turns import EngineTurns, Room
 from edge_assistant.daemon.turn_runner import Turn
 from edge_assistant.rooms.house import HouseStatus, check_memory
-from edge_assistant.rooms.link import SatellitePlayback, SatelliteSource
+from edge_assistant.rooms.link import SatellitePlayback, SatelliteSource, _woke_up
 from edge_assistant.rooms.satellite import MicrophoneStream
 from edge_assistant.tools.setup import build_tools
 
@@ -178,11 +192,58 @@ def test_a_bad_satellite_address_is_one_line(uri: str, capsys) -> None:
 
 
 def test_a_satellite_that_heard_its_own_wake_word_starts_a_turn() -> None:
-    from wyoming.pipeline import PipelineStage, RunPipeline
-    from wyoming.wake import Detection
-
-    from edge_assistant.rooms.link import _woke_up
-
     always_streaming = RunPipeline(start_stage=PipelineStage.WAKE, end_stage=PipelineStage.TTS).event()
     woke = RunPipeline(start_stage=PipelineStage.ASR, end_stage=PipelineStage.TTS).event()  # wyoming-satellite 1.0.0 --wake-uri
     assert not _woke_up(always_streaming) and _woke_up(woke) and _woke_up(Detection(name="ok_nabu").event())
+
+
+def test_our_satellite_command_serves_a_controller_and_plays_what_it_is_sent(tmp_path: Path) -> None:
+    """`edge-assistant satellite` with files for its microphone and speaker, and a
+    controller made of the wyoming library: describe, ping, the microphone
+    stream, and a reply played into the speaker's file (chunks marked while it plays)."""
+    microphone, speaker = tmp_path / "mic.wav", tmp_path / "speaker.wav"
+    write_wav_atomic(microphone, np.full(16000 * 20, 0.1, dtype=np.float32), 16000)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    root = Path(__file__).resolve().parents[1]
+    satellite = subprocess.Popen(
+        [sys.executable, "-m", "edge_assistant", "satellite", "--uri", f"tcp://127.0.0.1:{port}", "--name", "hall",
+         "--input-file", str(microphone), "--realtime", "--output-file", str(speaker)],
+        env={**os.environ, "PYTHONPATH": str(root)}, stderr=subprocess.PIPE, text=True,
+    )
+
+    async def control() -> tuple[str, str, list[dict]]:
+        client = AsyncTcpClient("127.0.0.1", port)
+        for _ in range(200):
+            try:
+                await client.connect()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        await client.write_event(Describe().event())
+        name = (await client.read_event()).data["satellite"]["name"]
+        await client.write_event(Ping(text="are you there").event())
+        pong = (await client.read_event()).data["text"]
+        await client.write_event(RunSatellite().event())
+        await client.write_event(AudioStart(rate=22050, width=2, channels=1).event())
+        tone = (np.sin(np.arange(22050) * 0.2) * 0.5 * 32767).astype("<i2").tobytes()
+        await client.write_event(AudioChunk(rate=22050, width=2, channels=1, audio=tone).event())
+        await client.write_event(AudioStop().event())
+        events = [(await client.read_event()) for _ in range(40)]
+        await client.disconnect()
+        return name, pong, [{"type": event.type, **event.data} for event in events]
+
+    try:
+        name, pong, events = asyncio.run(asyncio.wait_for(control(), 60))
+    finally:
+        satellite.send_signal(signal.SIGTERM)
+        code = satellite.wait(20)
+    assert code == 0, satellite.stderr.read()
+    assert (name, pong) == ("hall", "are you there")
+    assert events[0]["type"] == "run-pipeline" and events[0]["start_stage"] == "wake"
+    chunks = [event for event in events if event["type"] == "audio-chunk"]
+    assert all(chunk["rate"] == 16000 and chunk["width"] == 2 for chunk in chunks)
+    assert any(chunk.get("playing") for chunk in chunks)  # marked while the reply played
+    played, rate = soundfile.read(speaker, dtype="float32")
+    assert rate == 22050 and np.count_nonzero(np.abs(played) > 0.3) > 0.5 * 22050
