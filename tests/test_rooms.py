@@ -29,14 +29,15 @@ from wyoming.wake import Detection
 
 from edge_assistant.audio.files import write_wav_atomic
 from edge_assistant.cli import main
-from edge_assistant.config import Config
+from edge_assistant.config import Config, SatelliteConfig
 from edge_assistant.daemon.engine_turns import EngineTurns, Room
 from edge_assistant.daemon.turn_runner import Turn
 from edge_assistant.rooms.house import HouseStatus, check_memory
-from edge_assistant.rooms.link import SatellitePlayback, SatelliteSource, _woke_up
+from edge_assistant.rooms.link import Links, SatelliteLink, SatellitePlayback, SatelliteSource, _woke_up
 from edge_assistant.rooms.satellite import MicrophoneStream
 from edge_assistant.tools.setup import build_tools
 
+from rooms_house import OurSatellite, wait_until
 from test_tools_builtin import Clock
 
 
@@ -247,3 +248,37 @@ def test_our_satellite_command_serves_a_controller_and_plays_what_it_is_sent(tmp
     assert any(chunk.get("playing") for chunk in chunks)  # marked while the reply played
     played, rate = soundfile.read(speaker, dtype="float32")
     assert rate == 22050 and np.count_nonzero(np.abs(played) > 0.3) > 0.5 * 22050
+
+
+def test_a_link_streams_a_satellite_both_ways_and_reconnects_when_it_comes_back() -> None:
+    """The brain's link against our satellite, no model: the microphone's audio
+    arrives as the room's frames, the room's speech reaches the satellite's
+    speaker, and a satellite that goes away is taken back when it returns."""
+    satellite = OurSatellite("hall").start()
+    link = SatelliteLink(SatelliteConfig("hall", f"tcp://127.0.0.1:{satellite.port}"), 30, 22050)
+    reports: list[str] = []
+    link.on_status = lambda name, text: reports.append(text)
+    links = Links([link])
+    links.start()
+    returned = None
+    try:
+        wait_until(lambda: reports[-1:] == ["connected"], 30, "connected")
+        satellite.say(np.full(16000, 0.25, dtype=np.float32))
+        frames = link.source.frames()
+        wait_until(lambda: next(frames).samples.max() > 0.2, 30, "the satellite's microphone heard in the room")
+        link.playback.write(np.full(22050 // 2, 0.5, dtype=np.float32), 22050)
+        wait_until(lambda: loud(satellite.heard()) > 0.4 * 22050, 30, "the room's speech played on the satellite")
+        satellite.close()
+        wait_until(lambda: "reconnecting" in reports[-1] or "not connected" in reports[-1], 30, "the loss noticed")
+        assert not link.playback.busy  # nothing left to play: the room does not stay speaking
+        returned = OurSatellite("hall", port=satellite.port).start()
+        wait_until(lambda: reports[-1:] == ["connected"], 60, "connected again")
+    finally:
+        links.stop()
+        for one in (satellite, returned):
+            if one is not None:
+                one.close()
+
+
+def loud(samples: np.ndarray) -> int:
+    return int(np.count_nonzero(np.abs(samples) > 0.3))

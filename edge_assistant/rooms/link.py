@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 5.0
+STABLE_SECONDS = 10.0  # a connection that lasted this long resets the backoff
 SEND_INTERVAL_SECONDS = 0.02
 
 
@@ -151,7 +152,8 @@ class SatellitePlayback(QueuedPlayback):
 
 class SatelliteLink:
     """One satellite: connected to by its configured address, reconnected with
-    backoff (0.5 s doubling to 30 s) whenever it goes away. ``on_status`` hears
+    backoff (0.5 s doubling to 30 s, again from 0.5 s after a connection that
+    lasted) whenever it goes away. ``on_status`` hears
     "connected" or why not; ``on_wake`` is called when a satellite that runs its
     own wake word says it heard it."""
 
@@ -162,14 +164,9 @@ class SatelliteLink:
         self.on_status: Callable[[str, str], None] = lambda name, text: None
         self.on_wake: Callable[[], None] = lambda: None
         self.status = "connecting"
-        self.connections = 0
         self._client: AsyncTcpClient | None = None
         self._woken = False  # a satellite-side wake word started this streaming: end it with a transcript
         self._loop: asyncio.AbstractEventLoop | None = None
-
-    @property
-    def connected(self) -> bool:
-        return self.playback.connected
 
     def _report(self, text: str) -> None:
         if text != self.status:
@@ -190,7 +187,7 @@ class SatelliteLink:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
                 continue
-            backoff = FIRST_BACKOFF_SECONDS
+            connected_at = time.monotonic()
             try:
                 await self._serve(client)
                 why = "the satellite closed the connection"
@@ -205,8 +202,10 @@ class SatelliteLink:
                 await client.disconnect()
             except OSError:
                 pass  # already gone
-            self._report(f"{why}; reconnecting")
-            await asyncio.sleep(FIRST_BACKOFF_SECONDS)
+            # A satellite that drops every connection at once is not hammered.
+            backoff = FIRST_BACKOFF_SECONDS if time.monotonic() - connected_at > STABLE_SECONDS else min(backoff * 2, MAX_BACKOFF_SECONDS)
+            self._report(f"{why}; reconnecting in {backoff:g} s")
+            await asyncio.sleep(backoff)
 
     async def _serve(self, client: AsyncTcpClient) -> None:
         """One connection: take the satellite, stream its microphone in and the
@@ -215,7 +214,6 @@ class SatelliteLink:
         await client.write_event(RunSatellite().event())
         self._client = client
         self.playback.connected = True
-        self.connections += 1
         self._report("connected")
         reader = ChunkReader()
         sender = asyncio.create_task(self._send_speech(client))
