@@ -1,7 +1,8 @@
 """Rooms without a model: the engine's turns across rooms in endpoint order,
-what a satellite link buffers and sends, what our satellite drops for a
-controller that does not read, STATUS= for every room, timers that ring in
-their own room, and the memory check."""
+what a satellite link buffers and sends, the link against our satellite both
+ways and its reconnection, our satellite's command against a wyoming
+controller and what it drops for one that does not read, STATUS= for every
+room, timers that ring in their own room, and the memory check."""
 
 from __future__ import annotations
 
