@@ -283,3 +283,15 @@ def test_a_link_streams_a_satellite_both_ways_and_reconnects_when_it_comes_back(
 
 def loud(samples: np.ndarray) -> int:
     return int(np.count_nonzero(np.abs(samples) > 0.3))
+
+
+def test_files_for_the_local_room_need_the_local_room(tmp_path: Path, capfd) -> None:
+    config = tmp_path / "rooms.toml"
+    config.write_text('[input]\nenabled = false\n\n[[satellite]]\nname = "hall"\nuri = "tcp://127.0.0.1:9"\n')
+    code = main(["run", "--config", str(config), "--input-file", str(tmp_path / "in.wav"), "--model", str(tmp_path / "m.gguf"),
+                 "--mmproj", str(tmp_path / "p.gguf"), "--voice", str(tmp_path / "v.onnx")])
+    assert code == 2
+    assert capfd.readouterr().err.strip() == (
+        "edge-assistant: --input-file and --output-file stand for the local microphone and speaker: "
+        "they need input.enabled = true"
+    )

@@ -23,6 +23,7 @@ from ..daemon.assistant import Assistant
 from ..daemon.engine_turns import EngineTurns, Room
 from ..daemon.events import EventLog
 from ..daemon.service import LocalAudio, load_wake_detector, wake_model_paths
+from ..errors import UsageError
 from ..languages import load_voices
 from ..llm.engine import GemmaEngine
 from ..systemd import Notifier
@@ -184,6 +185,8 @@ def serve_rooms(
     events: bool,
 ) -> int:
     """Load everything once, run a loop per room until a signal stops them."""
+    if not config.input.enabled and (local.input_file or local.output_file):
+        raise UsageError("--input-file and --output-file stand for the local microphone and speaker: they need input.enabled = true")
     names = ([LOCAL_ROOM] if config.input.enabled else []) + [satellite.name for satellite in config.satellite]
     status = HouseStatus(notifier, names)
     # The local devices report into the local room's part of STATUS=; the watchdog is the supervisor's.
