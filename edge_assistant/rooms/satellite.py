@@ -180,6 +180,13 @@ class SatelliteHandler(AsyncEventHandler):
         self._sender: asyncio.Task | None = None
         log.info("controller connected from %s", self.peer)
 
+    async def run(self) -> None:
+        """Until the controller goes; one that vanishes (reset) is an ordinary end."""
+        try:
+            await super().run()
+        except (ConnectionError, asyncio.IncompleteReadError) as error:
+            log.info("controller %s: connection lost (%s)", self.peer, error)
+
     async def handle_event(self, event: Event) -> bool:
         satellite = self.satellite
         if Describe.is_type(event.type):
