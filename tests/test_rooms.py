@@ -33,7 +33,7 @@ from edge_assistant.cli import main
 from edge_assistant.config import Config, SatelliteConfig
 from edge_assistant.daemon.engine_turns import EngineTurns, Room
 from edge_assistant.daemon.turn_runner import Turn
-from edge_assistant.rooms.house import HouseStatus, check_memory
+from edge_assistant.rooms.house import House, HouseStatus, RoomNotifier, check_memory
 from edge_assistant.rooms.link import Links, SatelliteLink, SatellitePlayback, SatelliteSource, _woke_up
 from edge_assistant.rooms.satellite import MicrophoneStream
 from edge_assistant.tools.setup import build_tools
@@ -295,3 +295,24 @@ def test_files_for_the_local_room_need_the_local_room(tmp_path: Path, capfd) -> 
         "edge-assistant: --input-file and --output-file stand for the local microphone and speaker: "
         "they need input.enabled = true"
     )
+
+
+def test_systemd_is_pinged_only_while_every_rooms_loop_pings_its_own() -> None:
+    class Systemd:
+        watchdog_interval = 0.5
+        pings = 0
+
+        def watchdog(self) -> None:
+            self.pings += 1
+
+    status = HouseStatus(Systemd(), ["kitchen", "bedroom"])  # type: ignore[arg-type]
+    for bedroom_alive, expected in ((True, True), (False, False)):
+        systemd = Systemd()
+        kitchen, bedroom = RoomNotifier(status, "kitchen", 0.5), RoomNotifier(status, "bedroom", 0.5)
+        kitchen.alive_at = time.monotonic() + 3600  # its loop keeps pinging
+        bedroom.alive_at = time.monotonic() + (3600 if bedroom_alive else -3600)  # hung, or a turn stuck
+        house = House(Config(), None, None, notifiers=[kitchen, bedroom])  # type: ignore[arg-type]
+        house.threads = [threading.Thread(target=time.sleep, args=(0.6,))]
+        house.threads[0].start()
+        house.supervise(systemd)  # type: ignore[arg-type]
+        assert (systemd.pings > 0) is expected

@@ -16,7 +16,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..config import LOCAL_ROOM, Config
 from ..daemon.assistant import Assistant
@@ -74,13 +73,15 @@ class HouseStatus:
 
 @dataclass
 class RoomNotifier:
-    """What one room's loop tells systemd, through :class:`HouseStatus`; the
-    watchdog is fed by the supervisor for every room at once."""
+    """What one room's loop tells systemd, through :class:`HouseStatus`. Its
+    watchdog pings (from the room's loop, as the single room's go to systemd)
+    only say the room is alive: the supervisor pings systemd while every room is."""
 
     house: HouseStatus
     room: str
     watchdog_interval: float | None
     link: SatelliteLink | None = None
+    alive_at: float = field(default_factory=time.monotonic)
 
     def ready(self, status: str) -> None:
         self.status(status)
@@ -91,7 +92,7 @@ class RoomNotifier:
             self.link.turn_over()
 
     def watchdog(self) -> None:
-        pass
+        self.alive_at = time.monotonic()
 
     def stopping(self) -> None:
         pass
@@ -107,6 +108,7 @@ class House:
     assistants: dict[str, Assistant] = field(default_factory=dict)
     links: list[SatelliteLink] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
+    notifiers: list[RoomNotifier] = field(default_factory=list)
     failures: list[BaseException] = field(default_factory=list)
     _stop = False
 
@@ -144,18 +146,20 @@ class House:
             assistant.stop()
 
     def supervise(self, notifier: Notifier, until_input_ends: bool = False) -> None:
-        """Feed the watchdog while every room runs and none is stuck, until a
-        stop or a room's failure; ``until_input_ends``: the local room reads a
-        file, and the run ends with it (its thread is the first)."""
+        """Feed systemd's watchdog while every room's loop pings its own (a
+        stuck turn or a hung loop stops a room's pings, so systemd restarts
+        the service), until a stop or a room's failure; ``until_input_ends``:
+        the local room reads a file, and the run ends with it (its thread is
+        the first)."""
         last_fed = 0.0
         while any(thread.is_alive() for thread in self.threads):
             input_ended = until_input_ends and not self.threads[0].is_alive()
             if (self.failures or input_ended) and not self._stop:
                 self.stop()
-            stuck = any(assistant.runner.stuck for assistant in self.assistants.values())
             interval = notifier.watchdog_interval
             now = time.monotonic()
-            if interval is not None and not stuck and now - last_fed >= min(interval, 1.0):
+            alive = interval is not None and all(now - room.alive_at < interval for room in self.notifiers)
+            if alive and now - last_fed >= min(interval, 1.0):
                 notifier.watchdog()
                 last_fed = now
             time.sleep(SUPERVISE_SECONDS)
@@ -190,8 +194,8 @@ def serve_rooms(
     names = ([LOCAL_ROOM] if config.input.enabled else []) + [satellite.name for satellite in config.satellite]
     status = HouseStatus(notifier, names)
     # The local devices report into the local room's part of STATUS=; the watchdog is the supervisor's.
-    local_notifier: Any = RoomNotifier(status, LOCAL_ROOM, notifier.watchdog_interval)
-    source = local.open_source(config, local_notifier) if config.input.enabled else None
+    local_notifier = RoomNotifier(status, LOCAL_ROOM, notifier.watchdog_interval)
+    source = local.open_source(config, local_notifier) if config.input.enabled else None  # type: ignore[arg-type]
     notifier.status("loading models")
     wake_paths = wake_model_paths(config)
     voice = load_voices(config, voice_path, config.models.directory)
@@ -209,9 +213,10 @@ def serve_rooms(
     for index, name in enumerate(names):
         room = Room(name, index, areas.get(name, ""), engine_turns, frozenset(names) - {name}, catch_all=index == 0)
         link = links.get(name)
-        room_notifier: Any = RoomNotifier(status, name, notifier.watchdog_interval, link)
+        room_notifier = local_notifier if link is None else RoomNotifier(status, name, notifier.watchdog_interval, link)
+        house.notifiers.append(room_notifier)
         if link is None:
-            source, playback, recording = local.open_playback(config, local_notifier, voice.sample_rate, source)
+            source, playback, recording = local.open_playback(config, local_notifier, voice.sample_rate, source)  # type: ignore[arg-type]
             room_source = source
         else:
             room_source, playback = link.source, link.playback
@@ -219,7 +224,7 @@ def serve_rooms(
         from_file = link is None and bool(local.input_file) and not local.realtime
         assistant = Assistant(
             config, engine, voice, room_source, playback, wake.sibling() if wake is not None else None,
-            event_log.for_room(name), room_notifier, wait_for_replies=from_file, tools=tools, room=room,
+            event_log.for_room(name), room_notifier, wait_for_replies=from_file, tools=tools, room=room,  # type: ignore[arg-type]
         )
         if link is not None:
             link.on_wake = assistant.push_to_talk
