@@ -307,8 +307,9 @@ class GemmaEngine:
             other.n_past = first.n_past
 
     def kv_bytes_per_token(self) -> float:
-        """One token of one conversation in the KV cache (from the system prompt's state size)."""
-        return llama_cpp.llama_state_seq_get_size(self._ctx, self._conversations[0].seq_id) / max(1, self._n_system)
+        """One token of one conversation in the KV cache (from the first one's state size)."""
+        first = self._conversations[0]
+        return llama_cpp.llama_state_seq_get_size(self._ctx, first.seq_id) / max(1, first.n_past)
 
     def _evaluate_system_prompt(self) -> int:
         tokens = self.tokenize(self.chat_format.system_block(self.settings.system_prompt, self.tools))
