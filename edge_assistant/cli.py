@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .tools.mcp.cli import add_commands as add_mcp_commands
 
     add_mcp_commands(commands, common)
+    from .rooms.satellite import add_command as add_satellite_command
+
+    add_satellite_command(commands, common)
     models = commands.add_parser("models", help="download, verify or slim the model files")
     model_commands = models.add_subparsers(dest="models_command", metavar="ACTION", required=True, parser_class=_Parser)
     for name, text in (("download", "fetch the manifest's files (resumes, verifies)"), ("verify", "check the files")):
@@ -315,6 +318,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .tools.home_assistant.check import run as run_home_assistant
 
             return run_home_assistant(args, config)
+        if args.command == "satellite":
+            from .rooms.satellite import run as run_satellite
+
+            return run_satellite(args, config)
         if args.command == "devices":
             from .audio.devices import list_devices
 

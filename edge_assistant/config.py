@@ -132,6 +132,9 @@ class TtsConfig:
 class InputConfig:
     """The microphone of ``edge-assistant run``."""
 
+    # false: no local microphone or speaker at all, a headless brain that only
+    # serves its [[satellite]] rooms.
+    enabled: bool = True
     device: str = ""  # sounddevice name (substring) or index; empty = default input
     frame_ms: int = 30  # 10, 20 or 30: what webrtcvad accepts
     # Which channel of a multi-channel device (microphone HATs) is used, from 0;
@@ -239,6 +242,26 @@ class McpConfig:
     server: list = field(default_factory=list)  # [[mcp.server]] tables
 
 
+LOCAL_ROOM = "local"  # the room of the machine's own microphone and speaker
+MAX_SATELLITES = 16
+SATELLITE_KEYS = ("name", "uri", "area")
+
+
+@dataclass
+class SatelliteConfig:
+    """A room's Wyoming satellite (``[[satellite]]``, README "Rooms"): a
+    microphone and speaker on the LAN, connected to by address, never discovered."""
+
+    name: str  # the room: in logs, STATUS= and where timers ring
+    uri: str  # tcp://HOST:PORT
+    area: str = ""  # Home Assistant area for "turn on the light" said in this room
+
+    @property
+    def address(self) -> tuple[str, int]:
+        parts = urlsplit(self.uri)
+        return parts.hostname or "", parts.port or 0
+
+
 @dataclass
 class Config:
     models: ModelsConfig = field(default_factory=ModelsConfig)
@@ -253,6 +276,7 @@ class Config:
     tools: ToolsConfig = field(default_factory=ToolsConfig)
     home_assistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     mcp: McpConfig = field(default_factory=McpConfig)
+    satellite: list[SatelliteConfig] = field(default_factory=list)  # [[satellite]] tables
     source: str = ""  # the file it was read from, for messages; "" = defaults
 
     def to_toml(self) -> str:
@@ -263,6 +287,9 @@ class Config:
             for item in dataclasses.fields(getattr(self, section.name)):
                 value = getattr(getattr(self, section.name), item.name)
                 lines.append(f"{item.name} = {_toml_value(value)}")
+        for satellite in self.satellite:
+            lines.append("\n[[satellite]]")
+            lines.extend(f"{key} = {_toml_value(getattr(satellite, key))}" for key in SATELLITE_KEYS)
         return "\n".join(lines) + "\n"
 
 
@@ -301,8 +328,11 @@ def apply_overrides(config: Config, data: dict[str, Any], where: str) -> Config:
     """Copy ``{section: {key: value}}`` into ``config``, checking names and types."""
     sections = {item.name: item for item in _sections(config)}
     for section_name, values in data.items():
+        if section_name == "satellite":
+            config.satellite = _satellites(values, where)
+            continue
         if section_name not in sections:
-            raise UsageError(f"{where}: unknown section [{section_name}] (known: {', '.join(sections)})")
+            raise UsageError(f"{where}: unknown section [{section_name}] (known: {', '.join(sections)}, [[satellite]])")
         if not isinstance(values, dict):
             raise UsageError(f"{where}: [{section_name}] must be a table")
         section = getattr(config, section_name)
@@ -358,6 +388,8 @@ def validate(config: Config, where: str) -> None:
         (config.tools.alarm_ring_seconds >= 0, "tools.alarm_ring_seconds", "0 or more"),
         (all(isinstance(item, str) for item in config.tools.mixer), "tools.mixer", "a list of strings (argv)"),
         *_home_assistant_checks(config.home_assistant),
+        (config.input.enabled or bool(config.satellite), "input.enabled",
+         "true unless at least one [[satellite]] is configured (nothing would listen)"),
     ]
     for ok, key, expected in checks:
         if not ok:
@@ -382,6 +414,46 @@ def _home_assistant_checks(ha: HomeAssistantConfig) -> list[tuple[bool, str, str
         (0.2 <= ha.timeout_seconds <= 30, "home_assistant.timeout_seconds", "between 0.2 and 30"),
         (ha.api in HOME_ASSISTANT_APIS, "home_assistant.api", f"one of {', '.join(HOME_ASSISTANT_APIS)}"),
     ]
+
+
+def _satellites(tables: Any, where: str) -> list[SatelliteConfig]:
+    """``[[satellite]]`` tables, each checked: a unique room name, a tcp:// address."""
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        raise UsageError(f"{where}: satellite must be [[satellite]] tables")
+    if len(tables) > MAX_SATELLITES:
+        raise UsageError(f"{where}: {len(tables)} [[satellite]] tables; at most {MAX_SATELLITES}")
+    satellites: list[SatelliteConfig] = []
+    for number, table in enumerate(tables, 1):
+        here = f"{where}: [[satellite]] #{number}"
+        unknown = sorted(set(table) - set(SATELLITE_KEYS))
+        if unknown:
+            raise UsageError(f"{here}: unknown key {unknown[0]} (known: {', '.join(SATELLITE_KEYS)})")
+        for key in ("name", "uri"):
+            if not isinstance(table.get(key), str) or not table[key].strip():
+                raise UsageError(f"{here}: {key} is required (a string)")
+        if not isinstance(table.get("area", ""), str):
+            raise UsageError(f"{here}: area = {table['area']!r} is invalid: expected a string")
+        satellite = SatelliteConfig(table["name"].strip(), table["uri"].strip(), table.get("area", "").strip())
+        _check_satellite(satellite, f"{here} ({satellite.name})", [other.name for other in satellites])
+        satellites.append(satellite)
+    return satellites
+
+
+def _check_satellite(satellite: SatelliteConfig, where: str, taken: list[str]) -> None:
+    name = satellite.name
+    if not name.replace("-", "").replace("_", "").isalnum() or not name.isascii():
+        raise UsageError(f"{where}: name must be letters, digits, - and _ (it names the room)")
+    if name == LOCAL_ROOM or name in taken:
+        raise UsageError(f"{where}: name {name!r} is taken (by {'the local room' if name == LOCAL_ROOM else 'another satellite'})")
+    try:
+        parts = urlsplit(satellite.uri)
+        valid = parts.scheme == "tcp" and bool(parts.hostname) and bool(parts.port) and parts.path in ("", "/")
+    except ValueError:  # a port out of range, a broken IPv6 address
+        valid = False
+    if not valid:
+        raise UsageError(f"{where}: uri = {satellite.uri!r} is invalid: must be tcp://HOST:PORT, like tcp://192.168.1.31:10700")
+    if satellite.area and not satellite.area.replace(" ", "").replace("_", "").replace("-", "").isalnum():
+        raise UsageError(f"{where}: area = {satellite.area!r} is invalid: letters, digits, spaces, - and _")
 
 
 def _sections(config: Config) -> list[dataclasses.Field[Any]]:

@@ -25,6 +25,11 @@ from .onnx_session import open_session
 
 log = logging.getLogger(__name__)
 
+# Piper phonemizes with espeak-ng, whose state is global to the process: one
+# synthesis at a time, whichever voice, room or announcement asks (with rooms,
+# one room's reply and another's timer can be spoken at once).
+_SYNTHESIZING = threading.Lock()
+
 
 class PiperSpeech:
     """A loaded Piper voice. ``noise`` off removes the generator's randomness, so
@@ -55,7 +60,8 @@ class PiperSpeech:
 
     def synthesize(self, text: str) -> np.ndarray:
         """float32 samples at :attr:`sample_rate`."""
-        chunks = [chunk.audio_float_array for chunk in self.voice.synthesize(text, syn_config=self._synthesis)]
+        with _SYNTHESIZING:
+            chunks = [chunk.audio_float_array for chunk in self.voice.synthesize(text, syn_config=self._synthesis)]
         return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
 
     def synthesize_16k(self, text: str) -> Audio:

@@ -11,13 +11,19 @@
 # never overwritten: the current template goes to config.toml.new beside it.
 #
 # The service is offline. If the config names a Home Assistant ([home_assistant]
-# url), a systemd drop-in opens its network to that server's addresses only,
-# resolved at this run: run the script again when its address changes.
+# url) or satellites ([[satellite]] uri), a systemd drop-in opens its network to
+# those addresses only, resolved at this run: run the script again when one changes.
+#
+# --satellite installs the thin satellite instead (README "Rooms"): for a room's
+# Pi Zero 2 W or spare board, no model, no llama.cpp build, only the audio and
+# Wyoming packages, as edge-assistant-satellite.service listening on TCP 10700
+# to the LAN.
 #
 # Usage: sudo scripts/provision_pi.sh [OPTIONS]
 #   --dry-run      print every action and command, change nothing
 #   --no-models    skip the model download (about 3.7 GB)
 #   --no-service   do not install, enable or start the systemd service
+#   --satellite    install the thin Wyoming satellite (no model) instead of the assistant
 #   --prefix DIR   install into DIR/opt, DIR/etc and DIR/var/lib as the current user,
 #                  for tests and non-root installs. Touches nothing outside DIR: no
 #                  Debian packages (only checked), no system user, no service.
@@ -37,6 +43,11 @@ SYSTEM_PYTHON=/usr/bin/python3
 # Runtime: PortAudio (sounddevice) and the ALSA tools. Build: llama-cpp-python has no
 # aarch64 wheel, llama.cpp is compiled for this CPU with patches/ applied.
 PACKAGES=(python3 python3-venv python3-dev build-essential cmake patch libportaudio2 alsa-utils)
+# The satellite builds nothing: wheels only.
+SATELLITE_PACKAGES=(python3 python3-venv libportaudio2 alsa-utils)
+# What `edge-assistant satellite` imports (the package itself goes in without its
+# dependencies: llama-cpp-python would be compiled for nothing).
+SATELLITE_PYTHON_PACKAGES=("numpy>=1.24" "sounddevice>=0.4.6" "soundfile>=0.12" "soxr>=0.3" "wyoming>=1.5,<2")
 # 64-bit userland only: a 64-bit kernel under a 32-bit OS still says aarch64 in uname.
 SUPPORTED_ARCHS=(arm64 amd64)
 MIN_PYTHON=3.10
@@ -48,6 +59,7 @@ VENV_NEEDS_BYTES=1500000000
 DRY_RUN=false
 WITH_MODELS=true
 WITH_SERVICE=true
+SATELLITE=false
 UNINSTALL=false
 PURGE=false
 PREFIX=""
@@ -80,6 +92,7 @@ parse_args() {
             --dry-run) DRY_RUN=true ;;
             --no-models) WITH_MODELS=false ;;
             --no-service) WITH_SERVICE=false ;;
+            --satellite) SATELLITE=true ;;
             --uninstall) UNINSTALL=true ;;
             --purge) PURGE=true ;;
             --prefix)
@@ -102,6 +115,11 @@ parse_args() {
     if [[ -n "$PREFIX" ]]; then
         PREFIX="$(realpath -m -- "$PREFIX")"
         [[ "$PREFIX" != / ]] || PREFIX=""
+    fi
+    if $SATELLITE; then
+        SERVICE=edge-assistant-satellite
+        WITH_MODELS=false
+        PACKAGES=("${SATELLITE_PACKAGES[@]}")
     fi
 }
 
@@ -127,9 +145,11 @@ set_paths() {
     UNIT_FILE="/etc/systemd/system/$SERVICE.service"
     # Local changes made with `systemctl edit`: kept unless --purge.
     UNIT_DROP_INS="$UNIT_FILE.d"
-    # Ours: opens the network to Home Assistant when the config names one. With
-    # --prefix it is written into the prefix, where no service reads it.
-    NETWORK_DROP_IN="$PREFIX$UNIT_DROP_INS/home-assistant.conf"
+    # Ours: opens the network to Home Assistant and the satellites when the config
+    # names them. With --prefix it is written into the prefix, where no service reads it.
+    NETWORK_DROP_IN="$PREFIX$UNIT_DROP_INS/network.conf"
+    # Its name before satellites: removed when found.
+    OLD_NETWORK_DROP_IN="$PREFIX$UNIT_DROP_INS/home-assistant.conf"
     # On PATH for everyone, so `edge-assistant --once` works without the venv path.
     COMMAND_LINK=/usr/local/bin/edge-assistant
 }
@@ -139,6 +159,7 @@ show_plan() {
     $UNINSTALL && mode="uninstall"
     $PURGE && mode="uninstall and purge"
     $DRY_RUN && mode="$mode, dry run: nothing is changed"
+    ! $SATELLITE || mode="$mode of the satellite"
     echo "edge-assistant provisioning: $mode"
     if [[ -n "$PREFIX" ]]; then
         note "user      $(id -un) (--prefix: no system user)"
@@ -148,7 +169,7 @@ show_plan() {
     note "source    $SOURCE_DIR"
     note "venv      $VENV"
     note "config    $CONFIG"
-    note "models    $MODELS_DIR"
+    $SATELLITE || note "models    $MODELS_DIR"
     if [[ -n "$PREFIX" ]]; then
         note "unit      none (--prefix)"
     else
@@ -181,7 +202,9 @@ check_platform() {
     if [[ -r /proc/device-tree/model ]]; then
         board="$(tr -d '\0' </proc/device-tree/model)"
     fi
+    $SATELLITE && board="${board:+$board, }satellite"
     case "$board" in
+        *satellite) ;;
         "Raspberry Pi 4"*) warn "platform: a Pi 4 answers a 5 s question after about 35 s; a Pi 5 takes about 5 s" ;;
         "Raspberry Pi 5"*) ;;
         "Raspberry Pi"*) warn "platform: $board is slower than a Pi 4: expect very long answers" ;;
@@ -319,6 +342,11 @@ install_venv() {
         run "$SYSTEM_PYTHON" -m venv "$VENV"
     fi
     change "venv: install edge-assistant from $SOURCE_DIR"
+    if $SATELLITE; then
+        install_satellite_package
+        write_file_from_string "$fingerprint" "$INSTALLED_STAMP" 0644
+        return
+    fi
     if ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
         note "llama-cpp-python is compiled for this CPU the first time: this can take 30 minutes"
         note "or more on a Pi. pip keeps the built wheel, so later runs take seconds."
@@ -333,6 +361,16 @@ install_venv() {
         --no-input --upgrade "$staging"
     run "$VENV/bin/python" -c 'import llama_cpp, edge_assistant.cli'
     write_file_from_string "$fingerprint" "$INSTALLED_STAMP" 0644
+}
+
+# The satellite: the package without its dependencies, then only what it imports.
+install_satellite_package() {
+    local staging="$WORK_DIR/source"
+    run mkdir -p "$staging"
+    run cp -R "$SOURCE_DIR/pyproject.toml" "$SOURCE_DIR/README.md" "$SOURCE_DIR/edge_assistant" "$staging/"
+    run "$VENV/bin/pip" install --disable-pip-version-check --no-input --upgrade "${SATELLITE_PYTHON_PACKAGES[@]}"
+    run "$VENV/bin/pip" install --disable-pip-version-check --no-input --upgrade --no-deps "$staging"
+    run "$VENV/bin/python" -c 'import edge_assistant.rooms.satellite'
 }
 
 venv_works() {
@@ -418,70 +456,84 @@ check_config() {
     fi
 }
 
-# --- network: offline, or open to Home Assistant only --------------------------------
+# --- network: offline, or open to Home Assistant and the satellites only ------------
 
 # The unit keeps the service offline (PrivateNetwork=, IPAddressDeny=any). When the
-# config has a [home_assistant] url, a drop-in lets it reach that server's addresses,
-# resolved now, and nothing else.
+# config has a [home_assistant] url or [[satellite]] rooms, a drop-in lets it reach
+# those addresses, resolved now, and nothing else.
 configure_network() {
+    if $SATELLITE; then
+        note "network: the satellite's unit opens it to the LAN only (systemd/$SERVICE.service)"
+        return
+    fi
     if [[ -z "$PREFIX" ]] && ! $WITH_SERVICE; then
         note "network: skipped (--no-service)"
         return
     fi
     if ! venv_works || [[ ! -e "$CONFIG" ]]; then
-        note "network: decided once the venv and the config are installed (reads [home_assistant] url)"
+        note "network: decided once the venv and the config are installed (reads [home_assistant] url, [[satellite]] uri)"
         return
     fi
-    local url
-    url="$("$CLI" --config "$CONFIG" config show | awk '
+    if [[ -e "$OLD_NETWORK_DROP_IN" ]]; then
+        change "network: remove $OLD_NETWORK_DROP_IN (now $NETWORK_DROP_IN)"
+        run rm -f "$OLD_NETWORK_DROP_IN"
+        reload_units
+    fi
+    local urls
+    urls="$("$CLI" --config "$CONFIG" config show | awk '
         /^\[/ { section = $0 }
-        section == "[home_assistant]" && /^url = "/ { sub(/^url = "/, ""); sub(/"$/, ""); print }')"
-    if [[ -z "$url" ]]; then
+        section == "[home_assistant]" && /^url = "/ { sub(/^url = "/, ""); sub(/"$/, ""); print }
+        section == "[[satellite]]" && /^uri = "/ { sub(/^uri = "/, ""); sub(/"$/, ""); print }')"
+    if [[ -z "$urls" ]]; then
         if [[ -e "$NETWORK_DROP_IN" ]]; then
-            change "network: Home Assistant no longer configured: remove $NETWORK_DROP_IN, offline again"
+            change "network: Home Assistant and satellites no longer configured: remove $NETWORK_DROP_IN, offline again"
             run rm -f "$NETWORK_DROP_IN"
             reload_units
         else
-            ok "network: offline (no Home Assistant in $CONFIG)"
+            ok "network: offline (no Home Assistant or satellites in $CONFIG)"
         fi
         return
     fi
-    local host port addresses families content
-    read -r host port < <("$VENV/bin/python" -c 'import sys, urllib.parse as u
-url = u.urlsplit(sys.argv[1])
-print(url.hostname, url.port or {"http": 80, "https": 443}[url.scheme])' "$url")
-    addresses="$(
-        getent ahostsv4 "$host" 2>/dev/null | awk '{print $1}'
-        getent ahostsv6 "$host" 2>/dev/null | awk '$1 !~ /^::ffff:/ {print $1}'
-    )"
-    addresses="$(sort -u <<<"$addresses" | tr '\n' ' ')"
+    local url host found addresses="" families content names=()
+    while read -r url; do
+        host="$("$VENV/bin/python" -c 'import sys, urllib.parse as u; print(u.urlsplit(sys.argv[1]).hostname)' "$url")"
+        found="$(
+            getent ahostsv4 "$host" 2>/dev/null | awk '{print $1}'
+            getent ahostsv6 "$host" 2>/dev/null | awk '$1 !~ /^::ffff:/ {print $1}'
+        )"
+        [[ -n "$found" ]] || die "network: cannot resolve $host from $url in $CONFIG: put its IP address into it"
+        if [[ ! "$host" =~ ^[0-9.]+$ && "$host" != *:* ]] && ! in_etc_hosts "$host"; then
+            warn "network: the service resolves $host itself but may send no DNS queries: /etc/hosts or a local resolver must know it, else put its address into $url"
+        fi
+        addresses="$addresses $found"
+        names+=("$url")
+    done <<<"$urls"
+    addresses="$(tr ' ' '\n' <<<"$addresses" | sed '/^$/d' | sort -u | tr '\n' ' ')"
     addresses="${addresses% }"
-    [[ -n "$addresses" ]] || die "network: cannot resolve $host from home_assistant.url in $CONFIG: put its IP address into the url"
     families="AF_UNIX"
     [[ "$addresses" != *.* ]] || families="$families AF_INET"
     [[ "$addresses" != *:* ]] || families="$families AF_INET6"
-    if [[ ! "$host" =~ ^[0-9.]+$ && "$host" != *:* ]] && ! in_etc_hosts "$host"; then
-        warn "network: the service resolves $host itself but may send no DNS queries: /etc/hosts or a local resolver must know it, else put $addresses into home_assistant.url"
-    fi
-    content="$(home_assistant_drop_in "$url" "$host" "$port" "$addresses" "$families")"
+    content="$(network_drop_in "$addresses" "$families" "${names[@]}")"
     if [[ -f "$NETWORK_DROP_IN" && "$(cat "$NETWORK_DROP_IN")" == "$content" ]]; then
-        ok "network: open to Home Assistant only ($addresses, $NETWORK_DROP_IN)"
+        ok "network: open to Home Assistant and the satellites only ($addresses, $NETWORK_DROP_IN)"
         return
     fi
-    change "network: open to Home Assistant only: $addresses ($NETWORK_DROP_IN)"
+    change "network: open to Home Assistant and the satellites only: $addresses ($NETWORK_DROP_IN)"
     run install -d -m 0755 "$(dirname "$NETWORK_DROP_IN")"
     write_file_from_string "$content" "$NETWORK_DROP_IN" 0644
     reload_units
 }
 
-home_assistant_drop_in() {
-    local url="$1" host="$2" port="$3" addresses="$4" families="$5"
+network_drop_in() {
+    local addresses="$1" families="$2"
+    shift 2
     cat <<EOF
-# Written by scripts/provision_pi.sh for home_assistant.url = $url in $CONFIG.
-# The service stays offline except for these addresses: $host as resolved when
-# this was written. A new address for Home Assistant needs another run of the script.
+# Written by scripts/provision_pi.sh for these addresses in $CONFIG:
+$(printf '#   %s\n' "$@")
+# The service stays offline except for them, as resolved when this was written.
+# A new address for one of them needs another run of the script.
 # systemd filters by address, not by port: every port of these addresses is open
-# to the service, not just $port.
+# to the service, not just the one named.
 [Service]
 PrivateNetwork=no
 IPAddressAllow=$addresses
@@ -547,7 +599,7 @@ install_service() {
 # the config. systemctl waits for READY=1, i.e. until the models are loaded.
 start_service() {
     # (A dry run that would download them counts them as there.)
-    if ! models_present && ! { $DRY_RUN && $WITH_MODELS; }; then
+    if ! $SATELLITE && ! models_present && ! { $DRY_RUN && $WITH_MODELS; }; then
         warn "service: not started: the models are missing (run this script without --no-models)"
         return
     fi
@@ -582,6 +634,7 @@ uninstall() {
     remove_path "$OPT_DIR" "venv"
     # Generated from the config, not a local change: it goes with the service.
     remove_path "$NETWORK_DROP_IN" "network drop-in"
+    [[ ! -e "$OLD_NETWORK_DROP_IN" ]] || remove_path "$OLD_NETWORK_DROP_IN" "network drop-in"
     if [[ -z "$PREFIX" ]]; then
         remove_user
     fi
@@ -652,6 +705,14 @@ summary() {
     report_changes
     $UNINSTALL && return
     echo
+    if $SATELLITE; then
+        echo "The satellite listens on TCP 10700; name this machine's address in the brain's config:"
+        echo "  [[satellite]]"
+        echo "  name = \"kitchen\""
+        echo "  uri = \"tcp://$(hostname -I 2>/dev/null | awk '{print $1}'):10700\""
+        [[ -n "$PREFIX" ]] || echo "Check it: systemctl status $SERVICE; journalctl -u $SERVICE -f"
+        return
+    fi
     if [[ -n "$PREFIX" ]]; then
         echo "Try it:"
         echo "  $CLI --config $CONFIG config show"
@@ -683,7 +744,7 @@ main() {
         uninstall
     else
         check_platform
-        check_memory
+        $SATELLITE || check_memory
         check_disk
         install_packages
         check_python
@@ -694,7 +755,7 @@ main() {
         create_state_dir
         write_config
         configure_network
-        install_models
+        $SATELLITE || install_models
         install_service
     fi
     summary

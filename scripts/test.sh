@@ -24,4 +24,5 @@ fi
 python3 -m venv .venv
 scripts/install_llama_cpp.sh .venv/bin/python   # llama.cpp with the stateful audio encoder (patches/)
 .venv/bin/pip install -e '.[test]'
+scripts/wyoming_satellite_venv.sh >/dev/null   # the real satellite the rooms tests run against (cached)
 exec .venv/bin/python -m pytest "$@"

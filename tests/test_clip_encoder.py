@@ -45,7 +45,9 @@ def whole_clip(engine: GemmaEngine, samples: np.ndarray) -> np.ndarray:
     """llama.cpp's own path: the clip tokenized by mtmd and encoded at once."""
     from llama_cpp import mtmd_cpp
 
-    chunks = engine._tokenize_with_audio(samples, engine._marker)
+    from edge_assistant.llm.mtmd_prompt import tokenize_with_audio
+
+    chunks = tokenize_with_audio(engine._mtmd, samples, engine._marker)
     try:
         for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks.chunks)):
             chunk = mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,70 @@ def test_shown_configuration_reads_back_identically(tmp_path: Path) -> None:
     again = parse_config_file(write(tmp_path, shown))
     again.source = ""
     assert again == config
+
+
+# -- [[satellite]] (rooms) ----------------------------------------------------
+
+
+def _config_text(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rooms.toml"
+    path.write_text(text)
+    return path
+
+
+def test_satellites_are_read_with_their_rooms_and_areas(tmp_path: Path) -> None:
+    path = _config_text(tmp_path, """
+[input]
+enabled = false
+
+[[satellite]]
+name = "kitchen"
+uri = "tcp://192.168.1.31:10700"
+area = "Kitchen"
+
+[[satellite]]
+name = "bedroom"
+uri = "tcp://bedroom.lan:10700"
+""")
+    config = parse_config_file(path)
+    assert [(item.name, item.address, item.area) for item in config.satellite] == [
+        ("kitchen", ("192.168.1.31", 10700), "Kitchen"), ("bedroom", ("bedroom.lan", 10700), ""),
+    ]
+    assert not config.input.enabled
+    assert parse_config_file(_config_text(tmp_path, config.to_toml().split("\n", 1)[1])).satellite == config.satellite
+
+
+def test_without_satellites_nothing_changes(tmp_path: Path) -> None:
+    assert parse_config_file(_config_text(tmp_path, "[input]\ndevice = \"\"\n")).satellite == []
+    assert "[[satellite]]" not in Config().to_toml()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('name = "kitchen"', "uri is required"),
+        ('uri = "tcp://10.0.0.2:10700"', "name is required"),
+        ('name = "kitchen"\nuri = "http://10.0.0.2:10700"', "must be tcp://HOST:PORT"),
+        ('name = "kitchen"\nuri = "tcp://10.0.0.2"', "must be tcp://HOST:PORT"),
+        ('name = "kitchen"\nuri = "tcp://10.0.0.2:99999"', "must be tcp://HOST:PORT"),
+        ('name = "the kitchen"\nuri = "tcp://10.0.0.2:10700"', "name must be letters"),
+        ('name = "local"\nuri = "tcp://10.0.0.2:10700"', "taken (by the local room)"),
+        ('name = "kitchen"\nuri = "tcp://10.0.0.2:10700"\nwake = "x"', "unknown key wake"),
+        ('name = "kitchen"\nuri = "tcp://10.0.0.2:10700"\narea = "K;"', "area = 'K;' is invalid"),
+    ],
+)
+def test_a_bad_satellite_is_one_line_naming_it(tmp_path: Path, table: str, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)) as caught:
+        parse_config_file(_config_text(tmp_path, f"[[satellite]]\n{table}\n"))
+    assert "\n" not in str(caught.value) and "[[satellite]] #1" in str(caught.value)
+
+
+def test_two_satellites_cannot_share_a_room(tmp_path: Path) -> None:
+    table = '[[satellite]]\nname = "kitchen"\nuri = "tcp://10.0.0.2:10700"\n'
+    with pytest.raises(UsageError, match="#2 .*taken \\(by another satellite\\)"):
+        parse_config_file(_config_text(tmp_path, table * 2))
+
+
+def test_local_audio_off_needs_a_satellite(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="input.enabled = False is invalid: must be true unless at least one"):
+        parse_config_file(_config_text(tmp_path, "[input]\nenabled = false\n"))

@@ -25,6 +25,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "provision_pi.sh"
 UNIT = ROOT / "systemd" / "edge-assistant.service"
+SATELLITE_UNIT = ROOT / "systemd" / "edge-assistant-satellite.service"
 UNIT_README = ROOT / "systemd" / "README.md"
 MAX_EXPOSURE = 2.0
 
@@ -99,7 +100,7 @@ def test_script_is_strict_and_executable() -> None:
 
 def test_help_lists_every_option() -> None:
     result = provision("--help")
-    for option in ("--dry-run", "--no-models", "--no-service", "--prefix DIR", "--uninstall", "--purge"):
+    for option in ("--dry-run", "--no-models", "--no-service", "--satellite", "--prefix DIR", "--uninstall", "--purge"):
         assert option in result.stdout
 
 
@@ -149,20 +150,21 @@ def test_dry_run_models_match_the_manifest(tmp_path: Path) -> None:
 # --- the unit ------------------------------------------------------------------------
 
 
-def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+@pytest.mark.parametrize("unit", [UNIT, SATELLITE_UNIT], ids=["assistant", "satellite"])
+def test_unit_passes_systemd_analyze_verify(tmp_path: Path, unit: Path) -> None:
     """`systemd-analyze verify` insists that ExecStart's program exists and is
     executable, and /opt/edge-assistant does not exist on the CI machine. So verify a
     copy that differs only by a path prefix in front of that program, where a stub
     executable stands in; every other line is checked as installed."""
     analyze = require_tool("systemd-analyze")
-    text = UNIT.read_text()
-    exec_start = service_setting("ExecStart")
+    text = unit.read_text()
+    (exec_start,) = parse_unit(text)["Service"]["ExecStart"]
     program = exec_start.split()[0]
     stub = tmp_path / program.lstrip("/")
     stub.parent.mkdir(parents=True)
     stub.write_text("#!/bin/sh\nexit 0\n")
     stub.chmod(0o755)
-    copy = tmp_path / UNIT.name
+    copy = tmp_path / unit.name
     copy.write_text(text.replace(f"ExecStart={program}", f"ExecStart={stub}"))
     assert copy.read_text().replace(str(tmp_path), "") == text
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
@@ -170,11 +172,12 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert result.returncode == 0 and not (result.stdout + result.stderr).strip(), result.stdout + result.stderr
 
 
-def test_unit_exposure_is_at_most_2() -> None:
+@pytest.mark.parametrize("unit", [UNIT, SATELLITE_UNIT], ids=["assistant", "satellite"])
+def test_unit_exposure_is_at_most_2(unit: Path) -> None:
     analyze = require_tool("systemd-analyze")
     # --threshold is in tenths: fail above 2.0.
     result = subprocess.run(
-        [analyze, "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}", str(UNIT)],
+        [analyze, "security", "--offline=true", f"--threshold={int(MAX_EXPOSURE * 10)}", str(unit)],
         capture_output=True,
         text=True,
     )
@@ -200,12 +203,37 @@ def test_unit_is_offline_and_sees_only_sound_devices() -> None:
     assert service["CapabilityBoundingSet"] == []
 
 
-def test_every_unit_setting_is_explained() -> None:
+@pytest.mark.parametrize("unit", [UNIT, SATELLITE_UNIT], ids=["assistant", "satellite"])
+def test_every_unit_setting_is_explained(unit: Path) -> None:
     """systemd/README.md gives the reason for each line of the unit."""
     readme = UNIT_README.read_text()
-    for section in parse_unit(UNIT.read_text()).values():
+    for section in parse_unit(unit.read_text()).values():
         for key in section:
             assert f"`{key}=" in readme, f"systemd/README.md does not explain {key}="
+
+
+def test_the_satellite_unit_reaches_the_lan_only_and_sees_only_sound_devices() -> None:
+    service = parse_unit(SATELLITE_UNIT.read_text())["Service"]
+    assert service["IPAddressDeny"] == ["any"]
+    assert service["IPAddressAllow"] == ["localhost link-local 10.0.0.0/8 172.16.0.0/12 192.168.0.0/16 fc00::/7"]
+    assert service["DevicePolicy"] == ["closed"] and service["DeviceAllow"] == ["char-alsa rw"]
+    assert service["CapabilityBoundingSet"] == [] and service["NoNewPrivileges"] == ["yes"]
+    assert service["ExecStart"] == [
+        "/opt/edge-assistant/venv/bin/edge-assistant satellite --uri tcp://0.0.0.0:10700 --config /etc/edge-assistant/config.toml"
+    ]
+    from edge_assistant.cli import build_parser
+
+    args = build_parser().parse_args(service["ExecStart"][0].split()[1:])
+    assert args.command == "satellite" and args.uri == "tcp://0.0.0.0:10700"
+
+
+def test_a_satellite_dry_run_installs_no_model_and_builds_nothing(tmp_path: Path) -> None:
+    result = provision("--satellite", "--dry-run", "--prefix", str(tmp_path))
+    assert "of the satellite" in result.stdout
+    assert "download" not in result.stdout and "install_llama_cpp" not in result.stdout, result.stdout
+    assert "--no-deps" in result.stdout and "wyoming" in result.stdout, result.stdout
+    assert "models " not in plan(result.stdout)
+    assert not any(tmp_path.iterdir()), "a dry run wrote into the prefix"
 
 
 # --- the unit, the daemon and the script agree ---------------------------------------
@@ -297,13 +325,13 @@ def test_home_assistant_opens_the_network_to_its_address_only(tmp_path: Path) ->
     first = provision("--prefix", str(prefix), "--no-models")
     assert re.search(r"^ok +network: offline \(no Home Assistant", first.stdout, re.M), first.stdout
     config = Path(plan(first.stdout)["config"])
-    drop_in = prefix / "etc/systemd/system/edge-assistant.service.d/home-assistant.conf"
+    drop_in = prefix / "etc/systemd/system/edge-assistant.service.d/network.conf"
     assert not drop_in.exists()
 
     offline_config = config.read_text()
     config.write_text(offline_config + '\n[home_assistant]\nurl = "http://127.0.0.1:8123"\ntoken_file = "/etc/edge-assistant/ha-token"\n')
     opened = provision("--prefix", str(prefix), "--no-models")
-    assert "network: open to Home Assistant only: 127.0.0.1" in "\n".join(change_lines(opened.stdout)), opened.stdout
+    assert "network: open to Home Assistant and the satellites only: 127.0.0.1" in "\n".join(change_lines(opened.stdout)), opened.stdout
     service = parse_unit(UNIT.read_text() + "\n" + drop_in.read_text())["Service"]
     assert service["PrivateNetwork"][-1] == "no"  # a boolean: the last assignment wins
     assert service["IPAddressDeny"] == ["any"]  # still: everything else stays shut
@@ -319,6 +347,29 @@ def test_home_assistant_opens_the_network_to_its_address_only(tmp_path: Path) ->
     closed = provision("--prefix", str(prefix), "--no-models")
     assert "offline again" in "\n".join(change_lines(closed.stdout)), closed.stdout
     assert not drop_in.exists()
+    provision("--prefix", str(prefix), "--uninstall")
+
+
+def test_satellites_open_the_network_to_their_addresses_too(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    stand_in_venv(prefix)
+    config = Path(plan(provision("--prefix", str(prefix), "--no-models").stdout)["config"])
+    drop_ins = prefix / "etc/systemd/system/edge-assistant.service.d"
+    (drop_ins).mkdir(parents=True)
+    (drop_ins / "home-assistant.conf").write_text("[Service]\nPrivateNetwork=no\n")  # an older version's
+    config.write_text(config.read_text() + (
+        '\n[home_assistant]\nurl = "http://127.0.0.1:8123"\ntoken_file = "/etc/edge-assistant/ha-token"\n'
+        '\n[[satellite]]\nname = "kitchen"\nuri = "tcp://127.0.0.2:10700"\n'
+        '\n[[satellite]]\nname = "bedroom"\nuri = "tcp://[::1]:10700"\n'
+    ))
+    opened = provision("--prefix", str(prefix), "--no-models")
+    assert not (drop_ins / "home-assistant.conf").exists(), opened.stdout
+    text = (drop_ins / "network.conf").read_text()
+    service = parse_unit(UNIT.read_text() + "\n" + text)["Service"]
+    assert service["IPAddressAllow"] == ["127.0.0.1 127.0.0.2 ::1"]
+    assert service["RestrictAddressFamilies"] == ["AF_UNIX AF_INET AF_INET6"]
+    assert "tcp://127.0.0.2:10700" in text and "http://127.0.0.1:8123" in text
+    assert "nothing to change" in provision("--prefix", str(prefix), "--no-models").stdout
     provision("--prefix", str(prefix), "--uninstall")
 
 
@@ -388,3 +439,15 @@ def test_prefix_uninstall_keeps_models_and_config_unless_purged(tmp_path: Path) 
     provision("--prefix", str(prefix), "--uninstall", "--purge")
     assert not config.parent.exists() and not models_dir.parent.exists()
     assert prefix.is_dir(), "the prefix itself is not the script's to remove"
+
+
+@pytest.mark.slow
+def test_a_satellite_prefix_install_has_no_llama_cpp_and_runs(tmp_path: Path) -> None:
+    prefix = tmp_path / "root"
+    first = provision("--satellite", "--prefix", str(prefix), "--no-service")
+    venv = Path(plan(first.stdout)["venv"])
+    assert subprocess.run([str(venv / "bin" / "python"), "-c", "import llama_cpp"], capture_output=True).returncode != 0
+    shown = subprocess.run([str(venv / "bin" / "edge-assistant"), "satellite", "--uri", "tcp://0.0.0.0"],
+                           capture_output=True, text=True)
+    assert shown.returncode == 2 and "must be tcp://HOST:PORT" in shown.stderr, shown.stderr
+    assert "nothing to change" in provision("--satellite", "--prefix", str(prefix), "--no-service").stdout

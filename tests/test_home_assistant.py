@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from edge_assistant import cli
-from edge_assistant.config import Config, apply_overrides, parse_config_file
+from edge_assistant.config import Config, SatelliteConfig, apply_overrides, parse_config_file
 from edge_assistant.errors import UsageError
 from edge_assistant.tools import Toolbox
 from edge_assistant.tools.home_assistant import connect, home_assistant_tools
@@ -548,3 +548,20 @@ def test_readme_documents_the_exit_code_and_every_tool(toolbox: Toolbox) -> None
     assert f"| {HomeAssistantUnreachable.exit_code} | Home Assistant unreachable" in readme
     for tool in toolbox.tools:
         assert f"| `{tool.name}` |" in readme, tool.name
+
+
+# --- rooms: the satellite's area decides between devices of the same name -------------
+
+
+def test_the_light_said_in_a_room_is_that_rooms_light(fake_ha: FakeHomeAssistant, token_file: Path) -> None:
+    config = ha_config(fake_ha.url, token_file, domains=["light"])
+    config.satellite = [SatelliteConfig("bedroom", "tcp://10.0.0.2:10700", "Bedroom"),
+                        SatelliteConfig("kitchen", "tcp://10.0.0.3:10700", "Kitchen")]
+    room = {"area": ""}
+    box = Toolbox(home_assistant_tools(config, area=lambda: room["area"]))
+    assert not box.call("home_power", {"device": "light", "action": "on"}).ok  # which light? no room to go by
+    room["area"] = "Bedroom"
+    assert box.call("home_power", {"device": "light", "action": "on"}).result["entity"] == "Bedroom light"
+    room["area"] = "Kitchen"  # the kitchen's light, not its lamp (not called a light)
+    assert box.call("home_power", {"device": "light", "action": "on"}).result["entity"] == "Kitchen light"
+    assert box.call("home_power", {"device": "bedroom light", "action": "off"}).ok  # a named device is found anywhere

@@ -42,6 +42,9 @@ class FakeEngine:
     def trim_last_reply(self, interruption) -> None:  # noqa: ANN001
         pass
 
+    def use_conversation(self, index: int) -> None:
+        pass
+
 
 class SilentVoice:
     sample_rate = 16000

@@ -319,3 +319,14 @@ def test_train_command_writes_a_loadable_model_and_reports(tmp_path: Path, capsy
     model = load_wake_model(out)
     assert model.phrase == "hey nova" and 0 < model.threshold < 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hey_nova.onnx"]
+
+
+def test_a_sibling_for_another_room_shares_the_models_and_streams_on_its_own(openwakeword_models: Path) -> None:
+    """Each room hears its own stream; the onnxruntime sessions are loaded once."""
+    first = WakeWordDetector([openwakeword_models / "hey_jarvis_v0.1.onnx"])
+    other = first.sibling()
+    assert other.models is first.models and other.features is first.features
+    audio, _ = phrase_at("hey jarvis", 1.0, 0.5, noise(10.0, 0.003))
+    assert [hit.name for hit in other.process(audio)] == ["hey_jarvis_v0.1"]
+    assert first.process(noise(10.0, 0.003)) == []  # the other room's phrase is not in this one's stream
+    assert first.highest is not None and first.highest.score < 0.5

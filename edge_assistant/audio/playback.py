@@ -95,7 +95,7 @@ class _Queue:
             return sum(len(part) for part in self._parts)
 
 
-class _QueuedPlayback:
+class QueuedPlayback:
     """What every playback shares: audio is queued at once and played later."""
 
     def __init__(self, sample_rate: int) -> None:
@@ -125,7 +125,7 @@ class _QueuedPlayback:
         pass
 
 
-class DevicePlayback(_QueuedPlayback):
+class DevicePlayback(QueuedPlayback):
     """Plays on an output device from a callback, so it can be stopped mid-word.
 
     A device that refuses ``sample_rate`` in mono (HATs and HDMI often take only
@@ -251,7 +251,7 @@ def _playback_format(sounddevice, device: str | int | None, preferred_rate: int)
     return first_accepted(sounddevice, sounddevice.check_output_settings, device, candidates)
 
 
-class RecordingPlayback(_QueuedPlayback):
+class RecordingPlayback(QueuedPlayback):
     """A speaker that records instead of playing, clocked by the input: each
     input frame (:class:`~edge_assistant.audio.sources.EchoSource` calls
     :meth:`play` for it, the daemon :meth:`wait` once the input has ended) plays

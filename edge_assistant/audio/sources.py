@@ -29,7 +29,7 @@ class AudioSource(Protocol):
     def stop(self) -> None: ...
 
 
-def _framed(chunks: Iterator[np.ndarray], frame_samples: int) -> Iterator[Frame]:
+def framed(chunks: Iterator[np.ndarray], frame_samples: int) -> Iterator[Frame]:
     """Re-cut arbitrary chunks into exact frames, counting input time."""
     pending = np.zeros(0, dtype=np.float32)
     produced = 0
@@ -53,7 +53,7 @@ class FileSource:
 
     def frames(self) -> Iterator[Frame]:
         started = time.monotonic()
-        for frame in _framed(self._chunks, self.frame_samples):
+        for frame in framed(self._chunks, self.frame_samples):
             if self._stopped:
                 return
             if self.realtime:
@@ -147,7 +147,7 @@ class MicrophoneSource:
         self._stopped = True
 
     def frames(self) -> Iterator[Frame]:
-        return _framed(self._chunks(), self.frame_samples)
+        return framed(self._chunks(), self.frame_samples)
 
     def _chunks(self) -> Iterator[np.ndarray]:
         backoff = 0.5

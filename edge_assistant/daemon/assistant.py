@@ -43,6 +43,7 @@ from ..tts import PiperSpeech
 from ..turn import SpeechStream, run_turn
 from ..vad import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
 from .confirmation import ConfirmationDialog
+from .engine_turns import Room
 from .events import EventLog, LoopTiming
 from .reminders import Reminders
 from .turn_runner import Turn, TurnRunner
@@ -93,10 +94,13 @@ class Assistant:
         wait_for_replies: bool = False,
         respond: Callable[..., Any] = run_turn,
         tools: ToolSet | None = None,
+        room: Room | None = None,
     ) -> None:
         """``tools``: offered to the model (``respond`` gets them), and their
-        timers and alarms announced from this loop."""
+        timers and alarms announced from this loop; ``room``: which room this
+        loop hears (README "Rooms"; default: the only one)."""
         self.config = config
+        self.room = room or Room()
         self.engine = engine
         self.source = source
         self.playback = playback
@@ -125,7 +129,10 @@ class Assistant:
         self.confirmation = ConfirmationDialog(
             tools.toolbox if tools else None, events, lambda: self._now, lambda: self.runner.worker_cancelled()
         )
-        self.reminders = Reminders(config, tools.scheduler if tools else None, voice, playback, events, wait_for_replies)
+        self.reminders = Reminders(
+            config, tools.scheduler if tools else None, voice, playback, events, wait_for_replies,
+            lambda entry: self.room.rings_here(entry.room),
+        )
         if tools is not None:
             respond = partial(respond, tools=ToolUse(tools.toolbox, self.confirmation.ask))
             tools.hooks.on_stop = self.reminders.silence
@@ -135,7 +142,10 @@ class Assistant:
             if wait_for_replies:  # file input: timers run in the input's time, so runs are reproducible
                 tools.scheduler.clock = self._input_clock
         self.tools = tools
-        self.runner = TurnRunner(config, engine, voice, playback, events, self.notifier, respond, tools)
+        self.runner = TurnRunner(
+            config, engine, voice, playback, events, self.notifier, respond, tools, self.room,
+            on_turn_start=partial(_turn_starts_in, tools) if tools is not None else lambda room: None,
+        )
         self._tools_checked_at = 0  # input time of the last look at the MCP servers
         self._tool_problems: list[str] = []  # said in STATUS= after the state
 
@@ -169,8 +179,8 @@ class Assistant:
                 break
             self._process(frame)
         timing = self.loop_timing
-        log.info("audio loop: %d frames, longest gap between two %.0f ms, %d gaps over 100 ms",
-                 timing.frames, timing.longest_gap_ms, timing.gaps_over_100_ms)
+        log.info("%saudio loop: %d frames, longest gap between two %.0f ms, %d gaps over 100 ms",
+                 f"room {self.room.name}: " if self.room.name else "", timing.frames, timing.longest_gap_ms, timing.gaps_over_100_ms)
         self._finish()
 
     def _process(self, frame: Frame) -> None:
@@ -335,6 +345,9 @@ class Assistant:
         turn.started = time.monotonic()
         self._deadline = None
         self._set_state(State.THINKING)
+        if self.runner.waits_for_another_room(turn):  # heard, and answered after the other room's
+            self.events.emit("waiting", self._now)
+            play_earcon("listening", self.playback, self.config.earcons)
         if self.wait_for_replies:
             self.runner.wait(turn)
             self._update_turn()
@@ -449,3 +462,8 @@ class Assistant:
                 self.playback.wait(step)
                 self._update_turn()
             self._update_turn()
+
+
+def _turn_starts_in(tools: ToolSet, room: Room) -> None:
+    """On the engine's thread, as a turn starts: its tools act in its room."""
+    tools.hooks.room, tools.hooks.area = room.name, room.area

@@ -15,19 +15,26 @@ from ..audio.format import MODEL_SAMPLE_RATE
 log = logging.getLogger(__name__)
 
 
+_WRITING = threading.Lock()  # rooms' logs share the stream: one line at a time
+
+
 class EventLog:
     """One JSON object per line for each event, stamped in the input's time base
-    (seconds since the stream began), plus a log line for journald."""
+    (seconds since the stream began), plus a log line for journald. With rooms
+    each room has its own log on the same stream, its events tagged ``room``."""
 
-    def __init__(self, stream: TextIO | None) -> None:
+    def __init__(self, stream: TextIO | None, room: str = "") -> None:
         self.stream = stream
-        self._lock = threading.Lock()
+        self.room = room
+
+    def for_room(self, room: str) -> EventLog:
+        return EventLog(self.stream, room)
 
     def emit(self, kind: str, at_sample: int, **fields: Any) -> None:
-        record = {"event": kind, "t": round(at_sample / MODEL_SAMPLE_RATE, 3), **fields}
-        log.info("%s %s", kind, json.dumps(fields, ensure_ascii=False) if fields else "")
+        record = {"event": kind, "t": round(at_sample / MODEL_SAMPLE_RATE, 3), **({"room": self.room} if self.room else {}), **fields}
+        log.info("%s%s %s", f"[{self.room}] " if self.room else "", kind, json.dumps(fields, ensure_ascii=False) if fields else "")
         if self.stream is not None:
-            with self._lock:
+            with _WRITING:
                 self.stream.write(json.dumps(record, ensure_ascii=False) + "\n")
                 self.stream.flush()
 

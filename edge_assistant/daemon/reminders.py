@@ -7,6 +7,7 @@ import logging
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import Callable
 
 from ..audio.format import MODEL_SAMPLE_RATE
 from ..audio.playback import Playback
@@ -39,9 +40,11 @@ class Reminders:
 
     def __init__(
         self, config: Config, scheduler: Scheduler | None, voice: PiperSpeech, playback: Playback, events: EventLog,
-        wait_for_replies: bool,
+        wait_for_replies: bool, rings_here: Callable[[Reminder], bool] = lambda entry: True,
     ) -> None:
+        """``rings_here``: which timers and alarms this room announces (the ones set in it)."""
         self.config = config
+        self.rings_here = rings_here
         self.scheduler = scheduler
         self.voice = voice
         self.playback = playback
@@ -64,7 +67,7 @@ class Reminders:
     def queue_missed(self) -> None:
         """At start: say which timers and alarms came due while the assistant was off."""
         if self.scheduler is not None:
-            for entry in self.scheduler.take_missed():
+            for entry in self.scheduler.take_missed(self.rings_here):
                 self._announcements.append((reminder_sentence(entry.kind, entry.label, entry.clock_time(), missed=True), False))
 
     def follow(self, now: int) -> bool:
@@ -75,7 +78,7 @@ class Reminders:
         if self._silence.is_set():
             self._silence.clear()
             self.stop_ringing(now)
-        for entry in self.scheduler.due():
+        for entry in self.scheduler.due(self.rings_here):
             self._announcements.append((self._reminder_text(entry), self.config.tools.alarm_ring_seconds > 0))
         if self._announcer is None:
             return False

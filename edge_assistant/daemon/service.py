@@ -8,9 +8,10 @@ import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..audio.playback import Playback
+from ..audio.playback import Playback, RecordingPlayback
 from ..audio.sources import AudioSource
 from ..config import Config
 from ..errors import UsageError
@@ -43,6 +44,62 @@ def wake_model_paths(config: Config) -> list[Path]:
     return [resolve_wake(item.strip(), config.models.directory) for item in spec.split(",") if item.strip()]
 
 
+def load_wake_detector(config: Config, wake_paths: list[Path]):  # type: ignore[no-untyped-def]
+    """A wake word detector of its own (each room needs one), or None: any speech starts a turn."""
+    if not wake_paths:
+        return None
+    from ..wake.detector import WakeWordDetector
+
+    return WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
+
+
+@dataclass
+class LocalAudio:
+    """This machine's own microphone and speaker, or the files standing for them."""
+
+    input_file: str | None = None
+    output_file: str | None = None
+    realtime: bool = False
+    echo_gain: float = 0.0
+    output_path: Path | None = None
+
+    def check(self) -> None:
+        """Bad file options fail before anything loads."""
+        from ..audio.files import check_output_path
+
+        self.output_path = check_output_path(self.output_file, "--output-file") if self.output_file else None
+        if self.echo_gain and self.output_path is None:
+            raise UsageError("--echo-gain needs --output-file (it simulates the speaker that file stands for)")
+
+    def open_source(self, config: Config, notifier: Notifier) -> AudioSource:
+        """Before the models load: a wrong input.channel fails at once."""
+        from ..audio.devices import parse_device
+        from ..audio.sources import FileSource, MicrophoneSource
+
+        if self.input_file:
+            return FileSource(self.input_file, config.input.frame_ms, self.realtime)
+        return MicrophoneSource(
+            parse_device(config.input.device), config.input.frame_ms, on_idle=notifier.watchdog,
+            channel=config.input.channel, on_status=notifier.status,
+        )
+
+    def open_playback(
+        self, config: Config, notifier: Notifier, sample_rate: int, source: AudioSource
+    ) -> tuple[AudioSource, Playback, RecordingPlayback | None]:
+        """The speaker, and the source as heard beside it when it is a file."""
+        from ..audio.devices import parse_device
+        from ..audio.playback import DevicePlayback
+        from ..audio.sources import EchoSource
+
+        recording = RecordingPlayback(sample_rate, self.output_path) if self.output_path else None
+        playback: Playback = recording or DevicePlayback(
+            parse_device(config.tts.output_device), sample_rate, on_status=notifier.status
+        )
+        if recording is not None:
+            source = EchoSource(source, recording, self.echo_gain)
+        return source, playback, recording
+
+
 def serve(
     config: Config,
     model_path: Path,
@@ -55,42 +112,24 @@ def serve(
     echo_gain: float = 0.0,
 ) -> int:
     """Load everything, run until the input ends or a signal stops it."""
-    from ..audio.devices import parse_device
-    from ..audio.files import check_output_path
-    from ..audio.playback import DevicePlayback, RecordingPlayback
-    from ..audio.sources import EchoSource, FileSource, MicrophoneSource
-
     faulthandler.enable()  # a watchdog SIGABRT then logs every thread's stack to the journal
     notifier = Notifier()
-    output_path = check_output_path(output_file, "--output-file") if output_file else None
-    if echo_gain and output_path is None:
-        raise UsageError("--echo-gain needs --output-file (it simulates the speaker that file stands for)")
-    wake_paths = wake_model_paths(config)
-    frame_ms = config.input.frame_ms
-    source: AudioSource = (
-        FileSource(input_file, frame_ms, realtime)
-        if input_file
-        else MicrophoneSource(
-            parse_device(config.input.device), frame_ms, on_idle=notifier.watchdog,
-            channel=config.input.channel, on_status=notifier.status,
-        )
-    )
-    notifier.status("loading models")
-    wake = None
-    if wake_paths:
-        from ..wake.detector import WakeWordDetector
+    local = LocalAudio(input_file, output_file, realtime, echo_gain)
+    local.check()
+    if config.satellite:
+        from ..rooms.house import serve_rooms
 
-        wake = WakeWordDetector(wake_paths, config.wake.threshold or None, config.wake.refractory_seconds)
+        return serve_rooms(config, model_path, mmproj_path, voice_path, notifier, local, events)
+    source = local.open_source(config, notifier)
+    wake_paths = wake_model_paths(config)
+    notifier.status("loading models")
+    wake = load_wake_detector(config, wake_paths)
     voice = load_voices(config, voice_path, config.models.directory)  # a voice per language (languages.py)
     tools = build_tools(config)
     engine = GemmaEngine(model_path, mmproj_path, config.engine, tools=tools.toolbox.declarations(),
                          prompt_state_dir=state_dir(config))
-    recording = RecordingPlayback(voice.sample_rate, output_path) if output_path else None
-    playback: Playback = recording or DevicePlayback(
-        parse_device(config.tts.output_device), voice.sample_rate, on_status=notifier.status
-    )
-    if recording is not None:
-        source = EchoSource(source, recording, echo_gain)
+    source, playback, recording = local.open_playback(config, notifier, voice.sample_rate, source)
+    output_path = local.output_path
     assistant = Assistant(
         config, engine, voice, source, playback, wake, EventLog(sys.stdout if events else None), notifier,
         wait_for_replies=bool(input_file) and not realtime, tools=tools,

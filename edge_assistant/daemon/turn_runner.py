@@ -21,6 +21,7 @@ from ..systemd import Notifier
 from ..tools.setup import ToolSet
 from ..tts import PiperSpeech, StreamingSpeaker
 from ..turn import SpeechStream
+from .engine_turns import Room
 from .events import EventLog
 
 log = logging.getLogger(__name__)
@@ -53,9 +54,16 @@ class TurnRunner:
 
     def __init__(
         self, config: Config, engine: GemmaEngine, voice: PiperSpeech, playback: Playback, events: EventLog,
-        notifier: Notifier, respond: Callable[..., Any], tools: ToolSet | None = None,
+        notifier: Notifier, respond: Callable[..., Any], tools: ToolSet | None = None, room: Room | None = None,
+        on_turn_start: Callable[[Room], None] = lambda room: None,
     ) -> None:
+        """``room``: whose conversation the turns go to, and the queue its turns
+        share the engine through with other rooms' (default: the only room);
+        ``on_turn_start``: told on the engine's thread as each turn starts
+        there (the tools learn the room)."""
         self.config = config
+        self.room = room or Room()
+        self.on_turn_start = on_turn_start
         self.engine = engine
         self.voice = voice
         self.playback = playback
@@ -127,13 +135,18 @@ class TurnRunner:
         threading.Thread(target=self._declare_job, args=(job, previous), name="tools", daemon=True).start()
 
     def _declare_job(self, job: Turn, previous: Turn | None) -> None:
+        engine_turns = self.room.engine_turns
+        holds_engine = False
         try:
             if previous is not None:
                 previous.done.wait()
+            holds_engine = engine_turns.acquire(job)  # no other room's turn is open meanwhile
             self._declare_tools()
         except Exception:  # the next turn tries again
             log.exception("declaring the new tools failed")
         finally:
+            if holds_engine:
+                engine_turns.release(job)
             job.speaker.finish()
             job.done.set()
 
@@ -169,6 +182,14 @@ class TurnRunner:
         for turn in (self.current, self._last_started):
             if turn is not None:
                 turn.cancel()
+
+    def waits_for_another_room(self, turn: Turn) -> bool:
+        """Another room's turn has the engine (or goes first): ``turn`` waits for it."""
+        return self.room.engine_turns.busy_for(turn)
+
+    @property
+    def stuck(self) -> bool:
+        return self._stuck
 
     def worker_cancelled(self) -> threading.Event | None:
         """On a turn worker: that turn's cancel (None on any other thread)."""
@@ -238,9 +259,17 @@ class TurnRunner:
         respond: Callable[..., Any],
     ) -> None:
         self._worker.turn = turn
+        engine_turns = self.room.engine_turns
+        holds_engine = False
         try:
             if previous is not None:
-                previous.done.wait()  # one turn at a time on the engine
+                previous.done.wait()  # this room's turns one at a time
+            holds_engine = engine_turns.acquire(turn)  # and every room's one at a time on the engine
+            if not holds_engine:
+                return  # cancelled while it waited: never opened
+            self.engine.use_conversation(self.room.conversation)
+            self.on_turn_start(self.room)
+            if previous is not None:
                 # A barge-in after its reply was complete: the history keeps what was heard.
                 self.engine.trim_last_reply(previous.interruption)
             # Not under a yes/no answer: the call it confirms is in the history.
@@ -275,4 +304,6 @@ class TurnRunner:
                 turn.speaker.finish()  # its thread ends too, not left waiting for sentences
             play_earcon("error", self.playback, self.config.earcons)
         finally:
+            if holds_engine:
+                engine_turns.release(turn)
             turn.done.set()

@@ -39,6 +39,8 @@ from .audio_turn import (
 from .chat_format import ChatFormat, ToolDeclarations
 from .clip_encoder import ClipEncoder, check_streaming_support
 from .loading import FETCH_HINT, KV_CACHE_GGML_TYPES, _init_backend, check_gguf, load_model, physical_cores
+from .mtmd_prompt import text_pieces
+from .prompt_state import prompt_state_file, restore_sequence_state, sequence_state
 from .sampling import LlamaSampler, TokenSampler
 from .tool_calls import CALL_CLOSE, CALL_OPEN
 from .tool_loop import ToolUse, generate_with_tools
@@ -51,15 +53,15 @@ _SILENT_TOKEN_ATTRS = (
 
 
 @dataclass
-class _AudioChunks:
-    """mtmd's chunks for one prompt and the bitmap they were made from."""
+class _Conversation:
+    """One conversation in the KV cache: a llama.cpp sequence (a room) and how
+    far it goes. Every conversation starts from the same system prompt, whose
+    cache cells they share (copied with ``llama_memory_seq_cp``, not evaluated
+    again)."""
 
-    chunks: mtmd_cpp.mtmd_input_chunks_p
-    bitmap: mtmd_cpp.mtmd_bitmap_p
-
-    def free(self) -> None:
-        mtmd_cpp.mtmd_input_chunks_free(self.chunks)
-        mtmd_cpp.mtmd_bitmap_free(self.bitmap)
+    seq_id: int
+    n_past: int = 0
+    last_reply: ReplyInCache | None = None
 
 
 DECODE_ABORTED = 2  # llama_decode's status when the abort callback stopped it
@@ -77,12 +79,16 @@ class GemmaEngine:
 
     def __init__(
         self, model_path: Path, mmproj_path: Path, settings: EngineConfig, sampler: TokenSampler | None = None,
-        tools: ToolDeclarations = (), prompt_state_dir: Path | None = None,
+        tools: ToolDeclarations = (), prompt_state_dir: Path | None = None, conversations: int = 1,
     ) -> None:
         """``sampler`` None: llama.cpp's chain from ``settings`` (:class:`LlamaSampler`);
         ``tools``: declarations the system prompt offers the model;
         ``prompt_state_dir``: where the system prompt's KV state is saved and
-        restored from (:mod:`.prompt_state`); None: evaluate it at every start."""
+        restored from (:mod:`.prompt_state`); None: evaluate it at every start;
+        ``conversations``: how many independent conversations (rooms) the cache
+        holds, each up to ``settings.n_ctx`` tokens (:meth:`use_conversation`)."""
+        if conversations < 1:
+            raise UsageError("an engine needs at least one conversation")
         if settings.kv_cache_type not in KV_CACHE_GGML_TYPES:
             raise UsageError(f"unknown KV cache type {settings.kv_cache_type!r}")
         check_gguf(model_path, "model file")
@@ -93,6 +99,8 @@ class GemmaEngine:
         self.mmproj_path = mmproj_path
         self.settings = settings
         self.threads = settings.threads or physical_cores()
+        self._conversations = [_Conversation(seq_id) for seq_id in range(conversations)]
+        self._conversation = self._conversations[0]  # the one turns read and write
         self._active: AudioTurn | None = None  # the turn cancel() reaches
         self._model = None
         self._ctx = None
@@ -113,10 +121,9 @@ class GemmaEngine:
         self._turn_end_tokens = self.tokenize(self.chat_format.turn_end)
         self._n_embd = llama_cpp.llama_model_n_embd_inp(self._model)
         self._audio_prefix_tokens, self._audio_suffix_tokens = self._split_user_turn()
-        self._n_past = 0
         self._n_system = 0
-        self._last_reply: ReplyInCache | None = None
         self.system_prompt_tokens = self._evaluate_system_prompt()
+        self._share_system_prompt()
 
     # -- loading -----------------------------------------------------------
 
@@ -127,10 +134,13 @@ class GemmaEngine:
 
         kv_type = KV_CACHE_GGML_TYPES[settings.kv_cache_type]
         context_params = llama_cpp.llama_context_default_params()
-        context_params.n_ctx = settings.n_ctx
+        # One unified cache for every conversation: the system prompt's cells
+        # are shared by all of them, and each has room for n_ctx tokens.
+        context_params.n_ctx = settings.n_ctx * len(self._conversations)
         context_params.n_batch = settings.n_batch
         context_params.n_ubatch = settings.n_ubatch
-        context_params.n_seq_max = 1
+        context_params.n_seq_max = len(self._conversations)
+        context_params.kv_unified = True
         context_params.n_threads = settings.decode_threads or self.threads
         context_params.n_threads_batch = self.threads
         # A quantized V cache needs flash attention.
@@ -248,70 +258,84 @@ class GemmaEngine:
     def context_tokens(self) -> int:
         return self._n_past
 
+    # The open conversation's bookkeeping: what AudioTurn and the cache code use.
+    @property
+    def _n_past(self) -> int:
+        return self._conversation.n_past
+
+    @_n_past.setter
+    def _n_past(self, value: int) -> None:
+        self._conversation.n_past = value
+
+    @property
+    def _last_reply(self) -> ReplyInCache | None:
+        return self._conversation.last_reply
+
+    @_last_reply.setter
+    def _last_reply(self, value: ReplyInCache | None) -> None:
+        self._conversation.last_reply = value
+
+    @property
+    def conversations(self) -> int:
+        return len(self._conversations)
+
+    def use_conversation(self, index: int) -> None:
+        """Send the next turns to conversation ``index`` (a room's), on the
+        engine's thread, between turns."""
+        if self._active is not None:
+            raise RuntimeError("cannot switch conversations while a turn is open")
+        self._conversation = self._conversations[index]
+
+    def _share_system_prompt(self) -> None:
+        """Every other conversation starts as a copy of the first's system
+        prompt: the cells are shared in the unified cache, nothing is evaluated."""
+        first = self._conversations[0]
+        for other in self._conversations[1:]:
+            llama_cpp.llama_memory_seq_rm(self._memory, other.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, first.seq_id, other.seq_id, -1, -1)
+            other.n_past, other.last_reply = first.n_past, None
+
+    def kv_bytes_per_token(self) -> float:
+        """One token of one conversation in the KV cache (from the first one's state size)."""
+        first = self._conversations[0]
+        return llama_cpp.llama_state_seq_get_size(self._ctx, first.seq_id) / max(1, first.n_past)
+
     def _evaluate_system_prompt(self) -> int:
         tokens = self.tokenize(self.chat_format.system_block(self.settings.system_prompt, self.tools))
-        saved = self._prompt_state_file(tokens) if self.prompt_state_dir is not None else None
+        saved = prompt_state_file(self, tokens) if self.prompt_state_dir is not None else None
         started = time.perf_counter()
-        if saved is not None and self._restore_prompt_state(saved, len(tokens)):
+        if saved is not None and restore_sequence_state(self._ctx, self._memory, saved, len(tokens)):
+            self._n_past = len(tokens)
             self.system_prompt_restored = True
             log.info("system prompt restored: %d tokens in %.0f ms", len(tokens), (time.perf_counter() - started) * 1000)
         else:
             self._decode_tokens(tokens, want_logits=False)
             log.info("system prompt evaluated: %d tokens in %.0f ms", len(tokens), (time.perf_counter() - started) * 1000)
             if saved is not None:
-                saved.save(self._sequence_state())
+                saved.save(sequence_state(self._ctx, self._conversation.seq_id))
         self._n_system = self._n_past
         return len(tokens)
 
-    def _prompt_state_file(self, tokens: list[int]):  # type: ignore[no-untyped-def]
-        from .prompt_state import PromptStateFile, state_key
-
-        settings = self.settings
-        key = state_key(
-            [self.model_path, self.mmproj_path], tokens,
-            {"n_ctx": settings.n_ctx, "kv": settings.kv_cache_type, "n_batch": settings.n_batch,
-             "n_ubatch": settings.n_ubatch, "swa_full": True, "flash_attn": True},
-            f"{llama_cpp.__version__}|{llama_cpp.llama_print_system_info().decode(errors='replace')}",
-        )
-        return PromptStateFile(self.prompt_state_dir, key, len(tokens))
-
-    def _sequence_state(self) -> bytes:
-        size = llama_cpp.llama_state_seq_get_size(self._ctx, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, 0)
-        return bytes(buffer)[:written]
-
-    def _restore_prompt_state(self, saved, n_tokens: int) -> bool:  # type: ignore[no-untyped-def]
-        """Load the saved state into sequence 0; False (cache cleared) if there is
-        none for this key or llama.cpp refuses it."""
-        payload = saved.load()
-        if payload is None:
-            return False
-        buffer = (ctypes.c_uint8 * len(payload)).from_buffer_copy(payload)
-        read = llama_cpp.llama_state_seq_set_data(self._ctx, buffer, len(payload), 0)
-        if read == len(payload) and llama_cpp.llama_memory_seq_pos_max(self._memory, 0) == n_tokens - 1:
-            self._n_past = n_tokens
-            return True
-        log.warning("saved system prompt state %s was refused by llama.cpp: evaluating the prompt again", saved.path)
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
-        saved.discard()
-        return False
-
     def reset_history(self) -> None:
-        """Forget the conversation, keep the evaluated system prompt."""
+        """Forget the open conversation, keep the evaluated system prompt."""
         self._truncate(self._n_system)
 
     def declare_tools(self, tools: ToolDeclarations) -> None:
         """A new system prompt for other tools (an MCP server came up): the cache is
-        emptied and the prompt evaluated, or restored from its saved state, and the
-        conversation starts afresh. Between turns, on the engine's thread."""
+        emptied and the prompt evaluated (or restored from its saved state) once,
+        and every room's conversation starts afresh from it. Between turns, on
+        the engine's thread."""
+        current = self._conversation
+        self.use_conversation(0)
         self.tools = list(tools)
         self._truncate(0)
         self.system_prompt_restored = False
         self.system_prompt_tokens = self._evaluate_system_prompt()
+        self._share_system_prompt()
+        self._conversation = current
 
     def _truncate(self, n_past: int) -> None:
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, n_past, -1)
+        llama_cpp.llama_memory_seq_rm(self._memory, self._conversation.seq_id, n_past, -1)
         self._n_past = n_past
         if self._last_reply is not None and self._last_reply.end > n_past:
             self._last_reply = None
@@ -357,7 +381,7 @@ class GemmaEngine:
                     batch.token[index] = token
                     batch.pos[index] = self._n_past + index
                     batch.n_seq_id[index] = 1
-                    batch.seq_id[index][0] = 0
+                    batch.seq_id[index][0] = self._conversation.seq_id
                     batch.logits[index] = False
                 batch.n_tokens = len(piece)
                 last_piece = start + len(piece) == len(tokens)
@@ -437,37 +461,10 @@ class GemmaEngine:
     def _split_user_turn(self) -> tuple[list[int], list[int]]:
         """The user turn's text tokens before and after its audio, exactly as mtmd
         tokenizes them (the audio begin and end markers included)."""
-        chunks = self._tokenize_with_audio(np.zeros(self.audio_sample_rate, dtype=np.float32), self._user_turn)
-        try:
-            texts = []
-            for index in range(mtmd_cpp.mtmd_input_chunks_size(chunks.chunks)):
-                chunk = mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index)
-                if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_TEXT:
-                    count = ctypes.c_size_t()
-                    tokens = mtmd_cpp.mtmd_input_chunk_get_tokens_text(chunk, ctypes.byref(count))
-                    texts.append([tokens[i] for i in range(count.value)])
-        finally:
-            chunks.free()
+        texts = text_pieces(self._mtmd, np.zeros(self.audio_sample_rate, dtype=np.float32), self._user_turn)
         if len(texts) != 2:
             raise ModelFileError(f"unexpected prompt layout from the audio projector {self.mmproj_path} ({len(texts)} text pieces)")
         return texts[0], texts[1]
-
-    def _tokenize_with_audio(self, samples: np.ndarray, text: str) -> _AudioChunks:
-        """mtmd's chunks for ``text`` with ``samples`` in place of its marker."""
-        samples = np.ascontiguousarray(samples, dtype=np.float32)
-        bitmap = mtmd_cpp.mtmd_bitmap_init_from_audio(len(samples), samples.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
-        chunks = mtmd_cpp.mtmd_input_chunks_init()
-        result = _AudioChunks(chunks, bitmap)
-        prompt = mtmd_cpp.mtmd_input_text()
-        encoded = text.encode("utf-8")
-        prompt.text, prompt.text_len = encoded, len(encoded)
-        prompt.add_special, prompt.parse_special = False, True
-        bitmaps = (mtmd_cpp.mtmd_bitmap_p_ctypes * 1)(bitmap)
-        status = mtmd_cpp.mtmd_tokenize(self._mtmd, chunks, ctypes.byref(prompt), bitmaps, 1)
-        if status != 0:
-            result.free()
-            raise RuntimeError(f"mtmd_tokenize failed with status {status}")
-        return result
 
     def clip_encoder(self) -> ClipEncoder:
         """A stateful audio encoder for one clip of a turn (closed by the turn)."""
@@ -488,7 +485,7 @@ class GemmaEngine:
                 for index in range(len(piece)):
                     batch.pos[index] = self._n_past + index
                     batch.n_seq_id[index] = 1
-                    batch.seq_id[index][0] = 0
+                    batch.seq_id[index][0] = self._conversation.seq_id
                     batch.logits[index] = False
                 batch.n_tokens = len(piece)
                 status = llama_cpp.llama_decode(self._ctx, batch)
@@ -499,7 +496,7 @@ class GemmaEngine:
 
     def check_cache(self) -> None:
         """The KV cache holds exactly the positions the bookkeeping says."""
-        last = llama_cpp.llama_memory_seq_pos_max(self._memory, 0)
+        last = llama_cpp.llama_memory_seq_pos_max(self._memory, self._conversation.seq_id)
         if last != self._n_past - 1:
             raise RuntimeError(f"KV cache drifted: it ends at position {last}, the engine expects {self._n_past - 1}")
 

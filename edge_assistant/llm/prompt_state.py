@@ -23,14 +23,20 @@ memory (``swa_full``) and only cuts the conversation after it.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import os
 import struct
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+import llama_cpp
 
 from ..atomic import atomic_path
+
+if TYPE_CHECKING:
+    from .engine import GemmaEngine
 
 log = logging.getLogger(__name__)
 
@@ -129,3 +135,42 @@ class PromptStateFile:
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)
+
+
+def prompt_state_file(engine: GemmaEngine, tokens: list[int]) -> PromptStateFile:
+    """The saved state for ``engine``'s system prompt ``tokens``, in its
+    ``prompt_state_dir``, keyed on everything that changes it."""
+    settings = engine.settings
+    key = state_key(
+        [engine.model_path, engine.mmproj_path], tokens,
+        {"n_ctx": settings.n_ctx * engine.conversations, "kv": settings.kv_cache_type, "n_batch": settings.n_batch,
+         "n_ubatch": settings.n_ubatch, "swa_full": True, "flash_attn": True, "kv_unified": True},
+        f"{llama_cpp.__version__}|{llama_cpp.llama_print_system_info().decode(errors='replace')}",
+    )
+    return PromptStateFile(engine.prompt_state_dir, key, len(tokens))
+
+
+def sequence_state(ctx: llama_cpp.llama_context_p, seq_id: int) -> bytes:
+    """One sequence's KV state, as llama.cpp serializes it."""
+    size = llama_cpp.llama_state_seq_get_size(ctx, seq_id)
+    buffer = (ctypes.c_uint8 * size)()
+    written = llama_cpp.llama_state_seq_get_data(ctx, buffer, size, seq_id)
+    return bytes(buffer)[:written]
+
+
+def restore_sequence_state(
+    ctx: llama_cpp.llama_context_p, memory: llama_cpp.llama_memory_t, saved: PromptStateFile, n_tokens: int
+) -> bool:
+    """Load the saved state into sequence 0; False (sequence cleared) if there
+    is none for this key or llama.cpp refuses it."""
+    payload = saved.load()
+    if payload is None:
+        return False
+    buffer = (ctypes.c_uint8 * len(payload)).from_buffer_copy(payload)
+    read = llama_cpp.llama_state_seq_set_data(ctx, buffer, len(payload), 0)
+    if read == len(payload) and llama_cpp.llama_memory_seq_pos_max(memory, 0) == n_tokens - 1:
+        return True
+    log.warning("saved system prompt state %s was refused by llama.cpp: evaluating the prompt again", saved.path)
+    llama_cpp.llama_memory_seq_rm(memory, 0, -1, -1)
+    saved.discard()
+    return False

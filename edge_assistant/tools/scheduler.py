@@ -35,13 +35,14 @@ MAX_ENTRIES = 50
 @dataclass(frozen=True)
 class Reminder:
     """A timer (``kind`` "timer", ``seconds`` its duration) or an alarm ("alarm");
-    ``due`` is Unix time."""
+    ``due`` is Unix time; ``room``: where it was set and rings ("" before rooms)."""
 
     id: int
     kind: str
     label: str
     due: float
     seconds: int = 0
+    room: str = ""
 
     def describe(self) -> str:
         if self.kind == "alarm":
@@ -60,9 +61,13 @@ class Scheduler:
     """The pending timers and alarms, persisted. ``clock`` gives Unix time: the
     daemon on a file passes the input's own time so runs are reproducible."""
 
-    def __init__(self, state_dir: Path, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, state_dir: Path, clock: Callable[[], float] = time.time, room: Callable[[], str] = lambda: "",
+    ) -> None:
+        """``room``: the room of the turn setting an entry (where it will ring)."""
         self.path = state_dir / STATE_FILE
         self.clock = clock
+        self.room = room
         self._lock = threading.Lock()  # the entries; never held across a disk write
         self._saves = threading.Condition()  # the writer's: versions asked for and written
         self._asked = self._written = 0
@@ -79,7 +84,10 @@ class Scheduler:
         now = self.clock()
         for item in data.get("entries", []) if isinstance(data, dict) else []:
             try:
-                entry = Reminder(int(item["id"]), str(item["kind"]), str(item["label"]), float(item["due"]), int(item.get("seconds", 0)))
+                entry = Reminder(
+                    int(item["id"]), str(item["kind"]), str(item["label"]), float(item["due"]), int(item.get("seconds", 0)),
+                    str(item.get("room", "")),
+                )
             except (KeyError, TypeError, ValueError):
                 log.warning("%s: skipped an unreadable entry %r", self.path, item)
                 continue
@@ -126,7 +134,7 @@ class Scheduler:
         with self._lock:
             if len(self._entries) >= MAX_ENTRIES:
                 raise SchedulerFull(f"there are already {MAX_ENTRIES} timers and alarms")
-            entry = Reminder(next(self._ids), kind, label, due, seconds)
+            entry = Reminder(next(self._ids), kind, label, due, seconds, self.room())
             self._entries.append(entry)
         self.flush(self._save())  # the turn worker: the tool answers once it is on disk
         log.info("%s set for %s", entry.describe(), dt.datetime.fromtimestamp(due).isoformat(timespec="seconds"))
@@ -142,18 +150,20 @@ class Scheduler:
             self._entries = [entry for entry in self._entries if entry.id not in ids]
         self.flush(self._save())
 
-    def due(self) -> list[Reminder]:
-        """Entries whose time has come, removed from the schedule (cheap when none)."""
+    def due(self, rings_here: Callable[[Reminder], bool] = lambda entry: True) -> list[Reminder]:
+        """Entries whose time has come (of those ``rings_here``: one room's),
+        removed from the schedule (cheap when none)."""
         now = self.clock()
         with self._lock:
-            fired = [entry for entry in self._entries if entry.due <= now]
+            fired = [entry for entry in self._entries if entry.due <= now and rings_here(entry)]
             if fired:
-                self._entries = [entry for entry in self._entries if entry.due > now]
+                self._entries = [entry for entry in self._entries if entry not in fired]
         if fired:
             self._save()  # written by the writer thread: the audio loop never waits on the disk
         return sorted(fired, key=lambda entry: entry.due)
 
-    def take_missed(self) -> list[Reminder]:
+    def take_missed(self, rings_here: Callable[[Reminder], bool] = lambda entry: True) -> list[Reminder]:
         with self._lock:
-            missed, self.missed = self.missed, []
+            missed = [entry for entry in self.missed if rings_here(entry)]
+            self.missed = [entry for entry in self.missed if entry not in missed]
         return missed

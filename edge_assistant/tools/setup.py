@@ -22,10 +22,15 @@ from .state import default_state_dir
 
 @dataclass
 class ToolHooks:
-    """What "stop" and "forget" do, set by whoever runs the tools (the daemon)."""
+    """What "stop" and "forget" do, set by whoever runs the tools (the daemon),
+    and where the turn running them was heard: with rooms (README "Rooms") the
+    turn runner sets ``room`` and ``area`` before each turn, "stop" and "forget"
+    reach that room, and a timer rings there."""
 
     on_stop: Callable[[], None] = lambda: None
     on_forget: Callable[[], None] = lambda: None
+    room: str = ""
+    area: str = ""  # the room's Home Assistant area, "" if not configured
 
 
 @dataclass
@@ -69,16 +74,16 @@ def build_tools(config: Config, clock: Callable[[], float] = time.time) -> ToolS
     where = config.source or "configuration"
     directory = state_dir(config)
     _check_writable(directory, where)
+    hooks = ToolHooks()
     try:
-        scheduler = Scheduler(directory, clock)
+        scheduler = Scheduler(directory, clock, room=lambda: hooks.room)
         volume = Volume(directory, list(config.tools.mixer))
     except OSError as error:
         raise UsageError(f"{where}: tools.state_dir {directory} is not usable: {error.strerror or error}") from None
     if config.tools.mixer:
         parse_commands([{"name": "mixer", "description": "mixer", "argv": list(config.tools.mixer)}], where)
-    hooks = ToolHooks()
     builtins = builtin_tools(scheduler, volume, lambda: hooks.on_stop(), lambda: hooks.on_forget())
-    home = home_assistant_tools(config) if config.tools.enabled else []
+    home = home_assistant_tools(config, area=lambda: hooks.area) if config.tools.enabled else []
     commands = parse_commands(config.tools.command, where, {tool.name for tool in [*builtins, *home]})
     remote = (mcp_tools(config, {tool.name for tool in [*builtins, *home, *commands]}, directory)
               if config.tools.enabled else McpTools())

@@ -21,6 +21,7 @@ embeddings per call).
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from importlib import resources
@@ -193,6 +194,15 @@ class WakeWordDetector:
         self._next_allowed = 0  # no detection before this sample (refractory period)
         self.highest: WakeDetection | None = None  # best step so far, fired or not: for tuning
         self.reset()
+
+    def sibling(self) -> WakeWordDetector:
+        """A detector for another stream (another room) with the same models: the
+        onnxruntime sessions are shared (their ``run`` is thread-safe), the
+        streaming state is its own."""
+        other = copy.copy(self)
+        other._position, other._next_allowed, other.highest = 0, 0, None
+        other.reset()
+        return other
 
     def reset(self) -> None:
         """Forget the audio heard so far (e.g. after the assistant spoke): the next

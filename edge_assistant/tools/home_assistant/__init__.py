@@ -6,11 +6,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ...config import Config, HomeAssistantConfig
 from ..core import Tool
 from .client import HomeAssistantClient, HomeAssistantError, TokenRejected, read_token
-from .devices import ExposedDevices, discover
+from .devices import ExposedDevices, discover, room_areas
 from .tools import home_assistant_tool_list
 
 log = logging.getLogger(__name__)
@@ -21,9 +22,11 @@ def connect(config: HomeAssistantConfig) -> HomeAssistantClient:
     return HomeAssistantClient(config.url, read_token(config.token_file), config.timeout_seconds)
 
 
-def home_assistant_tools(config: Config) -> list[Tool]:
+def home_assistant_tools(config: Config, area: Callable[[], str] = lambda: "") -> list[Tool]:
     """The tools for the exposed devices, from one ``GET /api/states``; [] when
-    ``[home_assistant]`` has no url.
+    ``[home_assistant]`` has no url. ``area``: the Home Assistant area of the
+    room the running turn was heard in (its ``[[satellite]]``'s), which decides
+    between devices of the same name.
 
     A bad token file or a token the server refuses raises (exit code 2: a restart
     cannot fix configuration). A server that is down or failing only logs a
@@ -47,7 +50,8 @@ def home_assistant_tools(config: Config) -> list[Tool]:
         log.warning("%s", problem)
     if not discovery.entities:
         log.warning("Home Assistant at %s: nothing is exposed (home_assistant.domains, entities, areas)", settings.url)
-    tools: list[Tool] = list(home_assistant_tool_list(ExposedDevices(client, discovery.entities)))
+    areas = room_areas(client, [satellite.area for satellite in config.satellite if satellite.area])
+    tools: list[Tool] = list(home_assistant_tool_list(ExposedDevices(client, discovery.entities, areas, area)))
     log.info("Home Assistant at %s: %d devices exposed, tools %s", settings.url, len(discovery.entities),
              ", ".join(tool.name for tool in tools))
     return tools

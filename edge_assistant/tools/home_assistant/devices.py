@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,12 +145,37 @@ def normalized(name: str) -> str:
     return " ".join(words[1:] if words[:1] == ["the"] and len(words) > 1 else words)
 
 
-class ExposedDevices:
-    """The exposed entities and the only path from a tool to a service call."""
+def room_areas(client: HomeAssistantClient, areas: list[str]) -> dict[str, frozenset[str]]:
+    """The entity ids in each ``[[satellite]]`` area (README "Rooms"), so "the
+    light" said in a room means the one there; an area that cannot be read
+    only costs that (logged)."""
+    members: dict[str, frozenset[str]] = {}
+    for area in dict.fromkeys(areas):
+        try:
+            found = client.area_entities(area)
+        except HomeAssistantError as error:
+            log.warning("satellite area %r: cannot read it from Home Assistant (%s): devices are not told apart by room", area, error)
+            continue
+        if found is None:
+            log.warning("satellite area %r: no such area in Home Assistant", area)
+        else:
+            members[area] = frozenset(found)
+    return members
 
-    def __init__(self, client: HomeAssistantClient, entities: tuple[Entity, ...]) -> None:
+
+class ExposedDevices:
+    """The exposed entities and the only path from a tool to a service call.
+    ``areas``: entity ids per room area; ``area``: the area of the room the
+    turn was heard in, which decides between devices of the same name."""
+
+    def __init__(
+        self, client: HomeAssistantClient, entities: tuple[Entity, ...],
+        areas: dict[str, frozenset[str]] | None = None, area: Callable[[], str] = lambda: "",
+    ) -> None:
         self.client = client
         self.entities = entities
+        self.areas = areas or {}
+        self.area = area
 
     def of(self, domains: tuple[str, ...]) -> list[Entity]:
         return [entity for entity in self.entities if entity.domain in domains]
@@ -167,8 +193,9 @@ class ExposedDevices:
             [entity for entity in candidates if _words_within(query, normalized(entity.name))
              or _words_within(normalized(entity.name), query)],
         ):
-            if len(matches) == 1:
-                return matches[0]
+            here = [entity for entity in matches if entity.entity_id in self.areas.get(self.area(), ())]
+            if len(matches) == 1 or len(here) == 1:
+                return matches[0] if len(matches) == 1 else here[0]
             if matches:
                 raise AmbiguousDevice(sorted(entity.name for entity in matches))
         raise DeviceNotFound(f"no exposed {'/'.join(domains)} is called {said!r}")
