@@ -230,6 +230,7 @@ class Assistant:
         the same breath has begun by then."""
         self._drop_stream()
         self.endpointer.reset()
+        self.endpointer.forget_speaker()  # whoever said the wake word
         self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
         self._set_state(State.CAPTURING)
         if self.config.earcons.listening:
@@ -396,6 +397,8 @@ class Assistant:
     def _set_state(self, state: State) -> None:
         if state is not self.state:
             log.debug("state %s -> %s", self.state.value, state.value)
+        if state is State.IDLE:
+            self.endpointer.forget_speaker()  # a follow-up had to be the last speaker's; now anyone's
         self.state = state
         self.notifier.status(state.value)
 

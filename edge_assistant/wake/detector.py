@@ -205,15 +205,21 @@ class WakeWordDetector:
 
     def process(self, samples: np.ndarray) -> list[WakeDetection]:
         """Feed 16 kHz mono samples (int16, or float in [-1, 1]); returns detections."""
-        pcm = np.concatenate([self._pending, to_pcm_scale(samples)])
         first_end = self._position - len(self._pending) + STEP_SAMPLES
+        scores = self.scores(samples)
+        return self._detections(scores, first_end) if len(scores) else []
+
+    def scores(self, samples: np.ndarray) -> np.ndarray:
+        """Feed samples as :meth:`process` does, without deciding anything: every
+        model's score for each 80 ms step they complete, (steps, models). What a
+        benchmark needs to count detections at any threshold."""
+        pcm = np.concatenate([self._pending, to_pcm_scale(samples)])
         self._position += len(pcm) - len(self._pending)
         steps = len(pcm) // STEP_SAMPLES
         self._pending = pcm[steps * STEP_SAMPLES :]
         if not steps:
-            return []
-        scores = self._score_steps(pcm[: steps * STEP_SAMPLES], steps)
-        return self._detections(scores, first_end)
+            return np.zeros((0, len(self.models)), dtype=np.float32)
+        return self._score_steps(pcm[: steps * STEP_SAMPLES], steps)
 
     def _score_steps(self, pcm: np.ndarray, steps: int) -> np.ndarray:
         """(steps, models) scores; mel and embeddings batched over the steps."""
