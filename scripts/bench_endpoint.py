@@ -19,8 +19,14 @@ lost (kept audio ends before the true end), how many lost more than 150 ms, and
 how many never ended (forced at max_speech_seconds). The summary line covers the
 television and music cells 15 dB or more under the speaker, as issue 26 asks.
 
+--follow-ups: instead, after each question's end the background plays on alone
+for conversation.follow_up_seconds, the endpointer reset (as while the reply
+plays) with the question's level carried over: in how many of these windows
+does the background alone make a turn (an utterance ended, not discarded)?
+
     .venv/bin/python scripts/bench_endpoint.py [--kinds speech,music] [--under 10,15,20,25,30,35]
         [--speaker=-30,-25,-20,-15] [--trail-off DB] [--questions 24] [--config FILE] [--cells] [--failures]
+        [--follow-ups]
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ from speech import NOISE_KINDS, VOICE_PATH, noise  # noqa: E402
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE  # noqa: E402
 from edge_assistant.config import Config, load_config  # noqa: E402
 from edge_assistant.errors import EdgeAssistantError  # noqa: E402
-from edge_assistant.vad import Endpointer, UtteranceDiscarded, UtteranceEnded  # noqa: E402
+from edge_assistant.endpoint import Endpointer, UtteranceDiscarded, UtteranceEnded  # noqa: E402
 
 QUESTIONS = (
     "What time is it?",
@@ -153,10 +159,14 @@ class Cell:
     runs: int = 0
 
 
+def endpointer_for(config: Config) -> Endpointer:
+    return Endpointer(config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms, config.audio.speech_padding_ms)
+
+
 def run_one(config: Config, stream: np.ndarray, question_start: int, true_end: int) -> tuple[float | None, float]:
     """(end event - true end in ms, or None if it never ended; ms of the
     question's end lost)."""
-    endpointer = Endpointer(config.endpoint, config.audio.vad_aggressiveness, config.input.frame_ms, config.audio.speech_padding_ms)
+    endpointer = endpointer_for(config)
     size = endpointer.frame_samples
     to_ms = 1000 / MODEL_SAMPLE_RATE
     for start in range(0, len(stream) - size + 1, size):
@@ -168,6 +178,47 @@ def run_one(config: Config, stream: np.ndarray, question_start: int, true_end: i
         if isinstance(event, UtteranceDiscarded) and start + size > true_end:
             break
     return None, float((true_end - question_start) * to_ms)
+
+
+def follow_up_by_background(config: Config, stream: np.ndarray) -> bool | None:
+    """After the first utterance (the question) ended, does the background alone
+    make a turn within follow_up_seconds? None if the question never ended."""
+    endpointer = endpointer_for(config)
+    size = endpointer.frame_samples
+    window = int(config.conversation.follow_up_seconds * MODEL_SAMPLE_RATE)
+    question_end = None
+    for start in range(0, len(stream) - size + 1, size):
+        end = start + size
+        if question_end is not None and end - question_end > window:
+            return False
+        event = endpointer.push(stream[start:end], end)
+        if question_end is None and isinstance(event, UtteranceEnded | UtteranceDiscarded):
+            question_end = end
+            endpointer.reset()  # the reply plays; the question's level stays
+        elif isinstance(event, UtteranceEnded):
+            return True
+    return None if question_end is None else False
+
+
+def follow_ups(config: Config, prepared: list[Question], backgrounds: Backgrounds, kinds: list[str],
+               unders: list[float], speakers: list[float]) -> None:
+    lead = int(LEAD_SECONDS * MODEL_SAMPLE_RATE)
+    print(f"# after each of {len(prepared)} questions, the background alone for conversation.follow_up_seconds "
+          f"{config.conversation.follow_up_seconds:g} s: windows in which it made a turn")
+    for kind in kinds:
+        for under in unders:
+            made = windows = 0
+            for speaker in speakers:
+                for number, question in enumerate(prepared):
+                    speech = question.samples * 10 ** (speaker / 20)
+                    length = lead + len(speech) + int((config.conversation.follow_up_seconds + 3.0) * MODEL_SAMPLE_RATE)
+                    stream = backgrounds.piece(kind, length, speaker - under, number)
+                    stream[lead : lead + len(speech)] += speech
+                    turn = follow_up_by_background(config, stream)
+                    windows += turn is not None
+                    made += bool(turn)
+            print(f"{kind:13s} {under:5.0f} dB under: a turn by the background alone in {made} of {windows} windows "
+                  f"({percent(made, windows)})", flush=True)
 
 
 def percent(part: int, whole: int) -> str:
@@ -185,6 +236,7 @@ def main() -> None:
     parser.add_argument("--config", help="a config.toml whose [endpoint] and [audio] to use (default: the shipped settings)")
     parser.add_argument("--cells", action="store_true", help="print every cell, not only the rows per background and level")
     parser.add_argument("--failures", action="store_true", help="name each question that ended late, lost its end or never ended")
+    parser.add_argument("--follow-ups", action="store_true", help="count follow-up turns the background makes alone instead")
     args = parser.parse_args()
     try:
         kinds = [kind for kind in args.kinds.split(",") if kind]
@@ -211,6 +263,10 @@ def main() -> None:
     started = time.perf_counter()
     prepared = prepare_questions(args.questions, args.trail_off)
     backgrounds = Backgrounds(kinds)
+    if args.follow_ups:
+        follow_ups(config, prepared, backgrounds, kinds, unders, speakers)
+        print(f"# {time.perf_counter() - started:.0f} s")
+        return
     endpoint = config.endpoint
     limit_ms = endpoint.end_silence_ms + LATE_MARGIN_MS
     lead = int(LEAD_SECONDS * MODEL_SAMPLE_RATE)

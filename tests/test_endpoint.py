@@ -10,9 +10,10 @@ import pytest
 
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE, Audio
 from edge_assistant.config import AudioConfig, EndpointConfig
-from edge_assistant.vad import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded, find_speech
+from edge_assistant.endpoint import Endpointer, SpeechStarted, UtteranceDiscarded, UtteranceEnded
+from edge_assistant.vad import find_speech
 
-from speech import BLOCK, NOISE_KINDS, band_music, block_db, concat, dbfs, noise, silence, speak, television, voiced_db
+from speech import BLOCK, NOISE_KINDS, audible_extent, band_music, block_db, concat, dbfs, noise, silence, speak, television, voiced_db
 
 
 def run(samples: np.ndarray, config: EndpointConfig = EndpointConfig(), frame_ms: int = 30) -> list[object]:
@@ -65,6 +66,54 @@ def test_too_little_speech_is_discarded() -> None:
     grunt = speak("Hm").samples[: int(0.25 * MODEL_SAMPLE_RATE)]
     events = run(concat(silence(0.5), grunt, silence(1.5)).samples, EndpointConfig(min_speech_ms=400))
     assert [type(event) for event in events] == [SpeechStarted, UtteranceDiscarded]
+
+
+# -- one-word answers ------------------------------------------------------------
+# "Yes." to a confirmation: its loud part is about 200 ms and its "s" is 14 dB
+# softer. It must be one utterance, whether the speaker's level is new or carried
+# over from the question before it (a confirmation, a follow-up), and the
+# one-shot trimming must find it whole.
+
+ANSWERS = ("Yes.", "No.")
+NOISE_FLOOR = 0.002  # -54 dBFS white noise under everything
+
+
+def with_floor(*parts) -> np.ndarray:
+    stream = concat(*parts).samples
+    return stream + noise(len(stream) / MODEL_SAMPLE_RATE, NOISE_FLOOR)
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_a_one_word_answer_is_an_utterance(answer: str, frame_ms: int) -> None:
+    events = run(with_floor(silence(0.5), speak(answer), silence(1.5)), frame_ms=frame_ms)
+    assert [type(event) for event in events] == [SpeechStarted, UtteranceEnded]
+
+
+@pytest.mark.parametrize("frame_ms", [10, 20, 30])
+@pytest.mark.parametrize("answer", ANSWERS)
+def test_a_one_word_answer_after_a_question_is_an_utterance_from_its_onset(answer: str, frame_ms: int) -> None:
+    """The question's level is carried over (a follow-up must reach it); the
+    answer, said as loud, is heard from its first syllable."""
+    question, spoken = speak("Make the marker."), speak(answer)
+    answer_at = 0.5 + question.seconds + 3.0
+    events = run(with_floor(silence(0.5), question, silence(3.0), spoken, silence(1.5)), frame_ms=frame_ms)
+    assert [type(event) for event in events] == [SpeechStarted, UtteranceEnded] * 2
+    onset = (answer_at * MODEL_SAMPLE_RATE + audible_extent(spoken.samples)[0])
+    assert events[2].at_sample <= onset + 0.06 * MODEL_SAMPLE_RATE
+    assert events[3].start_sample <= onset - 0.2 * MODEL_SAMPLE_RATE  # the pre-roll before it
+
+
+@pytest.mark.parametrize("text", [*ANSWERS, "What time is it?"])
+def test_find_speech_keeps_a_short_clip_whole(text: str) -> None:
+    """--once: a one-word clip is speech, and the span (its padding included, as
+    --once trims) keeps the first word's onset and the last word's end."""
+    spoken = speak(text).samples
+    start, end = audible_extent(spoken)
+    lead = int(0.5 * MODEL_SAMPLE_RATE)
+    clip = Audio(with_floor(silence(0.5), spoken, silence(1.0)), MODEL_SAMPLE_RATE)
+    span = find_speech(clip, 2, EndpointConfig().min_speech_ms, AudioConfig().speech_padding_ms)
+    assert span.start <= lead + start and span.end >= lead + end
 
 
 def test_silence_and_faint_noise_produce_nothing() -> None:

@@ -41,7 +41,7 @@ from ..systemd import Notifier
 from ..tools.setup import ToolSet
 from ..tts import PiperSpeech
 from ..turn import SpeechStream, run_turn
-from ..vad import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
+from ..endpoint import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
 from .confirmation import ConfirmationDialog
 from .events import EventLog, LoopTiming
 from .reminders import Reminders
