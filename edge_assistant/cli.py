@@ -200,7 +200,7 @@ def run_once(args: argparse.Namespace, config: Config) -> int:
     out_path = check_output_path(args.out) if args.out else None
     # Bad audio and silence are found before the model is loaded.
     prep_started = time.perf_counter()
-    speech = prepare_audio(read_audio(args.once), config.audio, config.endpoint.min_speech_ms)
+    speech = prepare_audio(read_audio(args.once), config.audio, config.endpoint.min_speech_ms, config.endpoint.min_level_dbfs)
     prep_ms = (time.perf_counter() - prep_started) * 1000
     model_path, mmproj_path, voice_path = model_paths(config, need_voice=not args.no_speak)
     toolbox = build_tools(config).toolbox  # a confirm tool is declined: nobody is asked in a one-shot run

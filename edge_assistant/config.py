@@ -165,6 +165,9 @@ class EndpointConfig:
     min_speech_ms: int = 300  # shorter is a cough or a click: ignored
     max_speech_seconds: float = 30.0  # Gemma 4's limit per clip
     no_speech_timeout_seconds: float = 5.0  # after the wake word, give up waiting
+    # Quieter frames (speech-band level above 150 Hz, dBFS RMS) are never speech:
+    # a gate for far sources, a television across the room. -100 = no gate.
+    min_level_dbfs: float = -100.0
 
 
 @dataclass
@@ -378,6 +381,7 @@ def validate(config: Config, where: str) -> None:
         (endpoint.min_speech_ms >= 0, "endpoint.min_speech_ms", "0 or more"),
         (1 <= endpoint.max_speech_seconds <= 30, "endpoint.max_speech_seconds", "between 1 and 30"),
         (endpoint.no_speech_timeout_seconds > 0, "endpoint.no_speech_timeout_seconds", "more than 0"),
+        (-100 <= endpoint.min_level_dbfs <= 0, "endpoint.min_level_dbfs", "between -100 (no gate) and 0"),
         (conversation.follow_up_seconds >= 0, "conversation.follow_up_seconds", "0 or more"),
         (conversation.idle_reset_seconds > 0, "conversation.idle_reset_seconds", "more than 0"),
         (0 <= conversation.echo_tail_ms <= 5000, "conversation.echo_tail_ms", "between 0 and 5000"),

@@ -28,18 +28,19 @@ from .llm.tool_loop import ToolUse, generate_with_tools
 from .phrases import say
 from .tools import ToolCallRecord
 from .tts import StreamingSpeaker
-from .vad import trim_to_speech
+from .vad import SILENT_DB, trim_to_speech
 
 log = logging.getLogger(__name__)
 
 
-def prepare_audio(audio: Audio, settings: AudioConfig, min_speech_ms: int) -> Audio:
-    """Trim to the speech and apply the long-audio policy.
+def prepare_audio(audio: Audio, settings: AudioConfig, min_speech_ms: int, min_level_dbfs: float = SILENT_DB) -> Audio:
+    """Trim to the speech (quieter than ``min_level_dbfs`` is none: the
+    endpoint's gate) and apply the long-audio policy.
 
     Raises :class:`NoSpeechError` when there is no speech, so the model is never
     called for silence.
     """
-    speech = trim_to_speech(audio, settings.vad_aggressiveness, min_speech_ms, settings.speech_padding_ms)
+    speech = trim_to_speech(audio, settings.vad_aggressiveness, min_speech_ms, settings.speech_padding_ms, min_level_dbfs)
     if speech.seconds > MAX_CLIP_SECONDS and settings.long_audio == "keep_last":
         log.warning(
             "speech is %.1f s, Gemma 4 takes %d s per clip: keeping the last %d s (audio.long_audio = keep_last)",

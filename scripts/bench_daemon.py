@@ -50,7 +50,7 @@ from edge_assistant.daemon.assistant import Assistant
 from edge_assistant.daemon.events import EventLog
 from edge_assistant.llm.engine import GemmaEngine
 from edge_assistant.tts import PiperSpeech
-from edge_assistant.vad import Endpointer
+from edge_assistant.endpoint import Endpointer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import CpuQuota, cpu_name, default_voice, pi5_like_quota, text_prefill_tok_s, twin_paths, underlined  # noqa: E402

@@ -44,6 +44,8 @@ def test_file_values_override_defaults(tmp_path: Path) -> None:
         ("[engine]\nuse_mmap = 1\n", "engine.use_mmap = 1 is invalid: expected bool"),
         ("[engine]\nkv_cache_type = 'q5_1'\n", "engine.kv_cache_type = 'q5_1' is invalid"),
         ("[audio]\nvad_aggressiveness = 7\n", "audio.vad_aggressiveness = 7 is invalid"),
+        ("[endpoint]\nmin_level_dbfs = 3.0\n", "endpoint.min_level_dbfs = 3.0 is invalid: must be between -100 (no gate) and 0"),
+        ("[endpoint]\nmin_level_dbfs = 'loud'\n", "endpoint.min_level_dbfs = 'loud' is invalid: expected float"),
         ("[engine\n", "invalid TOML"),
         ("engine = 3\n", "[engine] must be a table"),
     ],

@@ -29,7 +29,7 @@ from edge_assistant.tts import PiperSpeech
 from edge_assistant.turn import run_turn
 
 from scripted import ScriptedEngine
-from speech import VOICE_PATH, concat, noise, silence, speak, tones
+from speech import VOICE_PATH, audible_extent, concat, dbfs, noise, silence, speak, television, tones, voiced_db
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +74,64 @@ def test_one_question_one_turn_and_a_spoken_reply(twin, tmp_path: Path) -> None:
     spoken = recording[int(speak_start["t"] * rate) : int(speak_end["t"] * rate)]
     assert np.abs(spoken).max() > 0.05
     assert np.abs(recording[: int(end["t"] * rate)]).max() == 0  # nothing played while the user spoke
+
+
+def question_over_television(tv_db: float, before: float, after: float) -> tuple[np.ndarray, float, float]:
+    """A question at -20 dBFS (voiced RMS) over a news reader at ``tv_db`` that
+    plays ``before`` s alone and ``after`` s on; returns the stream and where the
+    question starts and ends (s)."""
+    spoken = speak("What is the weather like today?").samples
+    spoken = spoken * dbfs(-20.0 - voiced_db(spoken))
+    length = int((before + after) * MODEL_SAMPLE_RATE) + len(spoken)
+    stream = television(length / MODEL_SAMPLE_RATE, tv_db, seed=3)[:length]
+    at = int(before * MODEL_SAMPLE_RATE)
+    stream[at : at + len(spoken)] += spoken
+    start, end = audible_extent(spoken)
+    return stream, before + start / MODEL_SAMPLE_RATE, before + end / MODEL_SAMPLE_RATE
+
+
+@pytest.mark.parametrize("gated", [False, True], ids=["no-gate", "min_level_dbfs"])
+def test_without_a_wake_word_a_television_starts_turns_unless_gated(twin, tmp_path: Path, gated: bool) -> None:
+    """wake.model = "none": a television across the room (-45 dBFS) starts turns
+    by itself, as the README warns; with endpoint.min_level_dbfs above it, none,
+    and the question said near the microphone over it is one turn that ends with
+    the question."""
+    stream, start, end = question_over_television(-45.0, before=4.0, after=7.0)
+    path = write_stream(tmp_path / "in.wav", stream)
+    config = tmp_path / "config.toml"
+    config.write_text("[endpoint]\nmin_level_dbfs = -38.0\n" if gated else "")
+    events, _ = run_daemon(twin, path, "--config", str(config), "--output-file", str(tmp_path / "out.wav"))
+    starts = [event["t"] for event in events if event["event"] == "speech_start"]
+    if not gated:
+        assert starts and starts[0] < start - 0.5  # the television alone
+        return
+    assert kinds(events).count("turn") == 1 and len(starts) == 1
+    assert start - 0.1 <= starts[0] <= start + 0.4
+    speech_end = next(event["t"] for event in events if event["event"] == "speech_end")
+    padding = Config().audio.speech_padding_ms / 1000  # kept after the last speech: a quiet "-day?" under the gate
+    assert end - 0.15 <= speech_end + padding and speech_end <= end + 0.5
+
+
+def test_after_the_wake_word_a_question_over_a_television_ends_with_it(scripted, voice, tmp_path: Path) -> None:
+    """The wake word, then the question 15 dB over a news reader that goes on:
+    webrtcvad hears a voice throughout, the speaker's own level ends the
+    utterance within end_silence_ms + 500 ms of the question, and the turn gets
+    the question whole, without the television after it."""
+    stream, start, end = question_over_television(-35.0, before=2.0, after=8.0)
+    path = write_stream(tmp_path / "in.wav", stream)
+    heard: list[np.ndarray] = []
+    assistant, _, events_file = assistant_for(
+        path, scripted, voice, wake=ScriptedWake([start - 0.1]), respond=utterance_recorder(heard)
+    )
+    assistant.run()
+    events_file.close()
+    events = read_events(path.with_suffix(".jsonl"))
+    assert kinds(events).count("turn") == 1
+    speech_end = next(event["t"] for event in events if event["event"] == "speech_end")
+    assert end - 0.15 <= speech_end + Config().audio.speech_padding_ms / 1000 and speech_end <= end + 0.5
+    (utterance,) = heard
+    seconds = len(utterance) / MODEL_SAMPLE_RATE
+    assert end - start <= seconds <= end - start + 0.3 + 0.2 + 0.5  # pre-roll, padding, the tolerance
 
 
 def test_noise_produces_no_turn(twin, tmp_path: Path) -> None:

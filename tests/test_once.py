@@ -22,7 +22,7 @@ from edge_assistant.cli import main
 from edge_assistant.llm.audio_turn import TurnReply, TurnStats
 
 from fake_sounddevice import fake_output
-from speech import VOICE_PATH, concat, noise, silence, speak
+from speech import VOICE_PATH, concat, dbfs, noise, silence, speak, television, voiced_db
 
 QUESTION = "What is the tallest mountain in Europe?"
 
@@ -103,6 +103,26 @@ def test_question_answered_and_spoken_to_wav(tmp_path: Path, question_wav: Path,
     assert abs(info.duration - report["spoken_seconds"]) < 0.01
     samples, _ = soundfile.read(out)
     assert np.abs(samples).max() > 0.05  # speech, not silence
+
+
+@pytest.mark.slow
+def test_a_television_under_the_question_is_trimmed_away(tmp_path: Path, model_args: list[str]) -> None:
+    """A news reader 15 dB under the question, for 2 s before it and 3 s after:
+    webrtcvad hears a voice in all of it, the speaker's level keeps only the
+    question (with its padding) for the model."""
+    spoken = speak(QUESTION).samples
+    spoken = spoken * dbfs(-20.0 - voiced_db(spoken))
+    length = int((2.0 + 3.0) * MODEL_SAMPLE_RATE) + len(spoken)
+    clip = television(length / MODEL_SAMPLE_RATE, -35.0, seed=2)[:length]
+    clip[2 * MODEL_SAMPLE_RATE : 2 * MODEL_SAMPLE_RATE + len(spoken)] += spoken
+    path = tmp_path / "television.wav"
+    write_wav_atomic(path, clip, MODEL_SAMPLE_RATE)
+    result = run_cli("--once", str(path), *model_args, "--no-speak", "--json", "--max-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    speech_seconds = speak(QUESTION).seconds
+    assert speech_seconds - 0.15 <= report["audio_seconds"] <= speech_seconds + 0.8  # not the 5 s of television
+    assert abs(report["tokens"]["audio"] - 25 * report["audio_seconds"]) <= 3
 
 
 @pytest.mark.slow

@@ -25,6 +25,7 @@ from edge_assistant.wake import cli as wakeword_cli
 from edge_assistant.wake.dataset import windows_of
 from edge_assistant.wake.detector import (
     FRAMES,
+    META_PATIENCE,
     META_PHRASE,
     META_THRESHOLD,
     STEP_SAMPLES,
@@ -32,13 +33,16 @@ from edge_assistant.wake.detector import (
     WakeWordDetector,
     feature_model_paths,
     load_wake_model,
+    sustained,
 )
+from edge_assistant.wake.evaluate import count_detections
 from edge_assistant.wake.network import Network, export_onnx
+from edge_assistant.wake.train import PATIENCE_STEPS
 
 from conftest import WAKE_PHRASE
 from speech import VOICE_PATH, concat, everyday_audio, noise, phrase_at, silence, speak, tones
 
-def random_model(path: Path, seed: int = 0, threshold: float | None = None) -> Path:
+def random_model(path: Path, seed: int = 0, threshold: float | None = None, patience: int | None = None) -> Path:
     """A classifier with random weights, exported by the trainer's own code."""
     rng = np.random.default_rng(seed)
     inputs = FRAMES * 96
@@ -50,7 +54,8 @@ def random_model(path: Path, seed: int = 0, threshold: float | None = None) -> P
         w2=rng.standard_normal((8, 1)).astype(np.float32),
         b2=np.zeros(1, np.float32),
     )
-    export_onnx(net, path, {} if threshold is None else {META_THRESHOLD: str(threshold), META_PHRASE: "test"})
+    metadata = {} if threshold is None else {META_THRESHOLD: str(threshold), META_PHRASE: "test"}
+    export_onnx(net, path, metadata if patience is None else {**metadata, META_PATIENCE: str(patience)})
     return path
 
 
@@ -159,7 +164,7 @@ def test_openwakewords_own_runtime_gives_the_same_scores(which: str, request: py
     reference = openwakeword.Model(wakeword_models=[str(model)], inference_framework="onnx")
     (name,) = reference.models
     theirs = np.array([reference.predict(pcm[i : i + STEP_SAMPLES])[name] for i in range(0, len(pcm) - STEP_SAMPLES + 1, STEP_SAMPLES)])
-    ours, _ = all_scores(model, pcm)
+    ours = WakeWordDetector([model]).scores(pcm)[:, 0]  # the scores, before our patience rule
     assert len(ours) == len(theirs)
     warm_up = 30  # steps (2.4 s): the runtimes start from different buffers
     np.testing.assert_allclose(ours[warm_up:], theirs[warm_up:], atol=1e-3)
@@ -167,11 +172,37 @@ def test_openwakewords_own_runtime_gives_the_same_scores(which: str, request: py
 
 
 def test_threshold_comes_from_the_model_unless_given(tmp_path: Path) -> None:
-    with_meta = random_model(tmp_path / "tuned.onnx", threshold=0.73)
+    with_meta = random_model(tmp_path / "tuned.onnx", threshold=0.73, patience=3)
     plain = random_model(tmp_path / "plain.onnx")
     assert WakeWordDetector([with_meta, plain]).thresholds == [0.73, 0.5]
     assert WakeWordDetector([with_meta, plain], threshold=0.6).thresholds == [0.6, 0.6]
     assert load_wake_model(with_meta).phrase == "test"
+    assert (load_wake_model(with_meta).patience, load_wake_model(plain).patience) == (3, 1)  # 1: openWakeWord's own
+
+
+def test_a_score_must_hold_for_the_models_patience() -> None:
+    """A television's one-step peak (80 ms over the threshold) does not fire a
+    model with patience 2; the phrase, held for two steps, does."""
+    scores = np.array([0.1, 0.97, 0.2, 0.97, 0.98, 0.99, 0.1], np.float32)
+    np.testing.assert_array_equal(sustained(scores, 1), scores)
+    np.testing.assert_allclose(sustained(scores, 2), [0.1, 0.1, 0.2, 0.2, 0.97, 0.98, 0.1])
+    np.testing.assert_allclose(sustained(scores, 3), [0.1, 0.1, 0.1, 0.2, 0.2, 0.97, 0.1])
+    assert [count_detections(scores, 0.96, patience) for patience in (1, 2, 3, 4)] == [1, 1, 1, 0]
+    assert count_detections(scores[:3], 0.96, 2) == 0
+
+
+@pytest.mark.parametrize("patience", [2, 3])
+def test_the_detector_fires_where_the_held_score_crosses_whatever_the_chunks(
+    tmp_path: Path, speech_sample: np.ndarray, patience: int
+) -> None:
+    model = random_model(tmp_path / "random.onnx", threshold=0.5, patience=patience)
+    raw = WakeWordDetector([model]).scores(speech_sample)[:, 0]
+    threshold = float(np.median(raw))
+    expected = [STEP_SAMPLES * (step + 1) for step in np.flatnonzero(sustained(raw, patience) >= threshold)]
+    assert expected and len(expected) < np.count_nonzero(raw >= threshold)  # the rule removed some
+    detector = WakeWordDetector([model], threshold=threshold, refractory_seconds=0.0)
+    fired = [d.end_sample for i in range(0, len(speech_sample), 480) for d in detector.process(speech_sample[i : i + 480])]
+    assert fired == expected
 
 
 def test_missing_corrupt_and_foreign_models_are_one_line_errors(tmp_path: Path) -> None:
@@ -258,6 +289,7 @@ def test_trained_model_has_openwakewords_signature_and_a_threshold(wake_model: P
     metadata = {p.key: p.value for p in model.metadata_props}
     assert metadata[META_PHRASE] == WAKE_PHRASE
     assert 0.05 <= float(metadata[META_THRESHOLD]) < 1
+    assert metadata[META_PATIENCE] == str(PATIENCE_STEPS)
     assert float(metadata["edge_assistant.recall"]) >= 0.7
     assert wake_model.stat().st_size < 1_000_000
 

@@ -2,7 +2,8 @@
 
 A frame comes from a source (:mod:`.sources`: the microphone, or a file read by
 :mod:`.files`), passes the wake word (``edge_assistant.wake``) and endpointing
-(``edge_assistant.vad``) to a turn (``edge_assistant.turn``), and the spoken
-reply goes to a playback (:mod:`.playback`: a device, or a recording).
+(``edge_assistant.vad``, ``edge_assistant.endpoint``) to a turn
+(``edge_assistant.turn``), and the spoken reply goes to a playback
+(:mod:`.playback`: a device, or a recording).
 :mod:`.devices` finds the PortAudio devices both ends use.
 """

@@ -41,7 +41,7 @@ from ..systemd import Notifier
 from ..tools.setup import ToolSet
 from ..tts import PiperSpeech
 from ..turn import SpeechStream, run_turn
-from ..vad import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
+from ..endpoint import Endpointer, EndpointEvent, SpeechStarted, UtteranceDiscarded, UtteranceEnded
 from .confirmation import ConfirmationDialog
 from .engine_turns import Room
 from .events import EventLog, LoopTiming
@@ -245,6 +245,7 @@ class Assistant:
         the same breath has begun by then."""
         self._drop_stream()
         self.endpointer.reset()
+        self.endpointer.forget_speaker()  # whoever said the wake word
         self._deadline = self._now + int(self.config.endpoint.no_speech_timeout_seconds * MODEL_SAMPLE_RATE)
         self._set_state(State.CAPTURING)
         if self.config.earcons.listening:
@@ -431,6 +432,8 @@ class Assistant:
     def _set_state(self, state: State) -> None:
         if state is not self.state:
             log.debug("state %s -> %s", self.state.value, state.value)
+        if state is State.IDLE:
+            self.endpointer.forget_speaker()  # a follow-up had to be the last speaker's; now anyone's
         self.state = state
         self.notifier.status(self._status_text())
 

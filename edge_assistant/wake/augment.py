@@ -46,6 +46,34 @@ def music(n: int, rng: np.random.Generator) -> np.ndarray:
     return normalize(out)
 
 
+def band(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A band: a chord per bar (three notes with harmonics, a bass note) over
+    kick, snare and hi-hat at 70 to 150 beats per minute, in 4/4."""
+    beat = int(MODEL_SAMPLE_RATE * 60 / rng.uniform(70, 150))
+    bar = 4 * beat
+    t = np.arange(bar) / MODEL_SAMPLE_RATE
+    out = np.zeros(n + bar)
+    root = 0
+    for start in range(0, n, bar):
+        root = (root + rng.choice([0, 5, 7, 9])) % 12  # I, IV, V, vi steps
+        chord = [110 * 2 ** ((root + step) / 12) for step in (12, 16 if rng.random() < 0.6 else 15, 19)]
+        tone = sum(np.sin(2 * np.pi * f * k * t) / k**1.5 for f in chord for k in range(1, 5))
+        tone += 1.5 * np.sin(2 * np.pi * 55 * 2 ** (root / 12) * t)
+        out[start : start + bar] += 0.25 * tone * np.exp(-t * rng.uniform(0.3, 2.0))
+        for k in range(4):
+            at = start + k * beat
+            hit = np.arange(beat) / MODEL_SAMPLE_RATE
+            if k % 2 == 0:  # kick: a falling sine
+                out[at : at + beat] += 2.0 * np.sin(2 * np.pi * (50 + 80 * np.exp(-hit * 30)) * hit) * np.exp(-hit * 12)
+            else:  # snare: noise and a tone
+                snare = rng.standard_normal(beat) * 0.8 + np.sin(2 * np.pi * 190 * hit)
+                out[at : at + beat] += snare * np.exp(-hit * 20)
+            for half in (0, beat // 2):  # hi-hat: high, short noise
+                hat = np.diff(rng.standard_normal(beat // 2 + 1)) * 0.3 * np.exp(-np.arange(beat // 2) / MODEL_SAMPLE_RATE * 60)
+                out[at + half : at + half + beat // 2] += hat
+    return normalize(out[:n])
+
+
 def normalize(audio: np.ndarray) -> np.ndarray:
     """Unit RMS, float32."""
     return (audio / max(float(np.sqrt(np.mean(audio**2))), 1e-9)).astype(np.float32)

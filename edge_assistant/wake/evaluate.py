@@ -11,7 +11,7 @@ import numpy as np
 
 from ..audio.format import MODEL_SAMPLE_RATE
 from .dataset import NEAR_MISS_TAIL, POSITIVE_TAIL, QUIET_BEFORE, SideFeatures, Utterance, window_offsets, windows_of
-from .detector import STEP_SAMPLES, WakeModel
+from .detector import STEP_SAMPLES, WakeModel, sustained
 
 
 REFRACTORY_SECONDS = 2.0
@@ -19,21 +19,22 @@ FALSE_ACCEPT_COST = 0.05  # one false accept per hour weighs as much as missing 
 
 
 def peak_scores(model: WakeModel, utterances: Sequence[Utterance], until: float) -> np.ndarray:
-    """Each utterance's best score from its last moments to ``until`` s after its
-    end: did it fire, as the runtime would have?"""
+    """Each utterance's best score, held for the model's patience, from its last
+    moments to ``until`` s after its end: did it fire, as the runtime would have?"""
     peaks = []
     for utterance in utterances:
         offsets = window_offsets(utterance.embeddings, utterance.end)
-        windows = windows_of(utterance.embeddings)[(offsets >= QUIET_BEFORE) & (offsets <= until)]
-        peaks.append(float(model.score(windows).max()))
+        held = sustained(model.score(windows_of(utterance.embeddings)), model.patience)
+        peaks.append(float(held[(offsets >= QUIET_BEFORE) & (offsets <= until)].max()))
     return np.array(peaks)
 
 
-def count_detections(scores: np.ndarray, threshold: float) -> int:
-    """Detections as the runtime counts them: one per refractory period."""
+def count_detections(scores: np.ndarray, threshold: float, patience: int) -> int:
+    """Detections as the runtime counts them: a score held at the threshold for
+    ``patience`` steps, one per refractory period."""
     refractory = int(REFRACTORY_SECONDS * MODEL_SAMPLE_RATE / STEP_SAMPLES)
     count, allowed = 0, 0
-    for step in np.flatnonzero(scores >= threshold):
+    for step in np.flatnonzero(sustained(scores, patience) >= threshold):
         if step >= allowed:
             count, allowed = count + 1, step + refractory
     return count
@@ -47,6 +48,7 @@ class Evaluation:
     miss_peaks: np.ndarray
     stream_scores: list[np.ndarray]
     negative_hours: float
+    patience: int
 
     @classmethod
     def of(cls, model: WakeModel, held_out: SideFeatures) -> "Evaluation":
@@ -55,6 +57,7 @@ class Evaluation:
             peak_scores(model, held_out.misses, NEAR_MISS_TAIL),
             [model.score(windows_of(embeddings)) for embeddings in held_out.streams],
             held_out.stream_seconds / 3600,
+            model.patience,
         )
 
     def recall(self, threshold: float) -> float:
@@ -64,7 +67,7 @@ class Evaluation:
         return float(np.mean(self.miss_peaks >= threshold)) if len(self.miss_peaks) else 0.0
 
     def false_accepts(self, threshold: float) -> int:
-        return sum(count_detections(scores, threshold) for scores in self.stream_scores)
+        return sum(count_detections(scores, threshold, self.patience) for scores in self.stream_scores)
 
     def choose_threshold(self) -> float:
         """The threshold with the lowest cost, counting a false accept per hour as

@@ -19,8 +19,6 @@ extraction run on all cores, one single-threaded onnxruntime session per task
 
 from __future__ import annotations
 
-from __future__ import annotations
-
 import logging
 import os
 import time
@@ -35,7 +33,7 @@ from ..audio.files import check_output_path
 from ..errors import UsageError
 from ..progress import Progress
 from .dataset import Side, SideFeatures, read_negatives, split, split_recordings
-from .detector import META_PHRASE, META_THRESHOLD, AudioFeatures, load_wake_model
+from .detector import META_PATIENCE, META_PHRASE, META_THRESHOLD, AudioFeatures, load_wake_model
 from .evaluate import Evaluation
 from .network import Network, export_onnx, fit
 from .phrases import PHRASE_TAKES, check_phrase, plan_lines, tidy_phrase
@@ -49,6 +47,10 @@ log = logging.getLogger(__name__)
 STREAM_SECONDS = 720
 HELD_OUT_STREAM_SECONDS = 600
 MAX_WORKERS = 4  # each synthesis can take a few hundred MB
+# A score must hold at the threshold for this many 80 ms steps to fire (stored in
+# the model; the threshold is chosen for it). Against an hour of a television
+# (scripts/bench_wake_room.py) single-step peaks made the false accepts; see the README.
+PATIENCE_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class TrainResult:
         return {
             META_PHRASE: self.phrase,
             META_THRESHOLD: f"{self.threshold:.2f}",
+            META_PATIENCE: str(PATIENCE_STEPS),
             "edge_assistant.recall": f"{self.recall:.3f}",
             "edge_assistant.near_miss_accepts": f"{self.near_miss_accepts:.3f}",
             "edge_assistant.false_accepts_per_hour": f"{self.false_accepts_per_hour:.2f}",
@@ -140,7 +143,7 @@ def write_model(out: Path, net: Network, phrase: str, held_out: SideFeatures, vo
     """Export, score the held-out audio with the exported model through the runtime's
     loader (what is measured is what ships), store the chosen threshold, rename."""
     with atomic_path(out) as temp:
-        export_onnx(net, temp, {META_PHRASE: phrase})
+        export_onnx(net, temp, {META_PHRASE: phrase, META_PATIENCE: str(PATIENCE_STEPS)})
         evaluation = Evaluation.of(load_wake_model(temp), held_out)
         threshold = evaluation.choose_threshold()
         result = TrainResult(
