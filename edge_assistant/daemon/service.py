@@ -10,6 +10,7 @@ import signal
 import sys
 from pathlib import Path
 
+from ..allocator import map_large_buffers
 from ..audio.playback import Playback
 from ..audio.sources import AudioSource
 from ..config import Config
@@ -61,6 +62,7 @@ def serve(
     from ..audio.sources import EchoSource, FileSource, MicrophoneSource
 
     faulthandler.enable()  # a watchdog SIGABRT then logs every thread's stack to the journal
+    map_large_buffers()  # before anything loads: freed buffers go back to the system (allocator.py)
     notifier = Notifier()
     output_path = check_output_path(output_file, "--output-file") if output_file else None
     if echo_gain and output_path is None:
