@@ -13,7 +13,7 @@ stayed at 280 MB while the freed-but-held part grew from 180 MB at turn 10 to
 at turn 1000. With the threshold fixed: 464 MB at turn 100, 475 MB at 1000.
 
 The price is page faults: each large buffer is fresh memory. Piper takes
-about 85,000 more minor faults per sentence, about 0.1 s more system time per
+about 90,000 more minor faults per sentence, about 0.1 s more system time per
 sentence on the 2-core Xeon the figures come from. Setting the threshold
 (mallopt) also stops glibc from moving it.
 """
