@@ -34,6 +34,7 @@ from benchlib import ROOT, cpu_name, twin_paths  # noqa: E402
 
 LIMIT_PERCENT = 3.0
 PREFILL_TOKENS, DECODE_TOKENS = 256, 32
+RESULT = "result: "  # the child's line the parent reads
 COUNTED_PREFILL_TOKENS = 64  # where the callback's calls are counted
 FRAME_SECONDS = 0.03
 
@@ -154,7 +155,10 @@ def child_run(with_callback: bool, args: argparse.Namespace) -> dict[str, float]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     if result.returncode != 0:
         raise SystemExit(f"a measurement failed: {(result.stderr.strip().splitlines() or ['?'])[-1]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    lines = [line for line in result.stdout.splitlines() if line.startswith(RESULT)]  # llama.cpp may print too
+    if not lines:
+        raise SystemExit(f"a measurement printed no result: {result.stdout.strip()[-200:]}")
+    return json.loads(lines[-1][len(RESULT):])
 
 
 def cost_percent(name: str, with_it: float, without: float) -> float:
@@ -191,7 +195,7 @@ def main() -> int:
     if args.wake_model and not args.wake_model.is_file():
         parser.error(f"no such wake model: {args.wake_model}")
     if args.child:
-        print(json.dumps(measure(args.child == "with", args.full_size, args.rounds, args.busy, args.wake_model)))
+        print(RESULT + json.dumps(measure(args.child == "with", args.full_size, args.rounds, args.busy, args.wake_model)))
         return 0
     neighbours = "Piper and an audio loop" + (" with the wake word" if args.wake_model else "") if args.busy else "nothing"
     print(f"CPU: {cpu_name()}; {'full-size' if args.full_size else 'test'} twin; {args.pairs} pairs of fresh runs "
