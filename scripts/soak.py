@@ -66,6 +66,7 @@ class Soak:
         from speech import VOICE_PATH, speak
         from twin_generator import load_make_twin
 
+        from edge_assistant.allocator import map_large_buffers
         from edge_assistant.audio.playback import RecordingPlayback
         from edge_assistant.config import Config
         from edge_assistant.daemon.assistant import Assistant
@@ -75,6 +76,7 @@ class Soak:
         from edge_assistant.tts import PiperSpeech
         from edge_assistant.turn import run_turn
 
+        map_large_buffers()  # as `run` does (daemon/service.py) before it loads anything
         self.target = turns
         self.rng = random.Random(seed)
         config = Config()

@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..allocator import map_large_buffers
 from ..audio.playback import Playback, RecordingPlayback
 from ..audio.sources import AudioSource
 from ..config import Config
@@ -113,6 +114,7 @@ def serve(
 ) -> int:
     """Load everything, run until the input ends or a signal stops it."""
     faulthandler.enable()  # a watchdog SIGABRT then logs every thread's stack to the journal
+    map_large_buffers()  # before anything loads: freed buffers go back to the system (allocator.py)
     notifier = Notifier()
     local = LocalAudio(input_file, output_file, realtime, echo_gain)
     local.check()

@@ -162,11 +162,12 @@ class GemmaEngine:
         self._memory = llama_cpp.llama_get_memory(self._ctx)
         # Checked by ggml between graph nodes: a cancelled turn stops inside a
         # sub-batch (llama.cpp then drops that sub-batch's positions), not after it.
-        # A Python callback takes the GIL at every node (issue 22, defect 9):
-        # scripts/bench_abort_callback.py measures it. On the test twin on a
-        # loaded 2-core Xeon the runs spread from -24 % to +115 % (noise, not the
-        # callback); the full-size twin on a quiet machine decides whether to
-        # check every Nth node or move the flag into C.
+        # A Python callback takes the GIL at every node (issue 22, defect 9; the
+        # test twin: 271 calls per decoded token). scripts/bench_abort_callback.py
+        # times it in pairs of fresh runs with Piper and an audio loop alongside and
+        # says whether the noise allows a verdict against 3 %; on a shared 2-core
+        # Xeon it has not yet. Over 3 % would mean checking every Nth node or
+        # moving the flag into C.
         self._abort_check = llama_cpp.ggml_abort_callback(lambda _data: self._cancel_requested())
         llama_cpp.llama_set_abort_callback(self._ctx, self._abort_check, None)
 
