@@ -125,6 +125,7 @@ def test_a_question_that_ends_while_another_room_has_the_engine_waits_and_hears_
         (ended,) = brain.wait_for("bedroom", "speech_end")
         brain.wait_for("kitchen", "turn")
         brain.wait_for("bedroom", "turn")
+        brain.wait_for("bedroom", "speak_end")  # its reply played out before the brain stops
     finally:
         assert brain.stop() == 0
     (waiting,) = [event for event in brain.events if event["event"] == "waiting"]
