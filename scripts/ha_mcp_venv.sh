@@ -11,6 +11,7 @@
 # pyenv install 3.13.0 where pyenv is, else Debian's python3.13 package where apt has it.
 # A marker written last marks a finished install; an interrupted one is redone.
 set -euo pipefail
+source "$(dirname "$0")/cached_venv.sh"
 HA_VERSION=2025.4.4
 install_python=0
 if [[ ${1:-} == --install-python ]]; then
@@ -21,10 +22,7 @@ dir=${1:-${EDGE_ASSISTANT_HA_MCP_CACHE:-$HOME/.cache/edge-assistant/home-assista
 venv=$dir/venv
 marker=$venv/.edge-assistant-complete-$HA_VERSION
 
-if [[ -f $marker ]]; then
-    echo "$venv/bin/python"
-    exit 0
-fi
+venv_ready "$marker" "$venv"
 
 find_python313() {
 python313=""
@@ -52,14 +50,7 @@ if [[ -z $python313 ]]; then
     exit 3
 fi
 
-mkdir -p "$dir"
-exec 9>"$dir/.lock"
-flock 9
-if [[ -f $marker ]]; then
-    echo "$venv/bin/python"
-    exit 0
-fi
-rm -rf "$venv"
+venv_start "$dir" "$marker" "$venv"
 "$python313" -m venv "$venv"
 "$venv/bin/pip" download -q --disable-pip-version-check --no-deps -d "$dir/wheel" "homeassistant==$HA_VERSION" >&2
 wheel=$(ls "$dir"/wheel/homeassistant-"$HA_VERSION"-*.whl)
@@ -72,5 +63,4 @@ PY
 "$venv/bin/pip" install -q --disable-pip-version-check -c "$dir/constraints.txt" "$dir/wheel/$(basename "$wheel")" \
     hassil==2.2.3 home-assistant-intents==2025.3.28 mcp==1.5.0 aiohttp_sse==2.2.0 anyio==4.9.0 \
     home-assistant-frontend==20250411.0 isal==1.7.1 >&2
-touch "$marker"
-echo "$venv/bin/python"
+venv_finished "$marker" "$venv"

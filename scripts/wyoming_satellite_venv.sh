@@ -9,24 +9,14 @@
 # Prints the venv's python on success. A marker written last marks a finished
 # install; an interrupted one is redone.
 set -euo pipefail
+source "$(dirname "$0")/cached_venv.sh"
 SATELLITE_VERSION=1.0.0
 dir=${1:-${EDGE_ASSISTANT_SATELLITE_CACHE:-$HOME/.cache/edge-assistant/wyoming-satellite}}
 venv=$dir/venv
 marker=$venv/.edge-assistant-complete-$SATELLITE_VERSION
 
-if [[ -f $marker ]]; then
-    echo "$venv/bin/python"
-    exit 0
-fi
-mkdir -p "$dir"
-exec 9>"$dir/.lock"
-flock 9
-if [[ -f $marker ]]; then
-    echo "$venv/bin/python"
-    exit 0
-fi
-rm -rf "$venv"
+venv_ready "$marker" "$venv"
+venv_start "$dir" "$marker" "$venv"
 python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check "wyoming-satellite==$SATELLITE_VERSION" >&2
-touch "$marker"
-echo "$venv/bin/python"
+venv_finished "$marker" "$venv"
