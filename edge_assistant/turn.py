@@ -21,8 +21,8 @@ import numpy as np
 from .audio.format import MODEL_SAMPLE_RATE, Audio
 from .config import AudioConfig
 from .errors import AudioInputError
-from .llm.audio_turn import MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
-from .llm.clip_encoder import ENCODER_BLOCK_TOKENS, SAMPLES_PER_AUDIO_TOKEN
+from .llm.audio_turn import CLIP_SAMPLES, MAX_CLIP_SECONDS, Interruption, TurnCancelled, TurnReply, TurnStats
+from .llm.clip_encoder import final_blocks, samples_for_blocks
 from .llm.reply_text import HiddenBlockFilter, SentenceSplitter
 from .llm.tool_loop import ToolUse, generate_with_tools
 from .phrases import say
@@ -73,15 +73,23 @@ class Responder(Protocol):
 # the conversation's language: phrases.TABLES).
 TOOL_APOLOGY = "Sorry, I couldn't do that."
 
-# A streamed question is fed to the engine in steps of 0.96 s (two encoder blocks)
-# at first, then of 1.92 s. Each token is encoded once whatever the step, but a
-# step has a fixed cost (the encoder reads its 0.6 GB of weights again: about 50 ms
-# on the full-size twin) and llama.cpp prefills wider batches faster: 24 tokens at
-# 43 tokens/s, 48 at 49-52, 128 at 53-57 (scripts/bench_stream.py, 2-core AVX-512). When
-# the speaker pauses, the worker takes all it has at once; one that lags takes
-# everything heard since its last step.
-MIN_FEED_SAMPLES = 2 * ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN
-MAX_FEED_SAMPLES = 2 * MIN_FEED_SAMPLES
+# A streamed question is fed to the engine a step each time two more encoder blocks
+# (0.96 s) are final. Each token is encoded once whatever the step, but a step has
+# a fixed cost: the encoder reads its 0.6 GB of F16 weights again and llama.cpp
+# the model's (about 75 and 90 ms in the daemon on the full-size twin, 2-core
+# AVX-512, against 5 and 22 ms per token), so smaller steps cost more work and
+# larger ones leave more to do when the speaker stops. A worker that lags takes
+# everything heard since its last step, so its steps grow with its lag; when the
+# speaker pauses it takes all it has and ends the audio there in one pass.
+STEP_BLOCKS = 2
+FIRST_STEP_SAMPLES = samples_for_blocks(STEP_BLOCKS)
+
+
+def next_step_end(taken: int, blocks: int = STEP_BLOCKS) -> int:
+    """How much of the utterance the next step waits for, after ``taken`` samples:
+    ``blocks`` more encoder blocks final in the 30 s clip being heard."""
+    clip_start = taken // CLIP_SAMPLES * CLIP_SAMPLES
+    return clip_start + samples_for_blocks(final_blocks(taken - clip_start) + blocks)
 
 
 class SpeechStream:
@@ -192,7 +200,7 @@ class SpeechStream:
     def _due(self) -> int:
         if self._pause_keep is not None:
             return 1 if self._pause_keep > self._taken else self._pending + 1  # all heard, or nothing more
-        return min(MAX_FEED_SAMPLES, max(MIN_FEED_SAMPLES, self._taken))
+        return next_step_end(self._taken) - self._taken
 
     def next_step(self) -> tuple[np.ndarray, bool]:
         """(audio to feed, whether the utterance has ended); blocks until a step is
@@ -346,13 +354,13 @@ def respond_streamed(
     try:
         while True:
             step, ended = stream.next_step()
-            if len(step):
-                turn.feed(step, evaluate=not ended)
+            pause_end = None if ended else stream.pause_end()
+            if len(step):  # a step that ends the audio is encoded once, to the end
+                turn.feed(step, evaluate=not ended and pause_end is None)
             if ended:
                 turn.end_audio(stream.keep_samples)
                 text, calls = generate_with_tools(turn, on_text, stream.ended_at, tools)
                 break
-            pause_end = stream.pause_end()
             if pause_end is not None:
                 turn.end_audio(pause_end, early=True)
                 ahead = ReplyAhead(stream, pause_end, turn.stats, on_text)

@@ -25,7 +25,7 @@ from benchlib import BenchError, CpuQuota, cpu_name, default_voice, spread, twin
 
 from edge_assistant.config import EngineConfig
 from edge_assistant.llm.engine import GemmaEngine
-from edge_assistant.turn import MAX_FEED_SAMPLES, MIN_FEED_SAMPLES
+from edge_assistant.turn import STEP_BLOCKS, next_step_end
 
 BATCHES = (12, 24, 48, 96, 128, 256)
 QUESTION = "My sister is flying in from Lisbon tomorrow evening, so what time should we leave for the airport?"
@@ -52,29 +52,29 @@ def prefill_by_batch(engine: GemmaEngine, runs: int) -> str:
     return "\n".join(lines)
 
 
-def daemon_steps(length: int) -> list[int]:
-    """The step sizes a live question of ``length`` samples is fed in when the
-    worker keeps up (turn.SpeechStream: MIN_FEED_SAMPLES growing to MAX_FEED_SAMPLES)."""
+def steps_of(blocks: int, length: int) -> list[int]:
+    """The step sizes (samples) of a question of ``length`` samples fed each time
+    ``blocks`` more encoder blocks are final (turn.next_step_end), the last step
+    to its end, as a worker that keeps up feeds it."""
     steps, taken = [], 0
     while taken < length:
-        steps.append(min(MAX_FEED_SAMPLES, max(MIN_FEED_SAMPLES, taken)))
+        steps.append(min(length, next_step_end(taken, blocks)) - taken)
         taken += steps[-1]
     return steps
 
 
-def encode_ms(engine: GemmaEngine, audio: np.ndarray, steps: list[int] | None) -> float:
-    """The clip through the stateful encoder in ``steps`` (sample counts; None: at
-    once), as a turn feeds it: each step encodes the tokens it made final."""
+def encode_ms(engine: GemmaEngine, audio: np.ndarray, steps: list[int]) -> float:
+    """The clip through the stateful encoder in ``steps`` (sample counts), as a
+    turn feeds it: each step encodes the tokens it made final, the last all the
+    rest (one step: the whole clip at once)."""
     encoder = engine.clip_encoder()
     try:
         started = time.perf_counter()
         start = 0
-        for step in steps or [len(audio)]:
+        for index, step in enumerate(steps):
             encoder.feed(audio[start : start + step])
             start += step
-            if steps:
-                encoder.encode()
-        encoder.encode(last=True)
+            encoder.encode(last=index == len(steps) - 1)
         return (time.perf_counter() - started) * 1000
     finally:
         encoder.close()
@@ -84,17 +84,16 @@ def encoder_streamed(engine: GemmaEngine, runs: int) -> str:
     from edge_assistant.tts import PiperSpeech
 
     speech = PiperSpeech(default_voice()).synthesize_16k(QUESTION).samples
-    steps = {"0.48 s": lambda n: [7680] * -(-n // 7680), "1.92 s": lambda n: [30720] * -(-n // 30720),
-             "the daemon's (0.96 s, then 1.92 s)": daemon_steps}
+    steps = {f"{blocks * 0.48:.2f} s" + (" (the daemon's)" if blocks == STEP_BLOCKS else ""): blocks for blocks in (1, 2, 4)}
     header = f"{'question':>9s}  {'whole clip ms':>20s}" + "".join(f"  {'steps of ' + name:>34s}" for name in steps)
     lines = [underlined(header)]
-    encode_ms(engine, speech[: 2 * RATE], None)  # the encoder's buffers, reserved once
+    encode_ms(engine, speech[: 2 * RATE], [2 * RATE])  # the encoder's buffers, reserved once
     for seconds in (2, 5, 15):
         audio = np.resize(speech, seconds * RATE)
-        whole = [encode_ms(engine, audio, None) for _ in range(runs)]
+        whole = [encode_ms(engine, audio, [len(audio)]) for _ in range(runs)]
         row = f"{seconds:8d}s  {spread(whole, 0):>20s}"
-        for schedule in steps.values():
-            streamed = [encode_ms(engine, audio, schedule(len(audio))) for _ in range(runs)]
+        for blocks in steps.values():
+            streamed = [encode_ms(engine, audio, steps_of(blocks, len(audio))) for _ in range(runs)]
             ratio = sorted(streamed)[len(streamed) // 2] / sorted(whole)[len(whole) // 2]
             row += f"  {spread(streamed, 0) + f' = {ratio:.2f}x':>34s}"
         lines.append(row)

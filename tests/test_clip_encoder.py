@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from edge_assistant.config import EngineConfig
-from edge_assistant.llm.clip_encoder import ClipEncoder
+from edge_assistant.llm.clip_encoder import ClipEncoder, final_blocks, samples_for_blocks
 from edge_assistant.llm.engine import GemmaEngine
 
 from speech import silence, speak
@@ -107,6 +107,23 @@ def test_a_step_returns_whole_blocks_once_their_audio_is_complete(engine: GemmaE
         assert len(encoder.encode()) == 0  # nothing new: nothing encoded twice
     finally:
         encoder.close()
+
+
+def test_the_streams_block_arithmetic_is_the_encoders(engine: GemmaEngine, talk: np.ndarray) -> None:
+    """The speech stream times its steps with samples_for_blocks and final_blocks:
+    they must agree with what the patched encoder makes final, or every step
+    would wait for audio it cannot use (a step of exactly 2 x 7680 samples
+    makes 1 block final, not 2)."""
+    for blocks in (1, 2, 3, 5):
+        encoder = engine.clip_encoder()
+        try:
+            encoder.feed(talk[: samples_for_blocks(blocks) - 1])
+            assert len(encoder.encode()) == 12 * (blocks - 1) == 12 * final_blocks(samples_for_blocks(blocks) - 1)
+            encoder.feed(talk[samples_for_blocks(blocks) - 1 : samples_for_blocks(blocks)])
+            assert len(encoder.encode()) == 12
+            assert encoder.tokens == 12 * blocks == 12 * final_blocks(samples_for_blocks(blocks))
+        finally:
+            encoder.close()
 
 
 def test_audio_after_the_end_encodes_the_tail_again(engine: GemmaEngine, talk: np.ndarray) -> None:

@@ -4,6 +4,7 @@ it is heard, then ended, reopened, answered, committed or rolled back."""
 from __future__ import annotations
 
 import bisect
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from .clip_encoder import ClipEncoder
 
 if TYPE_CHECKING:
     from .engine import GemmaEngine
+
+log = logging.getLogger(__name__)
 
 AUDIO_TOKENS_PER_SECOND = 25  # Gemma 4's audio encoder: one token per 40 ms
 MAX_CLIP_SECONDS = 30  # Gemma 4's limit per audio clip; mtmd splits longer audio
@@ -344,12 +347,17 @@ class AudioTurn:
             whole = final or index < clips - 1
             started = time.perf_counter()
             embeddings = clip.encoder.encode(last=whole)
-            self.stats.encode_ms += (time.perf_counter() - started) * 1000
+            encode_ms = (time.perf_counter() - started) * 1000
+            self.stats.encode_ms += encode_ms
+            prefill_ms = 0.0
             if len(embeddings):
                 started = time.perf_counter()
                 self.engine._decode_embeddings(embeddings, self._cancelled)
-                self.stats.prefill_ms += (time.perf_counter() - started) * 1000
+                prefill_ms = (time.perf_counter() - started) * 1000
+                self.stats.prefill_ms += prefill_ms
                 self.stats.audio_tokens += len(embeddings)
+            log.debug("audio step: %d samples fed, %d tokens (%s), encoder %.0f ms, prefill %.0f ms",
+                      clip.encoder.samples, len(embeddings), "to the end" if whole else "final blocks", encode_ms, prefill_ms)
             clip.tokens += len(embeddings)
             clip.whole = whole
 

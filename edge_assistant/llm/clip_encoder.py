@@ -17,6 +17,21 @@ from ..errors import ModelFileError
 
 SAMPLES_PER_AUDIO_TOKEN = 640  # 16 kHz / 25 tokens per second
 ENCODER_BLOCK_TOKENS = 12  # gemma4a's attention block: streamed steps end on one
+BLOCK_SAMPLES = ENCODER_BLOCK_TOKENS * SAMPLES_PER_AUDIO_TOKEN
+
+
+def samples_for_blocks(blocks: int) -> int:
+    """The audio a clip needs before its first ``blocks`` encoder blocks are final:
+    a token's last mel frame (320-sample window, 160 hop, 160 samples of left
+    padding) ends one sample past the token's own 640, as in the patch's
+    ``mtmd_audio_stream::final_tokens``."""
+    return blocks * BLOCK_SAMPLES + 1 if blocks else 0
+
+
+def final_blocks(samples: int) -> int:
+    """Encoder blocks a clip of ``samples`` makes final (the inverse of
+    :func:`samples_for_blocks`)."""
+    return max(0, samples - 1) // BLOCK_SAMPLES
 PATCH_HINT = "llama-cpp-python was built without edge-assistant's streaming audio patch: run scripts/install_llama_cpp.sh"
 
 
