@@ -395,11 +395,13 @@ class TurnResult:
     spoken_seconds: float = 0.0
     sentences: list[str] = field(default_factory=list)
     tool_calls: list[ToolCallRecord] = field(default_factory=list)
+    audio_steps: list[int] = field(default_factory=list)  # audio tokens per encoder pass ([all] when evaluated whole)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "reply": self.reply,
             "audio_seconds": round(self.audio_seconds, 3),
+            "audio_steps": self.audio_steps,
             "tokens": self.tokens,
             "timings_ms": {name: round(value, 1) for name, value in self.timings_ms.items()},
             "stopped_by": self.stopped_by,
@@ -500,4 +502,5 @@ def run_turn(
         spoken_seconds=speech_stats.audio_seconds if speech_stats else 0.0,
         sentences=sentences,
         tool_calls=reply.tool_calls,
+        audio_steps=stats.audio_steps,
     )

@@ -267,14 +267,14 @@ def print_latencies(turns: list[dict], model: Path, how: str) -> None:
     print(f"\nlatency after the endpoint fired ({model.name}, question {how}), ms:")
     stages = ("encode", "prefill", "first_token", "tts_first_audio")
     print(underlined("  turn  speech s  " + "  ".join(f"{stage:>15s}" for stage in stages)
-                     + "  tokens after end  reply tokens ahead  engine load"))
+                     + "  steps  tokens after end  reply tokens ahead  engine load"))
     for number, turn in enumerate(turns, start=1):
         timings, tokens = turn["timings_ms"], turn["tokens"]
         speech_seconds = tokens["audio"] / 25
         # Engine work on the question per second of it: above 1.0 a live stream falls behind.
         load = (timings["encode"] + timings["prefill"]) / 1000 / speech_seconds
         print(f"  {number:4d}  {speech_seconds:8.2f}  " + "  ".join(f"{timings.get(stage, float('nan')):15.1f}" for stage in stages)
-              + f"  {tokens['after_speech_end']:16d}  {tokens['generated_ahead']:18d}  {load:11.2f}")
+              + f"  {len(turn['audio_steps']):5d}  {tokens['after_speech_end']:16d}  {tokens['generated_ahead']:18d}  {load:11.2f}")
     if turns:
         median = statistics.median(turn["timings_ms"]["first_token"] for turn in turns)
         print(f"  median endpoint→first token: {median:.0f} ms (plus endpoint.end_silence_ms = "

@@ -26,7 +26,7 @@ from edge_assistant.config import Config
 from edge_assistant.daemon.assistant import EARCON_DELAY_MS, Assistant
 from edge_assistant.daemon.events import EventLog
 from edge_assistant.tts import PiperSpeech
-from edge_assistant.turn import run_turn
+from edge_assistant.turn import next_step_end, run_turn
 
 from scripted import ScriptedEngine
 from speech import VOICE_PATH, audible_extent, concat, dbfs, noise, silence, speak, television, tones, voiced_db
@@ -157,12 +157,27 @@ def test_two_questions_two_turns_second_evaluates_only_new_tokens(
     assert two["evaluated_this_turn"] == two["prompt"] + two["audio"] + two["generated"] + 2
     assert two["context"] == one["context"] + two["evaluated_this_turn"]
     closing_text = len(scripted._audio_suffix_tokens)
-    for tokens, question in ((one, first), (two, second)):
+    for turn, question in zip(turns, (first, second)):
+        tokens = turn["tokens"]
         assert abs(tokens["audio"] - 25 * (question.seconds + 0.5)) <= 15  # the question, with pre-roll and padding
         if stream_audio:
             assert tokens["after_speech_end"] == 0  # closed in the pause before the endpoint
+            *steps, last = turn["audio_steps"]
+            assert steps == [24] * steps_while_spoken(round(turn["audio_seconds"] * MODEL_SAMPLE_RATE))
+            assert 0 < last <= 24 + 1 and sum(steps) + last == tokens["audio"]
         else:
             assert tokens["after_speech_end"] == tokens["prompt"] + tokens["audio"]
+            assert turn["audio_steps"] == [tokens["audio"]]
+
+
+def steps_while_spoken(utterance_samples: int) -> int:
+    """A file waits for the worker, so a streamed question gets a step of two
+    whole encoder blocks (24 tokens) at each boundary of its schedule it reaches,
+    then one pass to its end in the pause (no block twice, no silence after it)."""
+    steps, taken = 0, 0
+    while next_step_end(taken) < utterance_samples:
+        steps, taken = steps + 1, next_step_end(taken)
+    return steps
 
 
 def test_a_pause_inside_the_question_drops_the_reply_begun_in_it(

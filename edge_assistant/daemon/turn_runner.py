@@ -291,7 +291,8 @@ class TurnRunner:
             if turn.wake_sample is not None:
                 timings["wake_to_speech_end"] = round((turn.speech_end_sample - turn.wake_sample) * 1000 / MODEL_SAMPLE_RATE, 1)
             self.events.emit(
-                "turn", turn.speech_end_sample, reply=fields["reply"], tokens=fields["tokens"],
+                "turn", turn.speech_end_sample, reply=fields["reply"], audio_seconds=fields["audio_seconds"],
+                audio_steps=fields["audio_steps"], tokens=fields["tokens"],
                 timings_ms=timings, stopped_by=fields["stopped_by"], tool_calls=fields.get("tool_calls", []),
             )
         except TurnCancelled:  # from anywhere in the turn (a confirmation's yes or no, opening it): a cancel

@@ -43,6 +43,7 @@ class TurnStats:
     evaluated_this_turn: int = 0
     after_speech_end: int = 0  # of those, evaluated after the audio ended (the closing text, unfinished audio)
     context_tokens: int = 0  # tokens in the KV cache after the turn
+    audio_steps: list[int] = field(default_factory=list)  # audio tokens evaluated per encoder pass
     encode_ms: float = 0.0
     prefill_ms: float = 0.0
     first_token_ms: float = 0.0
@@ -356,6 +357,7 @@ class AudioTurn:
                 prefill_ms = (time.perf_counter() - started) * 1000
                 self.stats.prefill_ms += prefill_ms
                 self.stats.audio_tokens += len(embeddings)
+                self.stats.audio_steps.append(len(embeddings))
             log.debug("audio step: %d samples fed, %d tokens (%s), encoder %.0f ms, prefill %.0f ms",
                       clip.encoder.samples, len(embeddings), "to the end" if whole else "final blocks", encode_ms, prefill_ms)
             clip.tokens += len(embeddings)
