@@ -14,6 +14,7 @@ import numpy as np
 from llama_cpp import mtmd_cpp
 
 from ..errors import ModelFileError
+from .graph_thread import on_graph_thread
 
 SAMPLES_PER_AUDIO_TOKEN = 640  # 16 kHz / 25 tokens per second
 ENCODER_BLOCK_TOKENS = 12  # gemma4a's attention block: streamed steps end on one
@@ -66,7 +67,7 @@ class ClipEncoder:
 
     def encode(self, last: bool = False) -> np.ndarray:
         """(n_tokens, n_embd) float32: the tokens final now, or all with ``last``."""
-        count = mtmd_cpp.mtmd_audio_stream_encode(self._stream, last)
+        count = on_graph_thread(lambda: mtmd_cpp.mtmd_audio_stream_encode(self._stream, last))
         if count < 0:
             raise RuntimeError("the audio encoder failed")
         if count == 0:
@@ -77,7 +78,7 @@ class ClipEncoder:
     def rewind(self, samples: int) -> int:
         """Keep the first ``samples`` fed; returns the tokens still encoded (the
         final ones for those samples): the caller's cache keeps those."""
-        kept = mtmd_cpp.mtmd_audio_stream_rewind(self._stream, samples)
+        kept = on_graph_thread(lambda: mtmd_cpp.mtmd_audio_stream_rewind(self._stream, samples))  # may encode again
         if kept < 0:
             raise RuntimeError("the audio encoder failed while rewinding")
         self.samples = min(self.samples, samples)

@@ -38,6 +38,7 @@ from .audio_turn import (
 )
 from .chat_format import ChatFormat, ToolDeclarations
 from .clip_encoder import ClipEncoder, check_streaming_support
+from .graph_thread import on_graph_thread
 from .loading import FETCH_HINT, KV_CACHE_GGML_TYPES, _init_backend, check_gguf, load_model, physical_cores
 from .mtmd_prompt import text_pieces
 from .prompt_state import prompt_state_file, restore_sequence_state, sequence_state
@@ -110,7 +111,7 @@ class GemmaEngine:
         self.prompt_state_dir = prompt_state_dir
         self.system_prompt_restored = False
         try:
-            self._load()
+            on_graph_thread(self._load)
         except BaseException:
             self.close()
             raise
@@ -387,7 +388,7 @@ class GemmaEngine:
                 batch.n_tokens = len(piece)
                 last_piece = start + len(piece) == len(tokens)
                 batch.logits[len(piece) - 1] = want_logits and last_piece
-                status = llama_cpp.llama_decode(self._ctx, batch)
+                status = on_graph_thread(lambda: llama_cpp.llama_decode(self._ctx, batch))
             finally:
                 llama_cpp.llama_batch_free(batch)
             _check_decode(status, "llama_decode")
@@ -489,7 +490,7 @@ class GemmaEngine:
                     batch.seq_id[index][0] = self._conversation.seq_id
                     batch.logits[index] = False
                 batch.n_tokens = len(piece)
-                status = llama_cpp.llama_decode(self._ctx, batch)
+                status = on_graph_thread(lambda: llama_cpp.llama_decode(self._ctx, batch))
             finally:
                 llama_cpp.llama_batch_free(batch)
             _check_decode(status, "llama_decode of audio embeddings")
