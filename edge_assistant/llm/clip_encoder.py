@@ -33,6 +33,8 @@ def final_blocks(samples: int) -> int:
     """Encoder blocks a clip of ``samples`` makes final (the inverse of
     :func:`samples_for_blocks`)."""
     return max(0, samples - 1) // BLOCK_SAMPLES
+
+
 PATCH_HINT = "llama-cpp-python was built without edge-assistant's streaming audio patch: run scripts/install_llama_cpp.sh"
 
 

@@ -5,9 +5,10 @@ llama-cpp-python's ggml is built with OpenMP, and libgomp keeps a team of worker
 threads for each thread that starts a parallel region, for as long as that
 thread lives. The daemon loaded the model on its main thread and answers each
 question on a worker thread of its own, so two teams were alive: more threads
-than a 2-core CPU has. libgomp then stops spinning at its barriers (about 100
-spins instead of about 3 ms), and ggml ends every graph node at an OpenMP
-barrier, so every node ended in a futex sleep and wake. On the full-size twin
+than a 2-core CPU has. libgomp then cuts its spinning at barriers short (its
+"throttled" spin count, for more threads than CPUs), and ggml ends every graph
+node at an OpenMP barrier, so every node ended in a futex sleep and wake
+(``GOMP_SPINCOUNT`` does not reach the throttled count). On the full-size twin
 (2-core AVX-512 Xeon) a 24-token audio encoder step took 159 ms instead of 115
 and its prefill 460 ms instead of 430. One long-lived thread keeps one team.
 (``OMP_WAIT_POLICY=active`` made it worse: the idle team's worker spins too.)
