@@ -20,6 +20,7 @@ import pytest
 from edge_assistant.config import EngineConfig
 from edge_assistant.llm.clip_encoder import ClipEncoder, final_blocks, samples_for_blocks
 from edge_assistant.llm.engine import GemmaEngine
+from edge_assistant.llm.graph_thread import on_graph_thread
 
 from speech import silence, speak
 
@@ -53,7 +54,7 @@ def whole_clip(engine: GemmaEngine, samples: np.ndarray) -> np.ndarray:
             chunk = mtmd_cpp.mtmd_input_chunks_get(chunks.chunks, index)
             if mtmd_cpp.mtmd_input_chunk_get_type(chunk) == mtmd_cpp.MTMD_INPUT_CHUNK_TYPE_AUDIO:
                 n_tokens = mtmd_cpp.mtmd_input_chunk_get_n_tokens(chunk)
-                assert mtmd_cpp.mtmd_encode_chunk(engine._mtmd, chunk) == 0
+                assert on_graph_thread(lambda: mtmd_cpp.mtmd_encode_chunk(engine._mtmd, chunk)) == 0  # as the engine's graphs run
                 output = mtmd_cpp.mtmd_get_output_embd(engine._mtmd)
                 n_embd = engine._n_embd
                 return np.ctypeslib.as_array(output, shape=(n_tokens * n_embd,)).reshape(n_tokens, n_embd).copy()
