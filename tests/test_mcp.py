@@ -218,6 +218,21 @@ def test_a_server_down_at_start_has_its_tools_declared_once_it_comes_up(tmp_path
         toolset.close()
 
 
+def test_tools_the_engine_could_not_declare_are_built_again_at_the_next_look(tmp_path: Path) -> None:
+    """The engine failed to evaluate the new prompt (and went back to the old):
+    the toolbox goes back too, and the next look declares the new tools again."""
+    toolset = build_tools(configure(tmp_path, time_server(tmp_path, "down-once")))
+    try:
+        declared = list(toolset.toolbox.tools)
+        assert wait_until(lambda: toolset.outdated, 20) and toolset.refresh()
+        toolset.declare_later(declared)
+        assert toolset.toolbox.get("get_current_time") is None and toolset.toolbox.tools == declared
+        assert toolset.outdated and toolset.refresh()
+        assert toolset.toolbox.get("get_current_time") is not None
+    finally:
+        toolset.close()
+
+
 @pytest.fixture
 def refusing_server(tmp_path: Path) -> Iterator[tuple[dict, list[str]]]:
     """An HTTP server that answers 401 to everything: its [[mcp.server]] entry

@@ -108,3 +108,32 @@ def test_tools_declared_later_restart_every_room_from_the_new_prompt(twin) -> No
             assert positions(engine, room) == (0, engine.system_prompt_tokens - 1)
             engine.check_cache()
             engine.use_conversation(0)
+
+
+def test_tools_that_fail_to_declare_leave_every_room_on_the_prompt_before(
+    twin, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The new prompt's evaluation fails (a decode error, say): the cache and the
+    bookkeeping go back to the tools declared before, in every room."""
+    tools = [{"type": "function", "function": {"name": "get_current_time", "description": "Current time",
+                                               "parameters": {"type": "object", "properties": {}}}}]
+    with GemmaEngine(twin.model, twin.mmproj, EngineConfig(max_tokens=4, seed=1), conversations=2) as engine:
+        old_prompt = engine.system_prompt_tokens
+        engine.use_conversation(1)
+        engine.respond(speak("Is it raining?").samples)
+        evaluate = engine._evaluate_system_prompt
+
+        def fails_with_the_new_tools() -> int:
+            if engine.tools:
+                raise RuntimeError("llama_decode failed")
+            return evaluate()
+
+        monkeypatch.setattr(engine, "_evaluate_system_prompt", fails_with_the_new_tools)
+        with pytest.raises(RuntimeError, match="llama_decode failed"):
+            engine.declare_tools(tools)
+        assert engine.tools == [] and engine.system_prompt_tokens == old_prompt
+        for room in (1, 0):  # room 1 was the current one, and still is
+            assert engine.context_tokens == old_prompt
+            assert positions(engine, room) == (0, old_prompt - 1)
+            engine.check_cache()
+            engine.use_conversation(0)

@@ -141,9 +141,8 @@ class TurnRunner:
             if previous is not None:
                 previous.done.wait()
             holds_engine = engine_turns.acquire(job)  # no other room's turn is open meanwhile
-            self._declare_tools()
-        except Exception:  # the next turn tries again
-            log.exception("declaring the new tools failed")
+            if holds_engine:  # else cancelled while it waited (shutting down)
+                self._declare_tools()
         finally:
             if holds_engine:
                 engine_turns.release(job)
@@ -156,10 +155,19 @@ class TurnRunner:
         again with them, and the conversation starts afresh (its KV follows the
         prompt's). True if it was."""
         tools = self.tools
-        if tools is None or not tools.outdated or not tools.refresh():
+        if tools is None or not tools.outdated:
+            return False
+        declared = list(tools.toolbox.tools)
+        if not tools.refresh():
             return False
         started = time.perf_counter()
-        self.engine.declare_tools(tools.toolbox.declarations())
+        try:
+            self.engine.declare_tools(tools.toolbox.declarations())
+        except Exception:  # the engine is back on the tools declared before
+            tools.declare_later(declared)
+            log.exception("declaring the new tools failed: the conversation starts afresh with the tools before; "
+                          "the next turn tries again")
+            return True
         log.info("tools declared now: %s; system prompt of %d tokens %s in %.0f ms, the conversation starts afresh",
                  ", ".join(tool.name for tool in tools.toolbox.tools), self.engine.system_prompt_tokens,
                  "restored" if self.engine.system_prompt_restored else "evaluated", (time.perf_counter() - started) * 1000)

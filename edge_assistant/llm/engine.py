@@ -326,15 +326,24 @@ class GemmaEngine:
         """A new system prompt for other tools (an MCP server came up): the cache is
         emptied and the prompt evaluated (or restored from its saved state) once,
         and every room's conversation starts afresh from it. Between turns, on
-        the engine's thread."""
-        current = self._conversation
+        the engine's thread. If that fails, every room is back on the prompt of
+        the tools declared before, and the error is raised."""
+        current, declared = self._conversation, self.tools
         self.use_conversation(0)
+        try:
+            self._restart_with(tools)
+        except BaseException:
+            self._restart_with(declared)
+            raise
+        finally:
+            self._conversation = current
+
+    def _restart_with(self, tools: ToolDeclarations) -> None:
         self.tools = list(tools)
         self._truncate(0)
         self.system_prompt_restored = False
         self.system_prompt_tokens = self._evaluate_system_prompt()
         self._share_system_prompt()
-        self._conversation = current
 
     def _truncate(self, n_past: int) -> None:
         llama_cpp.llama_memory_seq_rm(self._memory, self._conversation.seq_id, n_past, -1)

@@ -59,6 +59,12 @@ class ToolSet:
         self.toolbox.tools = [*(tool for tool in self.toolbox.tools if not isinstance(tool, McpTool)), *self.mcp.tools]
         return True
 
+    def declare_later(self, declared: list) -> None:
+        """The engine could not declare what :meth:`refresh` built: back to the
+        tools ``declared`` before, and the next look builds them again."""
+        self.toolbox.tools = declared
+        self.mcp.declared_instead([tool for tool in declared if isinstance(tool, McpTool)])
+
     def problems(self) -> list[str]:
         """Servers whose tools do not work now, a few words each (for STATUS=)."""
         return self.mcp.problems()

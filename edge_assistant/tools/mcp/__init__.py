@@ -52,6 +52,12 @@ class McpTools:
         """A server connected (again) since the tools were built: its tools may differ."""
         return tuple(connection.connections for connection in self.connections) != self._seen
 
+    def declared_instead(self, tools: list[Tool]) -> None:
+        """What was built could not be declared: ``tools`` are what is declared,
+        and every server counts as changed, so the next :meth:`refresh` builds
+        and compares again."""
+        self.tools, self._seen = tools, ()
+
     def refresh(self) -> bool:
         """Rebuild the tools from every server's listing; True if the declarations
         changed. A tool that cannot be used now is left out with a warning, not an error."""
