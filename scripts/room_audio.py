@@ -107,17 +107,17 @@ def television(voice_path: Path, seconds: float, seed: int = 0) -> np.ndarray:
     return audio.astype(np.float32)
 
 
-def questions(voice_path: Path, texts: tuple[str, ...], speeds: tuple[float, ...] = SPEEDS) -> list[np.ndarray]:
-    """Each text at each speed (text-major), Piper without its random noise so
+def questions(voice_path: Path, texts: tuple[str, ...]) -> list[np.ndarray]:
+    """Each text at each of SPEEDS (text-major), Piper without its random noise so
     every run hears the same questions, 16 kHz float32. Cached."""
-    key = hashlib.sha256(f"{texts}|{speeds}|{voice_path.name}|{voice_path.stat().st_size}".encode())
+    key = hashlib.sha256(f"{texts}|{SPEEDS}|{voice_path.name}|{voice_path.stat().st_size}".encode())
     path = cache_dir() / f"questions-{key.hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as stored:
-            return [stored[f"q{k}"] for k in range(len(texts) * len(speeds))]
+            return [stored[f"q{k}"] for k in range(len(texts) * len(SPEEDS))]
     from edge_assistant.tts import PiperSpeech
 
-    voices = [PiperSpeech(voice_path, length_scale=speed, threads=1, noise=False) for speed in speeds]
+    voices = [PiperSpeech(voice_path, length_scale=speed, threads=1, noise=False) for speed in SPEEDS]
     spoken = [voice.synthesize_16k(text).samples for text in texts for voice in voices]
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as temp:
@@ -126,17 +126,14 @@ def questions(voice_path: Path, texts: tuple[str, ...], speeds: tuple[float, ...
     return spoken
 
 
-def music(seconds: float, seed: int = 0, level_db: tuple[float, float] = TV_LEVELS_DB) -> np.ndarray:
+def music(seconds: float, seed: int = 0) -> np.ndarray:
     """``seconds`` of music-like audio (:func:`edge_assistant.wake.augment.band`:
-    chords and drums), a new piece every 20 to 60 s at its own level."""
+    chords and drums), a new piece every 20 to 60 s at its own level (TV_LEVELS_DB)."""
     rng = np.random.default_rng(seed)
     parts, total, target = [], 0, int(seconds * MODEL_SAMPLE_RATE)
     while total < target:
         n = min(int(rng.uniform(20, 60) * MODEL_SAMPLE_RATE), target - total)
-        parts.append(band(n, rng) * 10 ** (rng.uniform(*level_db) / 20))
+        parts.append(band(n, rng) * 10 ** (rng.uniform(*TV_LEVELS_DB) / 20))
         total += n
     return np.concatenate(parts).astype(np.float32)
 
-
-def rms_db(samples: np.ndarray) -> float:
-    return 10 * float(np.log10(np.mean(np.square(samples, dtype=np.float64)) + 1e-20))

@@ -195,7 +195,7 @@ def audible_extent(samples: np.ndarray) -> tuple[int, int]:
 
 
 def band_music(seconds: float, level_db: float, seed: int = 0) -> np.ndarray:
-    """Chords and drums (the wake trainer's ``band``) at RMS ``level_db``."""
+    """Chords and drums (``wake.augment.band``, the room benchmarks' music) at RMS ``level_db``."""
     from edge_assistant.wake.augment import band
 
     return band(int(seconds * MODEL_SAMPLE_RATE), np.random.default_rng(seed)) * dbfs(level_db)

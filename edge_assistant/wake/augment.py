@@ -53,6 +53,10 @@ def band(n: int, rng: np.random.Generator) -> np.ndarray:
     bar = 4 * beat
     t = np.arange(bar) / MODEL_SAMPLE_RATE
     out = np.zeros(n + bar)
+    hit = np.arange(beat) / MODEL_SAMPLE_RATE
+    kick = 2.0 * np.sin(2 * np.pi * (50 + 80 * np.exp(-hit * 30)) * hit) * np.exp(-hit * 12)  # a falling sine
+    snare_tone, snare_decay = np.sin(2 * np.pi * 190 * hit), np.exp(-hit * 20)
+    hat_decay = 0.3 * np.exp(-np.arange(beat // 2) / MODEL_SAMPLE_RATE * 60)
     root = 0
     for start in range(0, n, bar):
         root = (root + rng.choice([0, 5, 7, 9])) % 12  # I, IV, V, vi steps
@@ -62,15 +66,12 @@ def band(n: int, rng: np.random.Generator) -> np.ndarray:
         out[start : start + bar] += 0.25 * tone * np.exp(-t * rng.uniform(0.3, 2.0))
         for k in range(4):
             at = start + k * beat
-            hit = np.arange(beat) / MODEL_SAMPLE_RATE
-            if k % 2 == 0:  # kick: a falling sine
-                out[at : at + beat] += 2.0 * np.sin(2 * np.pi * (50 + 80 * np.exp(-hit * 30)) * hit) * np.exp(-hit * 12)
+            if k % 2 == 0:
+                out[at : at + beat] += kick
             else:  # snare: noise and a tone
-                snare = rng.standard_normal(beat) * 0.8 + np.sin(2 * np.pi * 190 * hit)
-                out[at : at + beat] += snare * np.exp(-hit * 20)
+                out[at : at + beat] += (rng.standard_normal(beat) * 0.8 + snare_tone) * snare_decay
             for half in (0, beat // 2):  # hi-hat: high, short noise
-                hat = np.diff(rng.standard_normal(beat // 2 + 1)) * 0.3 * np.exp(-np.arange(beat // 2) / MODEL_SAMPLE_RATE * 60)
-                out[at + half : at + half + beat // 2] += hat
+                out[at + half : at + half + beat // 2] += np.diff(rng.standard_normal(beat // 2 + 1)) * hat_decay
     return normalize(out[:n])
 
 

@@ -147,9 +147,12 @@ def load_wake_model(path: Path) -> WakeModel:
     metadata = session.get_modelmeta().custom_metadata_map
     try:
         threshold = float(metadata[META_THRESHOLD]) if META_THRESHOLD in metadata else None
+    except ValueError:
+        raise ModelFileError(f"invalid {META_THRESHOLD} metadata {metadata[META_THRESHOLD]!r}: {path}") from None
+    try:
         patience = int(metadata.get(META_PATIENCE, "1"))
     except ValueError:
-        raise ModelFileError(f"invalid {META_THRESHOLD} or {META_PATIENCE} metadata: {path}") from None
+        raise ModelFileError(f"invalid {META_PATIENCE} metadata {metadata[META_PATIENCE]!r}: {path}") from None
     if not 1 <= patience <= 10:
         raise ModelFileError(f"invalid {META_PATIENCE} metadata {patience} (1 to 10 steps): {path}")
     return WakeModel(
@@ -207,6 +210,7 @@ class WakeWordDetector:
         self.refractory_samples = int(refractory_seconds * MODEL_SAMPLE_RATE)
         self.features = AudioFeatures()
         self._history = max(model.frames for model in self.models)
+        self._held_steps = max(model.patience for model in self.models) - 1  # remembered for patience
         self._quiet_context, self._quiet_mel, self._quiet_embeddings = self._room_tone()
         self._position = 0  # samples received since construction (the stream's time base)
         self._next_allowed = 0  # no detection before this sample (refractory period)
@@ -241,10 +245,11 @@ class WakeWordDetector:
     def _held(self, scores: np.ndarray) -> np.ndarray:
         """Each model's new scores held for its patience, the steps before them
         remembered across calls."""
+        if not self._held_steps:  # every model fires on one step (openWakeWord's)
+            return scores
         joined = np.concatenate([self._recent, scores])
         held = np.stack([sustained(joined[:, column], model.patience) for column, model in enumerate(self.models)], axis=1)
-        keep = max(model.patience for model in self.models) - 1
-        self._recent = joined[len(joined) - keep :] if keep else joined[:0]
+        self._recent = joined[len(joined) - self._held_steps :]
         return held[-len(scores) :]
 
     def scores(self, samples: np.ndarray) -> np.ndarray:

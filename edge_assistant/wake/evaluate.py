@@ -46,18 +46,16 @@ class Evaluation:
 
     positive_peaks: np.ndarray
     miss_peaks: np.ndarray
-    stream_scores: list[np.ndarray]
+    held_stream_scores: list[np.ndarray]  # held for the model's patience once, tried at every threshold
     negative_hours: float
-    patience: int
 
     @classmethod
     def of(cls, model: WakeModel, held_out: SideFeatures) -> "Evaluation":
         return cls(
             peak_scores(model, held_out.positives, POSITIVE_TAIL),
             peak_scores(model, held_out.misses, NEAR_MISS_TAIL),
-            [model.score(windows_of(embeddings)) for embeddings in held_out.streams],
+            [sustained(model.score(windows_of(embeddings)), model.patience) for embeddings in held_out.streams],
             held_out.stream_seconds / 3600,
-            model.patience,
         )
 
     def recall(self, threshold: float) -> float:
@@ -67,7 +65,7 @@ class Evaluation:
         return float(np.mean(self.miss_peaks >= threshold)) if len(self.miss_peaks) else 0.0
 
     def false_accepts(self, threshold: float) -> int:
-        return sum(count_detections(scores, threshold, self.patience) for scores in self.stream_scores)
+        return sum(count_detections(held, threshold, 1) for held in self.held_stream_scores)
 
     def choose_threshold(self) -> float:
         """The threshold with the lowest cost, counting a false accept per hour as
