@@ -277,12 +277,12 @@ class TurnRunner:
                 return  # cancelled while it waited: never opened
             self.engine.use_conversation(self.room.conversation)
             self.on_turn_start(self.room)
-            if previous is not None:
-                # A barge-in after its reply was complete: the history keeps what was heard.
-                self.engine.trim_last_reply(previous.interruption)
             # Not under a yes/no answer: the call it confirms is in the history.
             if respond is self.respond and self._declare_tools():
                 reset_history = False  # the new system prompt has no history after it
+            elif previous is not None:
+                # A barge-in after its reply was complete: the history keeps what was heard.
+                self.engine.trim_last_reply(previous.interruption)
             if reset_history:
                 self.engine.reset_history()
                 log.info("conversation history reset")

@@ -41,7 +41,7 @@ from .clip_encoder import ClipEncoder, check_streaming_support
 from .graph_thread import on_graph_thread
 from .loading import FETCH_HINT, KV_CACHE_GGML_TYPES, _init_backend, check_gguf, load_model, physical_cores
 from .mtmd_prompt import text_pieces
-from .prompt_state import prompt_state_file, restore_sequence_state, sequence_state
+from .prompt_state import files_fingerprint, prompt_state_file, restore_sequence_state, sequence_state
 from .sampling import LlamaSampler, TokenSampler
 from .tool_calls import CALL_CLOSE, CALL_OPEN
 from .tool_loop import ToolUse, generate_with_tools
@@ -112,6 +112,8 @@ class GemmaEngine:
         self.system_prompt_restored = False
         try:
             on_graph_thread(self._load)
+            # What keys the saved system prompt states, taken once (prompt_state.py).
+            self.files_fingerprint = files_fingerprint([model_path, mmproj_path]) if prompt_state_dir is not None else b""
         except BaseException:
             self.close()
             raise

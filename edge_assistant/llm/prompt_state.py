@@ -59,11 +59,17 @@ def file_fingerprint(path: Path) -> bytes:
     return digest.digest()
 
 
-def state_key(files: Iterable[Path], tokens: list[int], settings: dict[str, object], build: str) -> bytes:
-    """The key a saved state must match: model files, prompt tokens, context settings, llama.cpp build."""
+def files_fingerprint(files: Iterable[Path]) -> bytes:
+    """The model files as loaded: taken once, at load (a file replaced on disk
+    later must not key a state computed with the old one)."""
+    return b"".join(file_fingerprint(path) for path in files)
+
+
+def state_key(files: bytes, tokens: list[int], settings: dict[str, object], build: str) -> bytes:
+    """The key a saved state must match: model files (:func:`files_fingerprint`),
+    prompt tokens, context settings, llama.cpp build."""
     digest = hashlib.sha256(MAGIC)
-    for path in files:
-        digest.update(file_fingerprint(path))
+    digest.update(files)
     digest.update(struct.pack(f"<{len(tokens)}i", *tokens))
     digest.update(repr(sorted(settings.items())).encode())
     digest.update(build.encode())
@@ -142,7 +148,7 @@ def prompt_state_file(engine: GemmaEngine, tokens: list[int]) -> PromptStateFile
     ``prompt_state_dir``, keyed on everything that changes it."""
     settings = engine.settings
     key = state_key(
-        [engine.model_path, engine.mmproj_path], tokens,
+        engine.files_fingerprint, tokens,
         {"n_ctx": settings.n_ctx * engine.conversations, "kv": settings.kv_cache_type, "n_batch": settings.n_batch,
          "n_ubatch": settings.n_ubatch, "swa_full": True, "flash_attn": True, "kv_unified": True},
         f"{llama_cpp.__version__}|{llama_cpp.llama_print_system_info().decode(errors='replace')}",
